@@ -1,0 +1,43 @@
+# torchgeo-sar-damage: the everyday commands. Each target creates .venv (Python 3.12)
+# and installs the project into it when that has not been done yet.
+
+PY312 := $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1)
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= outputs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format benchmarks clean install
+
+$(PYTHON):
+	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (install it, e.g. 'pyenv install 3.12')" >&2; exit 2; }
+	$(PY312) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --quiet -e '.[tests,style]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sardamage demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest --cov=torchgeo_sar_damage --cov-report=term $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --no-fix .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+benchmarks: $(STAMP)
+	$(PYTHON) benchmarks/simulate.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache .mypy_cache .coverage
