@@ -1,0 +1,70 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Pre-event digital surface model: terrain, buildings and trees.
+
+A DSM such as a photogrammetric or TanDEM-X-derived product at 1-2 m records the top
+of whatever stood before the earthquake: smooth terrain (the town's elevation, a gentle
+regional slope of up to 2 % and undulations of a few metres), every building at its
+pre-event height (so the DSM shows vulnerability through height, never the damage),
+tree canopies 5-10 m high on orchard and tree cover, and measurement noise of
+0.5 m standard deviation [guess, typical of VHR stereo DSMs].
+"""
+
+import numpy as np
+from rasterio import features
+from scipy.ndimage import gaussian_filter, zoom
+
+from .grid import Grid
+from .sar import LandCover
+from .scene import Scene
+
+
+def render_dsm(
+    scene: Scene,
+    grid: Grid,
+    landcover: np.ndarray,
+    landcover_grid: Grid,
+    rng: np.random.Generator,
+    *,
+    noise_m: float = 0.5,
+) -> np.ndarray:
+    """Render the pre-event DSM of a scene.
+
+    Args:
+        scene: the scene (buildings with ``height_m``).
+        grid: DSM grid (1-2 m).
+        landcover: surface classes on ``landcover_grid`` (for tree canopies).
+        landcover_grid: grid of ``landcover``.
+        rng: random generator.
+        noise_m: standard deviation of the measurement noise.
+
+    Returns:
+        float32 elevations in metres above the ellipsoid-free datum of the scene.
+    """
+    rows, cols = grid.shape
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    slope = rng.uniform(-0.02, 0.02, 2) * grid.pixel_m
+    coarse = max(1, int(round(200 / grid.pixel_m)))
+    small = gaussian_filter(rng.standard_normal((rows // coarse + 3, cols // coarse + 3)), 1.0)
+    undulation = zoom(small, coarse, order=1)[:rows, :cols] * 3.0
+    terrain = scene.elevation_m + slope[0] * (xx - cols / 2) + slope[1] * (yy - rows / 2) + undulation
+
+    # trees: nearest-neighbour resampling of the land cover to the DSM grid
+    x, y = grid.xy()
+    col_idx = np.clip(((x - landcover_grid.transform.c) / landcover_grid.pixel_m).astype(int), 0, landcover_grid.width - 1)
+    row_idx = np.clip(((landcover_grid.transform.f - y) / landcover_grid.pixel_m).astype(int), 0, landcover_grid.height - 1)
+    trees = landcover[np.ix_(row_idx, col_idx)] == LandCover.TREES
+    canopy = gaussian_filter(rng.uniform(5.0, 10.0, grid.shape).astype(np.float32), 2.0)
+
+    order = np.argsort(scene.buildings['height_m'].to_numpy(), kind='stable')
+    shapes = [
+        (scene.buildings.geometry.iloc[i], float(scene.buildings['height_m'].iloc[i]))
+        for i in order
+    ]
+    heights = features.rasterize(
+        shapes, out_shape=grid.shape, transform=grid.transform, fill=0.0, dtype='float32', all_touched=False
+    )
+    above = np.where(heights > 0, heights, np.where(trees, canopy, 0.0))
+    noise = rng.normal(0.0, noise_m, grid.shape)
+    return (terrain + above + noise).astype(np.float32)

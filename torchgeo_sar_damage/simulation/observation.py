@@ -1,0 +1,198 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""What mappers see: OSM footprints and Copernicus EMS damage gradings, with their errors.
+
+**OpenStreetMap footprints** are traced by volunteers on (mis-registered) imagery:
+the simulator shifts every footprint of a town by one systematic offset of 0.3-1.5 m
+plus a per-building jitter (sigma 0.4 m), leaves 4 % of the buildings unmapped, merges
+3 % of touching neighbours into one polygon, tags ``building`` with the values seen in
+HOT exports (``yes`` for most, ``apartments``, ``house``, ``residential``,
+``commercial``, ``retail``, ``industrial``), ``building:levels`` on about one building in
+five (sometimes off by one), ``height`` on a few. Rates are [guess] engineering values.
+
+**Copernicus EMS grading** (EMSR648 built-up layer, ``damage_gra``) is produced by
+photo-interpretation of post-event optical imagery from above. It covers only an area
+of interest (65-85 % of the town here), misses some buildings, marks a few
+``Not Analysed`` and confuses grades the way vertical imagery does: a pancake
+collapse under an intact roof, or heavy damage of lower storeys, looks intact from
+above, so grade-4 buildings are often graded lower; debris around an intact building
+sometimes makes it ``Possibly damaged``. The CEMS classes were defined from EMS-98
+(Ciriza Labiano et al. 2021) but cannot be applied one-to-one; the confusion matrix
+:data:`EMS_CONFUSION` is a [guess] consistent with that reading (reference
+``damage_labels.md`` and section 2.2 of ``simulation_physics.md``).
+"""
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from shapely import affinity
+
+#: Copernicus EMS ``damage_gra`` values, most to least damaged.
+EMS_GRADES = ('Destroyed', 'Damaged', 'Possibly damaged', 'No visible damage')
+#: Value for buildings inside the area of interest that were not assessed.
+NOT_ANALYSED = 'Not Analysed'
+
+#: P(CEMS grade | EMS-98 grade): rows G0..G5, columns as :data:`EMS_GRADES`.
+EMS_CONFUSION = np.array(
+    [
+        [0.000, 0.004, 0.026, 0.970],  # G0
+        [0.000, 0.006, 0.034, 0.960],  # G1
+        [0.000, 0.010, 0.060, 0.930],  # G2
+        [0.000, 0.080, 0.300, 0.620],  # G3
+        [0.100, 0.550, 0.200, 0.150],  # G4
+        [0.880, 0.090, 0.025, 0.005],  # G5
+    ]
+)
+
+_BUILDING_TAGS = {
+    'RES_high': (('yes', 'apartments'), (0.6, 0.4)),
+    'RES_low': (('yes', 'house', 'residential'), (0.6, 0.3, 0.1)),
+    'COM': (('yes', 'commercial', 'retail'), (0.6, 0.3, 0.1)),
+    'IND': (('yes', 'industrial'), (0.5, 0.5)),
+}
+
+
+def osm_footprints(
+    buildings: gpd.GeoDataFrame, rng: np.random.Generator
+) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """Derive an OSM-like footprint layer from the true buildings.
+
+    Args:
+        buildings: true buildings (``building_id``, ``storeys``, ``height_m``,
+            ``occupancy``, geometry).
+        rng: random generator.
+
+    Returns:
+        The OSM layer (``osm_id``, ``osm_type``, ``building``, ``building:levels``,
+        ``height``, geometry) and, per true building, the ``osm_id`` of the polygon that
+        maps it (0 where it is not mapped).
+    """
+    n = len(buildings)
+    geoms = np.array(buildings.geometry.values, dtype=object)
+    # systematic shift of the whole town plus per-building jitter
+    shift_m = rng.uniform(0.3, 1.5)
+    shift_dir = rng.uniform(0, 2 * np.pi)
+    dx = shift_m * np.cos(shift_dir) + rng.normal(0, 0.4, n)
+    dy = shift_m * np.sin(shift_dir) + rng.normal(0, 0.4, n)
+    missing = rng.random(n) < 0.04
+    # merge touching neighbours
+    merged_into = np.arange(n)
+    near = gpd.sjoin(
+        gpd.GeoDataFrame(geometry=buildings.geometry.buffer(0.8), crs=buildings.crs),
+        gpd.GeoDataFrame(geometry=buildings.geometry, crs=buildings.crs),
+        predicate='intersects',
+    )
+    pairs = near[near.index < near['index_right']]
+    pairs = pairs[~pairs.index.duplicated(keep='first')]
+    for i, j in zip(pairs.index.to_numpy(), pairs['index_right'].to_numpy()):
+        if rng.random() < 0.06 and merged_into[i] == i and merged_into[j] == j:
+            if not missing[i] and not missing[j]:
+                merged_into[j] = i
+    osm_ids = np.sort(rng.choice(np.arange(100_000_000, 1_200_000_000), n, replace=False))
+    rows = []
+    mapped_id = np.zeros(n, dtype=np.int64)
+    storeys = buildings['storeys'].to_numpy()
+    height = buildings['height_m'].to_numpy()
+    occupancy = buildings['occupancy'].to_numpy()
+    for i in range(n):
+        if missing[i] or merged_into[i] != i:
+            continue
+        members = np.flatnonzero(merged_into == i)
+        geom = geoms[i]
+        if len(members) > 1:
+            geom = shapely.union_all([geoms[k].buffer(0.6, join_style='mitre') for k in members])
+            geom = geom.buffer(-0.6, join_style='mitre')
+            if geom.geom_type != 'Polygon':
+                geom = geom.convex_hull
+        geom = affinity.translate(geom, dx[i], dy[i])
+        if occupancy[i] == 'IND':
+            kind = 'IND'
+        elif occupancy[i] in ('COM', 'MIX1'):
+            kind = 'COM'
+        else:
+            kind = 'RES_high' if storeys[i] >= 4 else 'RES_low'
+        values, probs = _BUILDING_TAGS[kind]
+        levels: str | None = None
+        if rng.random() < 0.2:
+            lv = int(storeys[i]) + (int(rng.choice([-1, 1])) if rng.random() < 0.1 else 0)
+            levels = str(max(1, lv))
+        tag_height = f'{round(float(height[i]))}' if rng.random() < 0.03 else None
+        rows.append(
+            {
+                'osm_id': int(osm_ids[i]),
+                'osm_type': 'ways',
+                'building': str(rng.choice(values, p=probs)),
+                'building:levels': levels,
+                'height': tag_height,
+                'geometry': geom,
+            }
+        )
+        mapped_id[members] = osm_ids[i]
+    frame = gpd.GeoDataFrame(rows, geometry='geometry', crs=buildings.crs)
+    return frame, mapped_id
+
+
+def ems_grading(
+    buildings: gpd.GeoDataFrame, grades: np.ndarray, rng: np.random.Generator
+) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """Simulate a Copernicus EMS grading product over part of the town.
+
+    Args:
+        buildings: true buildings.
+        grades: EMS-98 grade (0-5) of each building.
+        rng: random generator.
+
+    Returns:
+        The grading layer (CEMS built-up fields) and, per building, its ``damage_gra``
+        value or None where the building is not in the layer.
+    """
+    n = len(buildings)
+    left, bottom, right, top = buildings.total_bounds
+    frac = rng.uniform(0.65, 0.85)
+    w, h = (right - left) * np.sqrt(frac), (top - bottom) * np.sqrt(frac)
+    x0 = rng.uniform(left, right - w)
+    y0 = rng.uniform(bottom, top - h)
+    cent = buildings.geometry.centroid
+    inside = (
+        (cent.x >= x0) & (cent.x <= x0 + w) & (cent.y >= y0) & (cent.y <= y0 + h)
+    ).to_numpy()
+    digitised = inside & (rng.random(n) >= 0.05)
+    labels: np.ndarray = np.full(n, None, dtype=object)
+    u = rng.random(n)
+    cum = np.cumsum(EMS_CONFUSION, axis=1)[np.asarray(grades)]
+    idx = (u[:, None] > cum).sum(axis=1).clip(0, 3)
+    graded = np.array(EMS_GRADES, dtype=object)[idx]
+    not_analysed = rng.random(n) < 0.02
+    graded = np.where(not_analysed, NOT_ANALYSED, graded)
+    labels[digitised] = graded[digitised]
+    sel = np.flatnonzero(digitised)
+    jitter = rng.normal(0, 0.5, (len(sel), 2))
+    geoms = [
+        affinity.translate(buildings.geometry.iloc[k], jx, jy)
+        for k, (jx, jy) in zip(sel, jitter)
+    ]
+    occ = buildings['occupancy'].to_numpy()[sel]
+    obj_type = np.where(
+        occ == 'IND',
+        '12-Industrial Buildings',
+        np.where(occ == 'RES', '11-Residential Buildings', '12-Non-residential Buildings'),
+    )
+    frame = gpd.GeoDataFrame(
+        pd.DataFrame(
+            {
+                'obj_type': obj_type,
+                'name': 'Unknown',
+                'info': 'Not Applicable',
+                'damage_gra': labels[sel].astype(str),
+                'det_method': 'Photo-interpretation',
+                'notation': 'Not Applicable',
+                'or_src_id': np.int32(1),
+                'dmg_src_id': np.int32(2),
+            }
+        ),
+        geometry=geoms,
+        crs=buildings.crs,
+    )
+    return frame, labels

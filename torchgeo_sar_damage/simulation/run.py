@@ -1,0 +1,389 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Simulate whole scenes and write them, atomically, in the real products' formats.
+
+``simulate(out, ...)`` builds every requested town (layout, shaking, damage, SAR, DSM,
+OSM, GEM exposure, EMS grading, truth), writes everything into a temporary folder
+beside ``out`` and only then moves it into place, so an interrupted or failed run
+leaves nothing half-written. Every town gets its own random streams derived from the
+seed and its slug, so a town's files do not depend on which other towns are simulated,
+and the same seed gives byte-identical files.
+"""
+
+import datetime
+import json
+import math
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+from pyproj import CRS, Transformer
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import ArgumentError, OutputError
+from ..taxonomy import parse_taxonomy
+from .cities import CITIES, City, get_city
+from .dsm import render_dsm
+from .exposure import exposure_tables, write_exposure_csv
+from .fragility import fragility_curve, sample_grades
+from .grid import Grid
+from .observation import ems_grading, osm_footprints
+from .sar import SARGeometry, render_sigma0
+from .scene import Scene, generate_scene, landcover, scene_from_footprints
+from .shaking import simulate_pga
+from .writers import (
+    Acquisition,
+    Calibration,
+    write_csg_geotiff,
+    write_csk_hdf5,
+    write_geotiff,
+    write_vector,
+)
+
+#: Inclination of the COSMO-SkyMed sun-synchronous orbits (degrees).
+ORBIT_INCLINATION_DEG = 97.86
+#: Resolution of the simulated DSM (metres).
+DSM_PIXEL_M = 1.0
+#: Margin (m) kept inside the SAR swath around the outermost buildings.
+SWATH_MARGIN_M = 40.0
+#: File names inside each town's folder (SAR names follow the products' conventions).
+OSM_NAME = 'hotosm_tur_buildings_polygons.gpkg'
+DSM_NAME = 'dsm_pre_event_1m.tif'
+ADMIN_NAME = 'admin_units.gpkg'
+TRUTH_NAME = 'truth.gpkg'
+EXPOSURE_NAME = 'Exposure_{occupancy}_Turkey_Adm2.csv'
+LABELS_NAME = 'EMSR648_AOI{aoi:02d}_GRA_PRODUCT_builtUpA_r1_v1.json'
+
+_STREAMS = ('layout', 'shaking', 'fragility', 'sar', 'landcover', 'dsm', 'osm', 'ems')
+
+
+def _streams(seed: int, slug: str) -> dict[str, np.random.Generator]:
+    """Independent random streams of one town, from the seed and the slug."""
+    root = np.random.SeedSequence([seed, zlib.crc32(slug.encode())])
+    return {name: np.random.default_rng(s) for name, s in zip(_STREAMS, root.spawn(len(_STREAMS)))}
+
+
+def heading_deg(latitude_deg: float, orbit_direction: str) -> float:
+    """Ground-track heading of a sun-synchronous orbit at a latitude.
+
+    ``sin(heading) = cos(i) / cos(latitude)`` for the ascending pass (Earth rotation
+    neglected); the descending pass heads the opposite way mirrored about north-south.
+    """
+    s = math.cos(math.radians(ORBIT_INCLINATION_DEG)) / math.cos(math.radians(latitude_deg))
+    asc = math.degrees(math.asin(max(-1.0, min(1.0, s)))) % 360.0
+    return asc if orbit_direction == 'ASCENDING' else (180.0 - asc) % 360.0
+
+
+def acquisitions(scene: Scene, lat: float, rng: np.random.Generator) -> tuple[Acquisition, Acquisition]:
+    """CSK and CSG acquisitions over a scene (same time and geometry).
+
+    Descending passes cross Türkiye around 15:30 UTC (18:00 local solar time of the
+    dawn-dusk orbit) on 8 February 2023, ascending ones around 03:30 UTC on
+    9 February 2023; a spotlight takes about 8 s.
+    """
+    city = scene.city
+    direction = city.orbit_direction if city is not None else 'DESCENDING'
+    incidence = city.incidence_deg if city is not None else 35.0
+    if direction == 'DESCENDING':
+        base = datetime.datetime(2023, 2, 8, 15, 20, tzinfo=datetime.UTC)
+    else:
+        base = datetime.datetime(2023, 2, 9, 3, 20, tzinfo=datetime.UTC)
+    start = base + datetime.timedelta(seconds=int(rng.integers(0, 1200)))
+    stop = start + datetime.timedelta(seconds=8)
+    heading = heading_deg(lat, direction)
+    common = dict(
+        polarisation='HH' if direction == 'DESCENDING' else 'VV',
+        look_side='RIGHT',
+        orbit_direction=direction,
+        start=start,
+        stop=stop,
+        incidence_deg=incidence,
+        heading_deg=round(heading, 3),
+        orbit_number=int(rng.integers(60000, 90000)),
+    )
+    beam = int(round((incidence - 20.0) / 1.1)) + 1
+    csk = Acquisition(mission='CSK', satellite=int(rng.integers(1, 5)), mode='S2', beam=f'{beam:02d}', **common)  # type: ignore[arg-type]
+    csg = Acquisition(mission='CSG', satellite=int(rng.integers(1, 3)), mode='S2B', beam=f'{beam:03d}', **common)  # type: ignore[arg-type]
+    return csk, csg
+
+
+def _swath_mask(grid: Grid, centre: tuple[float, float], radius_m: float, heading: float) -> np.ndarray:
+    """True inside the acquisition footprint: a square aligned with the ground track."""
+    x, y = grid.xy()
+    dx = x[None, :] - centre[0]
+    dy = y[:, None] - centre[1]
+    a = math.radians(heading)
+    along = dx * math.sin(a) + dy * math.cos(a)
+    across = dx * math.cos(a) - dy * math.sin(a)
+    half = radius_m + SWATH_MARGIN_M
+    return (np.abs(along) <= half) & (np.abs(across) <= half)
+
+
+def simulate_city(
+    scene: Scene, folder: Path, seed: int, pixel_m: float, streams: dict[str, np.random.Generator]
+) -> dict[str, Any]:
+    """Shake, damage, image and write one scene into ``folder``.
+
+    Returns:
+        The town's entry of ``scene.json``.
+    """
+    b = scene.buildings
+    crs = scene.crs
+    cent = b.geometry.centroid
+    city = scene.city
+    to_ll = Transformer.from_crs(crs, 'EPSG:4326', always_xy=True)
+    lon, lat = to_ll.transform(*scene.centre)
+    if city is not None:
+        shaking = simulate_pga(
+            cent.x.to_numpy(),
+            cent.y.to_numpy(),
+            crs,
+            streams['shaking'],
+            vs30_m_s=city.vs30_m_s,
+            anchor_xy=scene.centre,
+            anchor_pga_g=city.anchor_pga_g,
+        )
+    else:
+        shaking = simulate_pga(cent.x.to_numpy(), cent.y.to_numpy(), crs, streams['shaking'], vs30_m_s=450.0)
+    taxa = [parse_taxonomy(t) for t in b['taxonomy']]
+    curves = [fragility_curve(t) for t in taxa]
+    grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+
+    # SAR
+    grid = scene.grid(pixel_m)
+    lc = landcover(scene, grid, streams['landcover'])
+    csk, csg = acquisitions(scene, lat, streams['sar'])
+    geometry = SARGeometry(incidence_deg=csk.incidence_deg, heading_deg=csk.heading_deg, look_side=csk.look_side)
+    sar_input = gpd.GeoDataFrame({'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=crs)
+    image = render_sigma0(grid, geometry, sar_input, lc, streams['sar'], looks=1.0)
+    radius = float(cent.distance(__import__('shapely').Point(scene.centre)).max())
+    sigma0 = np.where(_swath_mask(grid, scene.centre, radius, csk.heading_deg), image.sigma0, np.nan)
+    calibration = Calibration(reference_incidence_deg=csk.incidence_deg)
+    zone = int(CRS.from_user_input(crs).utm_zone[:-1]) if CRS.from_user_input(crs).utm_zone else 37
+    sar_h5 = csk.csk_filename()
+    sar_tif = csg.csg_filename('.tif', latitude_deg=lat, utm_zone=zone)
+    write_csk_hdf5(folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration)
+    write_csg_geotiff(folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration)
+    del image, sigma0
+
+    # DSM
+    dsm_grid = grid.resample(DSM_PIXEL_M)
+    dsm = render_dsm(scene, dsm_grid, lc, grid, streams['dsm'])
+    write_geotiff(
+        folder / DSM_NAME,
+        dsm,
+        dsm_grid,
+        nodata=-9999.0,
+        tags={'SOURCE': 'simulated pre-event DSM', 'UNITS': 'metre'},
+        band_description='elevation_m',
+    )
+    del dsm, lc
+
+    # observations
+    osm, osm_id = osm_footprints(b, streams['osm'])
+    write_vector(folder / OSM_NAME, osm, layer='hotosm_tur_buildings_polygons')
+    labels, ems = ems_grading(b, grades, streams['ems'])
+    aoi = city.ems_aoi if city is not None else 99
+    labels_name = LABELS_NAME.format(aoi=aoi)
+    write_vector(folder / labels_name, labels)
+    write_vector(folder / ADMIN_NAME, scene.districts, layer='admin_units')
+    gem_files = []
+    for occupancy, table in exposure_tables(b, scene.districts).items():
+        name = EXPOSURE_NAME.format(occupancy=occupancy)
+        write_exposure_csv(folder / name, table, occupancy)
+        gem_files.append(name)
+
+    truth = gpd.GeoDataFrame(
+        {
+            'building_id': b['building_id'],
+            'osm_id': osm_id,
+            'ID_2': b['ID_2'],
+            'occupancy': b['occupancy'],
+            'taxonomy': b['taxonomy'],
+            'macro_class': [t.macro_class for t in taxa],
+            'fragility_class': [c.name for c in curves],
+            'storeys': b['storeys'],
+            'height_m': b['height_m'],
+            'rjb_km': shaking.rjb_km.round(3),
+            'pga_g': shaking.pga_g.round(4),
+            'grade': grades,
+            'damaged': grades >= 4,
+            'ems_damage_gra': [v if v is not None else None for v in ems],
+        },
+        geometry=b.geometry,
+        crs=crs,
+    )
+    write_vector(folder / TRUTH_NAME, truth, layer='truth')
+
+    damaged = float(np.mean(grades >= 4))
+    return {
+        'name': scene.name,
+        'crs': crs,
+        'bounds': list(scene.bounds),
+        'centre': list(scene.centre),
+        'centre_lonlat': [round(lon, 5), round(lat, 5)],
+        'buildings': len(b),
+        'damage_rate': round(damaged, 4),
+        'observed_damage_range': list(city.damage_range) if city is not None else None,
+        'grade_counts': np.bincount(grades, minlength=6).tolist(),
+        'pga_g': {
+            'median': round(float(np.median(shaking.pga_g)), 4),
+            'p05': round(float(np.percentile(shaking.pga_g, 5)), 4),
+            'p95': round(float(np.percentile(shaking.pga_g, 95)), 4),
+        },
+        'acquisition': {
+            'incidence_deg': csk.incidence_deg,
+            'heading_deg': csk.heading_deg,
+            'look_side': csk.look_side,
+            'orbit_direction': csk.orbit_direction,
+            'polarisation': csk.polarisation,
+            'start_utc': csk.start.isoformat(),
+            'stop_utc': csk.stop.isoformat(),
+            'pixel_m': pixel_m,
+        },
+        'files': {
+            'sar_hdf5': sar_h5,
+            'sar_geotiff': sar_tif,
+            'dsm': DSM_NAME,
+            'osm': OSM_NAME,
+            'gem': gem_files,
+            'admin': ADMIN_NAME,
+            'labels': labels_name,
+            'truth': TRUTH_NAME,
+        },
+    }
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f'--out {out}: exists and is not a folder')
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ArgumentError(
+            f'--out {out}: folder exists and is not empty; pass --overwrite to replace '
+            'the simulated files in it (other files are kept)'
+        )
+    parent = out if out.is_dir() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArgumentError(f'--out {out}: {parent} is not writable')
+
+
+def simulate(
+    out: str | os.PathLike[str],
+    cities: Sequence[str] | None = None,
+    n_buildings: int = 3000,
+    seed: int = 0,
+    pixel_m: float = 0.5,
+    footprints: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Simulate post-earthquake scenes and write them into ``out``.
+
+    Args:
+        out: output folder; created if missing. It receives ``scene.json`` and one
+            folder per town.
+        cities: slugs of built-in towns; all of them when None (ignored with
+            ``footprints``).
+        n_buildings: buildings per town (with ``footprints``: at most this many, the
+            ones nearest the centre).
+        seed: random seed; the same seed gives byte-identical files.
+        pixel_m: SAR pixel spacing in metres.
+        footprints: simulate over these real footprints instead of a built-in town.
+        overwrite: replace the simulated entries of a non-empty ``out``.
+        progress: show progress bars.
+
+    Returns:
+        The content of ``scene.json``.
+
+    Raises:
+        ArgumentError: for a bad argument or an output that cannot be written.
+    """
+    out = Path(out)
+    if n_buildings <= 0:
+        raise ArgumentError(f'--buildings must be positive, not {n_buildings}')
+    if not (math.isfinite(pixel_m) and 0.1 <= pixel_m <= 5.0):
+        raise ArgumentError(f'--pixel-m must be between 0.1 and 5 m, not {pixel_m}')
+    if seed < 0:
+        raise ArgumentError(f'--seed must be non-negative, not {seed}')
+    slugs: list[str] = []
+    if footprints is None:
+        slugs = list(CITIES) if not cities else list(dict.fromkeys(cities))
+        for slug in slugs:
+            try:
+                get_city(slug)
+            except KeyError as err:
+                raise ArgumentError(f'--cities: {err.args[0]}') from None
+    else:
+        if not Path(footprints).is_file():
+            raise ArgumentError(f'--footprints {footprints}: no such file')
+    _check_out(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    except OSError as err:
+        raise OutputError(out, f'cannot create a temporary folder beside it ({err.strerror})') from None
+    try:
+        manifest: dict[str, Any] = {
+            'generator': f'torchgeo-sar-damage {__version__}',
+            'seed': seed,
+            'buildings_per_city': n_buildings,
+            'pixel_m': pixel_m,
+            'event': 'Mw 7.8 Pazarcık and Mw 7.5 Elbistan, 2023-02-06',
+            'cities': {},
+        }
+        jobs: list[tuple[str, City | None]] = [(s, get_city(s)) for s in slugs]
+        if footprints is not None:
+            jobs = [('', None)]
+        bar = tqdm(jobs, desc='simulate', unit='city', disable=not progress)
+        for slug, city in bar:
+            if city is not None:
+                bar.set_postfix_str(slug)
+                streams = _streams(seed, slug)
+                scene = generate_scene(city, n_buildings, streams['layout'])
+            else:
+                stem = Path(str(footprints)).stem
+                streams = _streams(seed, stem)
+                scene = scene_from_footprints(str(footprints), streams['layout'], n_buildings)
+                bar.set_postfix_str(scene.slug)
+            folder = tmp / scene.slug
+            folder.mkdir()
+            manifest['cities'][scene.slug] = simulate_city(scene, folder, seed, pixel_m, streams)
+        with open(tmp / 'scene.json', 'w', encoding='utf-8') as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False)
+            f.write('\n')
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Move the finished entries of ``tmp`` into ``out``, replacing same-name entries."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old-', dir=out.parent))
+    moved: list[str] = []
+    try:
+        for entry in sorted(os.listdir(tmp)):
+            if (out / entry).exists():
+                os.replace(out / entry, backup / entry)
+            os.replace(tmp / entry, out / entry)
+            moved.append(entry)
+    except OSError as err:  # pragma: no cover - rename failures within one folder
+        for entry in os.listdir(backup):
+            os.replace(backup / entry, out / entry)
+        raise OutputError(out, f'could not move results into place ({err})') from None
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
