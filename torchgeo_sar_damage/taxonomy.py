@@ -228,29 +228,10 @@ _ALIASES: dict[str, str | None] = {
     'GOV99': 'GOV',
     'EDU99': 'EDU',
 }
-_ALIASES.update(
-    dict.fromkeys(
-        [
-            'L99',
-            'DU99',
-            'CT99',
-            'S99',
-            'ME99',
-            'MUN99',
-            'ST99',
-            'CL99',
-            'CB99',
-            'MO99',
-            'SP99',
-            'MR99',
-            'SC99',
-            'ET99',
-            'W99',
-            'Y99',
-            'OC99',
-        ]
-    )
+_UNKNOWN_CODES = (
+    'L99 DU99 CT99 S99 ME99 MUN99 ST99 CL99 CB99 MO99 SP99 MR99 SC99 ET99 W99'
 )
+_ALIASES.update(dict.fromkeys([*_UNKNOWN_CODES.split(), 'Y99', 'OC99']))
 
 # Atoms that take exactly one parameter, and the kind of value it holds.
 _PARAMETER_KINDS = {
@@ -828,13 +809,8 @@ def _infill(text: str, atom: _Atom) -> tuple[str, ...]:
     return tuple(a.name for a in infill)
 
 
-def _parse(text: str) -> Taxonomy:
-    if not text:
-        raise TaxonomyError(
-            text, 0, "empty string (write 'UNK' for an unknown building)"
-        )
-    fields = _Reader(text).attributes()
-
+def _by_attribute(text: str, fields: list[list[_Atom]]) -> dict[str, list[_Atom]]:
+    """Sort the atoms of the ``/``-separated fields by the attribute they belong to."""
     by_attribute: dict[str, list[_Atom]] = {}
     first_field: dict[str, int] = {}
     for index, atoms in enumerate(fields):
@@ -873,6 +849,15 @@ def _parse(text: str) -> Taxonomy:
                 )
             field_attributes.append(attribute)
             by_attribute.setdefault(attribute, []).append(atom)
+    return by_attribute
+
+
+def _parse(text: str) -> Taxonomy:
+    if not text:
+        raise TaxonomyError(
+            text, 0, "empty string (write 'UNK' for an unknown building)"
+        )
+    by_attribute = _by_attribute(text, _Reader(text).attributes())
 
     def group(attribute: str, *names: str) -> list[_Atom]:
         return [

@@ -90,7 +90,8 @@ def osm_footprints(
         if rng.random() < 0.06 and merged_into[i] == i and merged_into[j] == j:
             if not missing[i] and not missing[j]:
                 merged_into[j] = i
-    osm_ids = np.sort(rng.choice(np.arange(100_000_000, 1_200_000_000), n, replace=False))
+    candidates = np.unique(rng.integers(100_000_000, 1_200_000_000, n + n // 10 + 16))
+    osm_ids = np.sort(rng.choice(candidates, n, replace=False))
     rows = []
     mapped_id = np.zeros(n, dtype=np.int64)
     storeys = buildings['storeys'].to_numpy()

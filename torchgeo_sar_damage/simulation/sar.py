@@ -126,7 +126,7 @@ _SPILL_GAIN_DB = -3.0  # spilled debris relative to the pile [guess]
 _PILE_FRACTION = (0.25, 1 / 3)  # pancake collapse: pile height / original height
 _PARTIAL_COLLAPSE = (0.3, 0.7)  # share of a grade-4 footprint that collapses
 _FRAGMENT_M = 2.0  # length of the pieces of a broken double-bounce line
-_FRAGMENT_KEEP = 0.4  # probability that a piece survives [guess]
+_FRAGMENT_KEEP = 0.5  # probability that a piece survives [guess]
 
 # Textures (standard deviation of a mean-one log-normal, dB).
 _CLUTTER_TEXTURE_DB = 1.5
@@ -340,7 +340,7 @@ def _parallelograms(
         [start + offset_near, end + offset_near, end + offset_far, start + offset_far],
         axis=1,
     )
-    return shapely.polygons(corners)
+    return np.asarray(shapely.polygons(corners), dtype=object)
 
 
 def _sample_in_polygons(
@@ -573,7 +573,7 @@ def render_sigma0(
 
     # Per-building draws, always in the same order (determinism).
     n = len(buildings)
-    height_m = np.nan_to_num(buildings['height_m'].to_numpy(dtype=np.float64))
+    height_m = buildings['height_m'].to_numpy(dtype=np.float64)
     grade = buildings['grade'].to_numpy(dtype=np.int64)
     roof_db = np.where(
         rng.random(n) < _BRIGHT_ROOF_FRACTION,
@@ -715,9 +715,10 @@ def render_sigma0(
         shadow_mask = _rasterize_mask(shadows, grid) & ~occupied
 
         # Double bounce at the true wall foot of standing walls facing the sensor.
+        edge_height = parts.height_m[edges.part]
         angle_deg = np.degrees(np.arccos(np.clip(edges.facing, -1.0, 1.0)))
         strength = np.exp(-((angle_deg / _DOUBLE_BOUNCE_TAPER_DEG) ** 2))
-        candidate = (edges.facing > _EPS) & (strength > 1e-3)
+        candidate = (edges.facing > _EPS) & (strength > 1e-3) & (edge_height > _EPS)
         mode = parts.double_bounce[edges.part]
         continuous = np.flatnonzero(candidate & (mode == 1))
         broken = np.flatnonzero(candidate & (mode == 2))
@@ -795,6 +796,6 @@ def _check_inputs(
         msg = 'buildings.grade must hold EMS-98 damage grades 0 to 5'
         raise ArgumentError(msg)
     height_m = buildings['height_m'].to_numpy(dtype=np.float64)
-    if (height_m < 0).any():
-        msg = 'buildings.height_m must not be negative'
+    if not (np.isfinite(height_m) & (height_m >= 0)).all():
+        msg = 'buildings.height_m must be finite and non-negative (metres)'
         raise ArgumentError(msg)

@@ -22,14 +22,17 @@ within-event variability:
   second event is not modelled.
 * **Event and within-event terms, conditioned on recordings**: a town's near-fault
   recordings lie well above the GMM median (0.6 to 1.35 g against a median of about
-  0.5 g at R_JB = 0), as USGS ShakeMap does, the field is conditioned on the PGA
-  recorded or mapped at the town (``City.anchor_pga_g``): ``delta_B + delta_W`` equals
-  the town's residual at its centre and varies around it as a Gaussian random field
-  with exponential correlation (range about 10 km for PGA, Jayaram & Baker 2009,
-  Earthq. Eng. Struct. Dyn. 38:1687-1708), whose variance grows with distance from the
-  centre as ``phi^2 (1 - rho^2)`` (simple kriging, Worden et al. 2018, BSSA 108(2)).
-  Scenes built over user footprints far from any anchor use the unconditioned field
-  with a calibrated event term.
+  0.5 g at R_JB = 0). As USGS ShakeMap does, the field is conditioned on the PGA
+  recorded near the town (``City.anchor_pga_g``): ``delta_B + delta_W`` equals the
+  town's residual at its centre and varies around it as a Gaussian random field with
+  exponential correlation, whose variance grows with distance from the centre as
+  ``sigma^2 (1 - rho^2)`` (simple kriging, Worden et al. 2018, BSSA 108(2)). Within a
+  conditioned town the field has sigma :data:`TOWN_SIGMA` = 0.3 and a practical range
+  of 5 km, the spread ShakeMap shows between the survey sites of one town
+  (Kahramanmaraş 0.25-0.34 g, Türkoğlu 0.41-0.55 g). Scenes over user footprints far
+  from any anchor use the unconditioned within-event field (phi, range about 10 km
+  for PGA, Jayaram & Baker 2009, Earthq. Eng. Struct. Dyn. 38:1687-1708) with a
+  calibrated event term.
 * **Building-to-building term** ``epsilon``: independent, sigma 0.15 (local soil and
   soil-structure effects) [guess].
 """
@@ -130,6 +133,10 @@ TAU = 0.3501
 PHI = 0.6201
 #: Practical range (km) of the exponential correlation of within-event PGA residuals.
 CORRELATION_RANGE_KM = 10.0
+#: Standard deviation of ln PGA within a town conditioned on a recording.
+TOWN_SIGMA = 0.3
+#: Practical range (km) of the correlation of that within-town field.
+TOWN_RANGE_KM = 5.0
 #: Standard deviation of the independent building-to-building term [guess].
 SIGMA_BUILDING = 0.15
 #: Event term used where no recording anchors the field: near-fault recordings of the
@@ -198,6 +205,7 @@ def _correlated_field(
     y: np.ndarray,
     rng: np.random.Generator,
     anchor: tuple[float, float] | None,
+    range_km: float = CORRELATION_RANGE_KM,
     spacing_m: float = 250.0,
 ) -> np.ndarray:
     """Sample a unit-variance Gaussian field with exponential correlation.
@@ -215,7 +223,7 @@ def _correlated_field(
     dist = np.hypot(
         nodes[:, None, 0] - nodes[None, :, 0], nodes[:, None, 1] - nodes[None, :, 1]
     )
-    cov = np.exp(-3.0 * dist / (CORRELATION_RANGE_KM * 1000.0))
+    cov = np.exp(-3.0 * dist / (range_km * 1000.0))
     chol = np.linalg.cholesky(cov + 1e-9 * np.eye(len(nodes)))
     values = chol @ rng.standard_normal(len(nodes))
     if anchor is not None:
@@ -284,7 +292,7 @@ def simulate_pga(
             )
             median_anchor = asb14_pga_g(event.magnitude, rjb_anchor, vs30_m_s)[0]
             residual = np.log(anchor_pga_g / median_anchor)
-            field = PHI * _correlated_field(x, y, rng, anchor_xy)
+            field = TOWN_SIGMA * _correlated_field(x, y, rng, anchor_xy, TOWN_RANGE_KM)
         else:
             residual = DEFAULT_EVENT_TERM if i == 0 else TAU * rng.standard_normal()
             field = PHI * _correlated_field(x, y, rng, None)
