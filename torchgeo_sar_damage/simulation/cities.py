@@ -36,8 +36,8 @@ class ConstructionMix:
         rc_wall: reinforced-concrete walls, tunnel form (``CR/LWAL``), mid/high rise.
         urm: unreinforced masonry of hollow blocks, bricks or stone (``MUR+...``).
         adobe: adobe masonry (``MUR+ADO``).
-        code_shares: shares of no / low / moderate seismic code (CDN, CDL, CDM) among
-            engineered buildings.
+        code_shares: shares of pre-code / low-code / moderate-code RC, written in GEM's
+            Türkiye dialect as ``CDL+DUL``, ``CDL+DUM`` and ``CDM+...``.
     """
 
     rc_frame: float

@@ -15,7 +15,8 @@ for the four HAZUS damage states Slight, Moderate, Extensive and Complete.
   (pre-, low- and moderate-code), beta = 0.64 for every class, as tabulated in USGS
   ShakeCast V3 (``klin-usgs/ShakeCast_V3``, ``operator_appende.md``). The HAZUS building
   type standing in for each Turkish class, and CDN/CDL/CDM as pre/low/moderate code, are
-  the reference's proxies; rows marked [guess] below have no HAZUS counterpart.
+  the reference's proxies (GEM's Türkiye files never write CDN for RC, so ``CDL+DUL``
+  stands for pre-code and ``CDL+DUM`` for low code); rows marked [guess] below have no HAZUS counterpart.
 * **Dispersion**: HAZUS's beta = 0.64 assumes the equivalent-PGA demand; PGA is a
   poor proxy of the spectral demand that damaged the 2023 building stock (the
   near-fault records of 1-2 g caused less damage than PGA-based curves predict,
@@ -145,10 +146,12 @@ def _band(storeys: float | None) -> str:
 def _code(tax: Taxonomy) -> str:
     if tax.code_level in ('CDM', 'CDH'):
         return 'moderate'
-    if tax.code_level == 'CDL':
-        return 'low'
     if tax.code_level == 'CDN' or tax.ductility == 'DNO':
         return 'pre'
+    if tax.code_level == 'CDL':
+        # GEM's Türkiye files write no CDN for RC: low code with low ductility stands
+        # for the pre-1998-code frames [guess]
+        return 'pre' if tax.ductility == 'DUL' else 'low'
     return 'low'  # code level not stated [guess]
 
 

@@ -125,6 +125,8 @@ _SPILL_M = (1.0, 4.0)  # debris spilling around a collapsed footprint [guess]
 _SPILL_GAIN_DB = -3.0  # spilled debris relative to the pile [guess]
 _PILE_FRACTION = (0.25, 1 / 3)  # pancake collapse: pile height / original height
 _PARTIAL_COLLAPSE = (0.3, 0.7)  # share of a grade-4 footprint that collapses
+_PANCAKE_SHARE = 0.45  # collapses whose roof slab stays on top of the pile [guess]
+_PANCAKE_DEBRIS = 0.2  # debris points and spill of a pancake relative to a rubble heap
 _FRAGMENT_M = 2.0  # length of the pieces of a broken double-bounce line
 _FRAGMENT_KEEP = 0.5  # probability that a piece survives [guess]
 
@@ -584,7 +586,8 @@ def render_sigma0(
     double_bounce_lin = _db_to_linear(rng.uniform(*_DOUBLE_BOUNCE_DB, n))
     debris_lin = _db_to_linear(rng.uniform(*_DEBRIS_DB, n))
     pile_fraction = rng.uniform(*_PILE_FRACTION, n)
-    spill_m = rng.uniform(*_SPILL_M, n)
+    pancake = rng.random(n) < _PANCAKE_SHARE
+    spill_m = rng.uniform(*_SPILL_M, n) * np.where(pancake, 0.5, 1.0)
     point_density = rng.uniform(*_ROOF_POINTS_PER_M2, n) * np.where(grade == 3, 2, 1)
     roof_lin = _db_to_linear(roof_db)
 
@@ -652,9 +655,24 @@ def render_sigma0(
             * _db_to_linear(rng.uniform(*_STOREY_GAIN_DB, len(row_edge)))
         )
 
+        # A pancake collapse keeps its roof slab on top of the pile: it images like a
+        # low roof with a short, dim facade rather than as a rough rubble heap.
+        slab = parts.collapsed & pancake[parts.building]
+        heap = parts.collapsed & ~pancake[parts.building]
+        slab_wall = ~standing_wall & pancake[owner[facing]]
+        heap_wall = ~standing_wall & ~pancake[owner[facing]]
         elevated = _rasterize_add(
-            np.concatenate([roofs[intact], walls[standing_wall], rows]),
-            np.concatenate([roof_value[intact], wall_value[standing_wall], row_value]),
+            np.concatenate(
+                [roofs[intact | slab], walls[standing_wall], walls[slab_wall], rows]
+            ),
+            np.concatenate(
+                [
+                    roof_value[intact | slab],
+                    wall_value[standing_wall],
+                    0.5 * wall_value[slab_wall],
+                    row_value,
+                ]
+            ),
             grid,
         )
         layover_mask = _rasterize_mask(walls[standing_wall], grid)
@@ -668,12 +686,9 @@ def render_sigma0(
             footprints[parts.building[rubble_index]],
         )
         debris = _rasterize_add(
-            np.concatenate([roofs[rubble_index], walls[~standing_wall]]),
+            np.concatenate([roofs[heap], walls[heap_wall]]),
             np.concatenate(
-                [
-                    debris_lin[parts.building[rubble_index]],
-                    debris_lin[owner[facing]][~standing_wall],
-                ]
+                [debris_lin[parts.building[heap]], debris_lin[owner[facing]][heap_wall]]
             ),
             grid,
         )
@@ -699,7 +714,10 @@ def render_sigma0(
         buffered = shapely.buffer(
             parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
         )
-        counts = rng.poisson(_DEBRIS_POINTS_PER_M2 * area[rubble_index])
+        density = _DEBRIS_POINTS_PER_M2 * np.where(
+            pancake[parts.building[rubble_index]], _PANCAKE_DEBRIS, 1.0
+        )
+        counts = rng.poisson(density * area[rubble_index])
         xy, which = _sample_in_polygons(rng, buffered, counts)
         part = rubble_index[which]
         xy -= (rng.random(len(xy)) * layover_part[part])[:, None] * away_xy

@@ -302,17 +302,15 @@ def _taxonomy(
     if shares.sum() == 0:
         shares[0] = 1.0
     kind = rng.choice(4, p=shares / shares.sum())
-    code = str(rng.choice(['CDN', 'CDL', 'CDM'], p=mix.code_shares))
+    # GEM's Türkiye files never write CDN for RC: pre-code frames are CDL+DUL there
+    code = str(rng.choice(['CDL+DUL', 'CDL+DUM', 'CDM'], p=mix.code_shares))
+    if code == 'CDM':
+        code += '+DUM' if rng.random() < 0.7 else '+DUL'
     if kind == 0:
-        infill = rng.choice(['CBH', 'CL', 'CBS'], p=[0.5, 0.38, 0.12])
-        if code == 'CDN':
-            return f'CR/LFINF(MUR+{infill})+CDN+DNO/{height}/{occ}'
-        duct = 'DUM' if code == 'CDM' and rng.random() < 0.7 else 'DUL'
-        return f'CR/LFINF(MUR+{infill})+{code}+{duct}/{height}/{occ}'
+        infill = rng.choice(['CL', 'CBH', 'CBS'], p=[0.45, 0.35, 0.2])
+        return f'CR/LFINF(MUR+{infill})+{code}/{height}/{occ}'
     if kind == 1:
-        code = 'CDL' if code == 'CDN' else code
-        duct = 'DUM' if code == 'CDM' else 'DUL'
-        return f'CR/LWAL+{code}+{duct}/{height}/{occ}'
+        return f'CR/LWAL+{code}/{height}/{occ}'
     if kind == 2:
         unit = rng.choice(['CBH', 'CLBRS', 'STRUB'], p=[0.55, 0.25, 0.2])
         return f'MUR+{unit}/LWAL+DNO/{height}/{occ}'
