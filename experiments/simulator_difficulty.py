@@ -23,44 +23,16 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
-from rasterio import features
 from sklearn.metrics import roc_auc_score
 
-from torchgeo_sar_damage.datasets.cosmo_skymed import sigma0_per_dn2
-
-
-def footprint_statistics(sar_path: Path, frame: gpd.GeoDataFrame, buffer_m: float = 0.0) -> pd.DataFrame:
-    """Per-footprint statistics of calibrated sigma0 (dB)."""
-    with rasterio.open(sar_path) as src:
-        dn = src.read(1).astype(np.float64)
-        scale = sigma0_per_dn2(src.tags(), sar_path)
-        transform = src.transform
-    db = 10 * np.log10(np.maximum(dn**2 * scale, 1e-6))
-    geoms = frame.geometry.buffer(buffer_m) if buffer_m else frame.geometry
-    labels = features.rasterize(
-        ((g, i + 1) for i, g in enumerate(geoms)), out_shape=db.shape, transform=transform, dtype='int32'
-    )
-    sel = labels > 0
-    ids = labels[sel] - 1
-    values = db[sel]
-    df = pd.DataFrame({'id': ids, 'v': values, 'bright': values > 0})
-    g = df.groupby('id')
-    stats = pd.DataFrame(
-        {
-            'mean_db': g['v'].mean(),
-            'std_db': g['v'].std(),
-            'p90_db': g['v'].quantile(0.9),
-            'max_db': g['v'].max(),
-            'bright_fraction': g['bright'].mean(),
-        }
-    )
-    return stats.reindex(range(len(frame)))
+from torchgeo_sar_damage.datasets.utils import footprint_sigma0_statistics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--scene', type=Path, required=True, help='folder with scene.json')
+    parser.add_argument(
+        '--scene', type=Path, required=True, help='folder with scene.json'
+    )
     parser.add_argument('--out', type=Path, help='CSV to write')
     args = parser.parse_args()
     manifest = json.loads((args.scene / 'scene.json').read_text())
@@ -71,12 +43,18 @@ def main() -> None:
         y = truth['grade'].to_numpy() >= 4
         sar = folder / city['files']['sar_geotiff']
         for buffer_m in (0.0, 5.0):
-            stats = footprint_statistics(sar, truth, buffer_m)
+            stats = footprint_sigma0_statistics(sar, truth, buffer_m)
             for col in stats.columns:
                 v = stats[col].to_numpy()
                 ok = np.isfinite(v)
                 auc = roc_auc_score(y[ok], v[ok])
-                rows.append({'city': slug, 'feature': f'{col}@{buffer_m:g}m', 'auroc': max(auc, 1 - auc)})
+                rows.append(
+                    {
+                        'city': slug,
+                        'feature': f'{col}@{buffer_m:g}m',
+                        'auroc': max(auc, 1 - auc),
+                    }
+                )
         for col in ('storeys', 'pga_g'):
             auc = roc_auc_score(y, truth[col].to_numpy())
             rows.append({'city': slug, 'feature': col, 'auroc': max(auc, 1 - auc)})

@@ -13,7 +13,6 @@ never a traceback.
 """
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         'simulate',
-        help='simulate post-earthquake scenes in the real products\' formats',
+        help="simulate post-earthquake scenes in the real products' formats",
         description='Simulate towns hit by the 6 February 2023 earthquakes and write, per '
         'town, the SAR product (CSK HDF5 and CSG GeoTIFF), a pre-event DSM, OSM '
         'footprints, GEM exposure CSVs with unit polygons, a Copernicus EMS grading '
@@ -88,11 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
         help='towns to simulate (default: all): ' + ', '.join(CITIES),
     )
     sim.add_argument(
-        '--buildings', type=_positive_int, default=3000, metavar='N', help='buildings per town (default: 3000)'
+        '--buildings',
+        type=_positive_int,
+        default=3000,
+        metavar='N',
+        help='buildings per town (default: 3000)',
     )
-    sim.add_argument('--seed', type=_non_negative_int, default=0, metavar='S', help='random seed (default: 0)')
     sim.add_argument(
-        '--pixel-m', type=_pixel, default=0.5, metavar='M', help='SAR pixel spacing in metres (default: 0.5)'
+        '--seed',
+        type=_non_negative_int,
+        default=0,
+        metavar='S',
+        help='random seed (default: 0)',
+    )
+    sim.add_argument(
+        '--pixel-m',
+        type=_pixel,
+        default=0.5,
+        metavar='M',
+        help='SAR pixel spacing in metres (default: 0.5)',
     )
     sim.add_argument(
         '--footprints',
@@ -100,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='FILE',
         help='simulate over these real footprints (any vector file, any CRS) instead of the built-in towns',
     )
-    sim.add_argument('--overwrite', action='store_true', help='replace the simulated files of a non-empty OUT')
+    sim.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the simulated files of a non-empty OUT',
+    )
     sim.add_argument('--quiet', action='store_true', help='no progress bars')
 
     demo = sub.add_parser(
@@ -108,9 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         help='run the demonstration on simulated data',
         description='Simulate the built-in towns and draw a quick-look map of one of them.',
     )
-    demo.add_argument('--out', type=Path, default=Path('outputs/demo'), help='output folder (default: outputs/demo)')
-    demo.add_argument('--buildings', type=_positive_int, default=1500, metavar='N', help='buildings per town (default: 1500)')
-    demo.add_argument('--seed', type=_non_negative_int, default=0, metavar='S', help='random seed (default: 0)')
+    demo.add_argument(
+        '--out',
+        type=Path,
+        default=Path('outputs/demo'),
+        help='output folder (default: outputs/demo)',
+    )
+    demo.add_argument(
+        '--buildings',
+        type=_positive_int,
+        default=1500,
+        metavar='N',
+        help='buildings per town (default: 1500)',
+    )
+    demo.add_argument(
+        '--seed',
+        type=_non_negative_int,
+        default=0,
+        metavar='S',
+        help='random seed (default: 0)',
+    )
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser
 
@@ -147,19 +181,29 @@ def _demo(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     scene_dir = out / 'scene'
-    print(f'[1/2] simulating {len(CITIES)} towns x {args.buildings} buildings into {scene_dir}')
+    print(
+        f'[1/2] simulating {len(CITIES)} towns x {args.buildings} buildings into {scene_dir}'
+    )
     manifest = simulate(
-        scene_dir, n_buildings=args.buildings, seed=args.seed, overwrite=True, progress=not args.quiet
+        scene_dir,
+        n_buildings=args.buildings,
+        seed=args.seed,
+        overwrite=True,
+        progress=not args.quiet,
     )
     slug = next(iter(manifest['cities']))
     city = manifest['cities'][slug]
     png = out / f'quicklook_{slug}.png'
     print(f'[2/2] drawing the quick-look of {city["name"]} to {png}')
     plot_truth_quicklook(
-        scene_dir / slug / city['files']['sar_geotiff'], scene_dir / slug / city['files']['truth'], png
+        scene_dir / slug / city['files']['sar_geotiff'],
+        scene_dir / slug / city['files']['truth'],
+        png,
     )
     for s, c in manifest['cities'].items():
-        print(f'  {s}: {100 * c["damage_rate"]:.1f} % of {c["buildings"]} buildings grade >= 4')
+        print(
+            f'  {s}: {100 * c["damage_rate"]:.1f} % of {c["buildings"]} buildings grade >= 4'
+        )
     print(f'outputs: {scene_dir}/scene.json and {png}')
     return 0
 
@@ -182,7 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'sardamage {args.command}: error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f'sardamage {args.command}: interrupted; nothing was left half-written', file=sys.stderr)
+        print(
+            f'sardamage {args.command}: interrupted; nothing was left half-written',
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -12,13 +12,12 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
-import rasterio
 from matplotlib.colors import ListedColormap
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .datasets.cosmo_skymed import sigma0_per_dn2
-from .errors import InputFileError
+from .datasets.utils import read_sigma0
 
 #: Colours of the EMS-98 damage grades 0 (none) to 5 (destruction).
 GRADE_COLOURS = ('#1a9850', '#91cf60', '#d9ef8b', '#fee08b', '#fc8d59', '#d73027')
@@ -32,7 +31,9 @@ GRADE_NAMES = (
 )
 
 
-def read_sigma0_db(path: str | os.PathLike[str], max_size: int = 1500) -> tuple[np.ndarray, tuple[float, float, float, float], dict[str, str]]:
+def read_sigma0_db(
+    path: str | os.PathLike[str], max_size: int = 1500
+) -> tuple[np.ndarray, tuple[float, float, float, float], dict[str, str]]:
     """Read a detected CSK/CSG GeoTIFF as calibrated sigma nought in dB, block-averaged.
 
     Args:
@@ -44,31 +45,26 @@ def read_sigma0_db(path: str | os.PathLike[str], max_size: int = 1500) -> tuple[
         sigma0 in dB (NaN where nodata), its extent (left, right, bottom, top) and the
         product's metadata tags.
     """
-    try:
-        with rasterio.open(path) as src:
-            dn = src.read(1).astype(np.float64)
-            tags = src.tags()
-            nodata = src.nodata
-            b = src.bounds
-    except rasterio.errors.RasterioIOError as err:
-        raise InputFileError(path, f'cannot be read as a raster ({err})') from None
-    sigma0 = dn**2 * sigma0_per_dn2(tags, path)
-    valid = dn != (nodata if nodata is not None else 0)
-    step = max(1, int(np.ceil(max(dn.shape) / max_size)))
-    rows, cols = (dn.shape[0] // step) * step, (dn.shape[1] // step) * step
-    s = np.where(valid, sigma0, 0.0)[:rows, :cols].reshape(rows // step, step, cols // step, step)
+    sigma0, transform, tags = read_sigma0(path)
+    valid = np.isfinite(sigma0)
+    dn_shape = sigma0.shape
+    step = max(1, int(np.ceil(max(dn_shape) / max_size)))
+    rows, cols = (dn_shape[0] // step) * step, (dn_shape[1] // step) * step
+    s = np.where(valid, sigma0, 0.0)[:rows, :cols].reshape(
+        rows // step, step, cols // step, step
+    )
     v = valid[:rows, :cols].reshape(rows // step, step, cols // step, step)
     count = v.sum(axis=(1, 3))
     with np.errstate(divide='ignore', invalid='ignore'):
         mean = s.sum(axis=(1, 3)) / count
         db = np.where(count > 0, 10 * np.log10(np.maximum(mean, 1e-10)), np.nan)
-    top = b.top
-    right = b.left + cols * (b.right - b.left) / dn.shape[1]
-    bottom = b.top - rows * (b.top - b.bottom) / dn.shape[0]
-    return db, (b.left, right, bottom, top), tags
+    left, top = transform.c, transform.f
+    right = left + cols * transform.a
+    bottom = top + rows * transform.e
+    return db, (left, right, bottom, top), tags
 
 
-def add_scale_bar(ax: plt.Axes, length_m: float | None = None) -> None:
+def add_scale_bar(ax: Axes, length_m: float | None = None) -> None:
     """Draw a scale bar in the lower left of a map in metres."""
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
@@ -82,16 +78,31 @@ def add_scale_bar(ax: plt.Axes, length_m: float | None = None) -> None:
     ax.plot([x, x + length_m], [y, y], color='white', lw=4, solid_capstyle='butt')
     ax.plot([x, x + length_m], [y, y], color='black', lw=2, solid_capstyle='butt')
     label = f'{length_m / 1000:g} km' if length_m >= 1000 else f'{length_m:g} m'
-    ax.text(x + length_m / 2, y + 0.015 * (y1 - y0), label, ha='center', va='bottom', fontsize=8,
-            bbox={'facecolor': 'white', 'alpha': 0.7, 'edgecolor': 'none', 'pad': 1})
+    ax.text(
+        x + length_m / 2,
+        y + 0.015 * (y1 - y0),
+        label,
+        ha='center',
+        va='bottom',
+        fontsize=8,
+        bbox={'facecolor': 'white', 'alpha': 0.7, 'edgecolor': 'none', 'pad': 1},
+    )
 
 
-def add_north_arrow(ax: plt.Axes) -> None:
+def add_north_arrow(ax: Axes) -> None:
     """Draw a north arrow in the upper right (grid north of a north-up map)."""
-    ax.annotate('N', xy=(0.95, 0.95), xytext=(0.95, 0.85), xycoords='axes fraction',
-                ha='center', va='center', fontsize=10, fontweight='bold',
-                arrowprops={'facecolor': 'black', 'width': 3, 'headwidth': 9},
-                bbox={'facecolor': 'white', 'alpha': 0.7, 'edgecolor': 'none', 'pad': 1})
+    ax.annotate(
+        'N',
+        xy=(0.95, 0.95),
+        xytext=(0.95, 0.85),
+        xycoords='axes fraction',
+        ha='center',
+        va='center',
+        fontsize=10,
+        fontweight='bold',
+        arrowprops={'facecolor': 'black', 'width': 3, 'headwidth': 9},
+        bbox={'facecolor': 'white', 'alpha': 0.7, 'edgecolor': 'none', 'pad': 1},
+    )
 
 
 def plot_truth_quicklook(
@@ -113,26 +124,43 @@ def plot_truth_quicklook(
     """
     db, extent, tags = read_sigma0_db(sar_path)
     truth = gpd.read_file(truth_path)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 7), sharex=True, sharey=True, layout='constrained')
+    fig, axes = plt.subplots(
+        1, 2, figsize=(14, 7), sharex=True, sharey=True, layout='constrained'
+    )
     for ax in axes:
-        im = ax.imshow(db, extent=extent, cmap='gray', vmin=-22, vmax=2, interpolation='nearest')
+        im = ax.imshow(
+            db, extent=extent, cmap='gray', vmin=-22, vmax=2, interpolation='nearest'
+        )
         ax.set_aspect('equal')
         ax.set_xlabel('easting (m)')
     axes[0].set_ylabel('northing (m)')
     cmap = ListedColormap(GRADE_COLOURS)
-    truth.plot(ax=axes[1], column='grade', cmap=cmap, vmin=-0.5, vmax=5.5, edgecolor='black', linewidth=0.2)
+    truth.plot(
+        ax=axes[1],
+        column='grade',
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=5.5,
+        edgecolor='black',
+        linewidth=0.2,
+    )
     axes[0].set_title('sigma nought (dB)')
     axes[1].set_title('true EMS-98 damage grade')
     fig.colorbar(im, ax=axes[0], shrink=0.6, label='sigma0 (dB)')
-    handles = [Patch(facecolor=c, edgecolor='black', label=n) for c, n in zip(GRADE_COLOURS, GRADE_NAMES)]
+    handles = [
+        Patch(facecolor=c, edgecolor='black', label=n)
+        for c, n in zip(GRADE_COLOURS, GRADE_NAMES)
+    ]
     axes[1].legend(handles=handles, loc='lower right', fontsize=7, framealpha=0.8)
     for ax in axes:
         add_scale_bar(ax)
         add_north_arrow(ax)
     if title is None:
         start = tags.get('Scene_Sensing_Start_UTC', '')[:19]
-        title = (f"{tags.get('Mission_ID', '?')} {tags.get('Acquisition_Mode', '')} "
-                 f"{tags.get('S01_Polarisation', '')} {tags.get('Orbit_Direction', '').lower()}, {start} UTC")
+        title = (
+            f'{tags.get("Mission_ID", "?")} {tags.get("Acquisition_Mode", "")} '
+            f'{tags.get("S01_Polarisation", "")} {tags.get("Orbit_Direction", "").lower()}, {start} UTC'
+        )
     fig.suptitle(title)
     if out_png is not None:
         save_figure(fig, out_png)

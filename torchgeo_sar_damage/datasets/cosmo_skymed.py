@@ -14,9 +14,13 @@ def _number(meta: Mapping[str, str], key: str, path: str) -> float:
     try:
         return float(meta[key].split()[0])
     except KeyError:
-        raise InputFileError(path, f'calibration attribute {key!r} is missing') from None
+        raise InputFileError(
+            path, f'calibration attribute {key!r} is missing'
+        ) from None
     except (ValueError, IndexError):
-        raise InputFileError(path, f'calibration attribute {key}={meta[key]!r} is not a number') from None
+        raise InputFileError(
+            path, f'calibration attribute {key}={meta[key]!r} is not a number'
+        ) from None
 
 
 def sigma0_per_dn2(meta: Mapping[str, str], path: str | os.PathLike[str]) -> float:
@@ -50,7 +54,9 @@ def sigma0_per_dn2(meta: Mapping[str, str], path: str | os.PathLike[str]) -> flo
         rexp = _number(meta, 'Reference_Slant_Range_Exponent', path)
         factor *= rref ** (2 * rexp)
     if meta.get('Incidence_Angle_Compensation_Geometry', 'NONE').upper() != 'NONE':
-        factor *= math.sin(math.radians(_number(meta, 'Reference_Incidence_Angle', path)))
+        factor *= math.sin(
+            math.radians(_number(meta, 'Reference_Incidence_Angle', path))
+        )
     if meta.get('Calibration_Constant_Compensation_Flag', '0').strip() != '1':
         factor /= _number(meta, 'S01_Calibration_Constant', path)
     return factor

@@ -45,15 +45,30 @@ def render_dsm(
     rows, cols = grid.shape
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     slope = rng.uniform(-0.02, 0.02, 2) * grid.pixel_m
-    coarse = max(1, int(round(200 / grid.pixel_m)))
-    small = gaussian_filter(rng.standard_normal((rows // coarse + 3, cols // coarse + 3)), 1.0)
+    coarse = max(1, round(200 / grid.pixel_m))
+    small = gaussian_filter(
+        rng.standard_normal((rows // coarse + 3, cols // coarse + 3)), 1.0
+    )
     undulation = zoom(small, coarse, order=1)[:rows, :cols] * 3.0
-    terrain = scene.elevation_m + slope[0] * (xx - cols / 2) + slope[1] * (yy - rows / 2) + undulation
+    terrain = (
+        scene.elevation_m
+        + slope[0] * (xx - cols / 2)
+        + slope[1] * (yy - rows / 2)
+        + undulation
+    )
 
     # trees: nearest-neighbour resampling of the land cover to the DSM grid
     x, y = grid.xy()
-    col_idx = np.clip(((x - landcover_grid.transform.c) / landcover_grid.pixel_m).astype(int), 0, landcover_grid.width - 1)
-    row_idx = np.clip(((landcover_grid.transform.f - y) / landcover_grid.pixel_m).astype(int), 0, landcover_grid.height - 1)
+    col_idx = np.clip(
+        ((x - landcover_grid.transform.c) / landcover_grid.pixel_m).astype(int),
+        0,
+        landcover_grid.width - 1,
+    )
+    row_idx = np.clip(
+        ((landcover_grid.transform.f - y) / landcover_grid.pixel_m).astype(int),
+        0,
+        landcover_grid.height - 1,
+    )
     trees = landcover[np.ix_(row_idx, col_idx)] == LandCover.TREES
     canopy = gaussian_filter(rng.uniform(5.0, 10.0, grid.shape).astype(np.float32), 2.0)
 
@@ -63,7 +78,12 @@ def render_dsm(
         for i in order
     ]
     heights = features.rasterize(
-        shapes, out_shape=grid.shape, transform=grid.transform, fill=0.0, dtype='float32', all_touched=False
+        shapes,
+        out_shape=grid.shape,
+        transform=grid.transform,
+        fill=0.0,
+        dtype='float32',
+        all_touched=False,
     )
     above = np.where(heights > 0, heights, np.where(trees, canopy, 0.0))
     noise = rng.normal(0.0, noise_m, grid.shape)

@@ -49,11 +49,25 @@ COLUMNS = (
 )
 
 #: Which taxonomy occupancy codes go to which file.
-OCCUPANCY_FILES = {'Res': ('RES',), 'Com': ('COM', 'MIX1', 'MIX2', 'MIX3'), 'Ind': ('IND',)}
+OCCUPANCY_FILES = {
+    'Res': ('RES',),
+    'Com': ('COM', 'MIX1', 'MIX2', 'MIX3'),
+    'Ind': ('IND',),
+}
 
-_COST_PER_SQM = {'RC': 400.0, 'URM': 260.0, 'ADOBE': 150.0, 'STEEL': 450.0, 'PRECAST': 350.0}
+_COST_PER_SQM = {
+    'RC': 400.0,
+    'URM': 260.0,
+    'ADOBE': 150.0,
+    'STEEL': 450.0,
+    'PRECAST': 350.0,
+}
 _SQM_PER_OCCUPANT = {'Res': 35.0, 'Com': 25.0, 'Ind': 80.0}
-_DAY_NIGHT_TRANSIT = {'Res': (0.45, 0.9, 0.5), 'Com': (0.9, 0.1, 0.5), 'Ind': (0.9, 0.2, 0.4)}
+_DAY_NIGHT_TRANSIT = {
+    'Res': (0.45, 0.9, 0.5),
+    'Com': (0.9, 0.1, 0.5),
+    'Ind': (0.9, 0.2, 0.4),
+}
 
 
 def exposure_tables(
@@ -73,7 +87,8 @@ def exposure_tables(
         {
             'ID_2': buildings['ID_2'].to_numpy(),
             'TAXONOMY': buildings['taxonomy'].to_numpy(),
-            'area': buildings.geometry.area.to_numpy() * buildings['storeys'].to_numpy(),
+            'area': buildings.geometry.area.to_numpy()
+            * buildings['storeys'].to_numpy(),
         }
     )
     occ = frame['TAXONOMY'].map(lambda t: parse_taxonomy(t).occupancy or 'RES')
@@ -85,7 +100,11 @@ def exposure_tables(
         sub = frame[occ.isin(codes)]
         grouped = (
             sub.groupby(['ID_2', 'TAXONOMY'], sort=True)
-            .agg(BUILDINGS=('area', 'size'), TOTAL_AREA_SQM=('area', 'sum'), TOTAL_REPL_COST_USD=('cost', 'sum'))
+            .agg(
+                BUILDINGS=('area', 'size'),
+                TOTAL_AREA_SQM=('area', 'sum'),
+                TOTAL_REPL_COST_USD=('cost', 'sum'),
+            )
             .reset_index()
         )
         for col in ('ID_0', 'NAME_0', 'ID_1', 'NAME_1', 'NAME_2'):
@@ -110,14 +129,20 @@ def _fmt(value: object, column: str, integer_counts: bool) -> str:
     if isinstance(value, str):
         return value
     number = float(value)  # type: ignore[arg-type]
-    if column in ('OCCUPANTS_PER_ASSET_DAY', 'OCCUPANTS_PER_ASSET_NIGHT', 'OCCUPANTS_PER_ASSET_TRANSIT'):
+    if column in (
+        'OCCUPANTS_PER_ASSET_DAY',
+        'OCCUPANTS_PER_ASSET_NIGHT',
+        'OCCUPANTS_PER_ASSET_TRANSIT',
+    ):
         return f'{round(number, 1):.1f}'
     if integer_counts:
-        return str(int(round(number)))
+        return str(round(number))
     return f'{round(number, 1):.1f}'
 
 
-def write_exposure_csv(path: str | os.PathLike[str], table: pd.DataFrame, occupancy: str) -> None:
+def write_exposure_csv(
+    path: str | os.PathLike[str], table: pd.DataFrame, occupancy: str
+) -> None:
     """Write one GEM exposure CSV (UTF-8, no BOM, LF line ends, comma-separated).
 
     Args:
@@ -131,4 +156,3 @@ def write_exposure_csv(path: str | os.PathLike[str], table: pd.DataFrame, occupa
         writer.writerow(COLUMNS)
         for row in table.itertuples(index=False):
             writer.writerow([_fmt(v, c, integer_counts) for v, c in zip(row, COLUMNS)])
-

@@ -75,7 +75,9 @@ class FragilityCurve:
     beta: float
     collapse_share: float
 
-    def exceedance(self, pga_g: np.ndarray, median_scale: float = MEDIAN_SCALE) -> np.ndarray:
+    def exceedance(
+        self, pga_g: np.ndarray, median_scale: float = MEDIAN_SCALE
+    ) -> np.ndarray:
         """Probability of reaching or exceeding each damage state.
 
         Args:
@@ -90,38 +92,111 @@ class FragilityCurve:
         return np.asarray(norm.cdf(z))
 
 
-def _curve(name: str, proxy: str, medians: tuple[float, float, float, float], collapse: float) -> FragilityCurve:
+def _curve(
+    name: str, proxy: str, medians: tuple[float, float, float, float], collapse: float
+) -> FragilityCurve:
     return FragilityCurve(name, proxy, medians, BETA, collapse)
 
 
 #: Fragility per (structural group, height band, code level). Height bands: ``L`` 1-3
 #: storeys, ``M`` 4-7, ``H`` 8 and more. Code levels: ``pre``, ``low``, ``moderate``.
 CURVES: dict[tuple[str, str, str], FragilityCurve] = {
-    ('RC_FRAME', 'L', 'low'): _curve('RC infilled frame 1-3 st, low code', 'C3L low', (0.12, 0.17, 0.26, 0.44), 0.15),
-    ('RC_FRAME', 'L', 'pre'): _curve('RC infilled frame 1-3 st, no code', 'C3L pre', (0.10, 0.14, 0.21, 0.35), 0.15),
-    ('RC_FRAME', 'L', 'moderate'): _curve('RC infilled frame 1-3 st, moderate code', 'C1L moderate', (0.16, 0.23, 0.41, 0.77), 0.13),
-    ('RC_FRAME', 'M', 'low'): _curve('RC infilled frame 4-7 st, low code', 'C3M low', (0.11, 0.17, 0.32, 0.51), 0.13),
-    ('RC_FRAME', 'M', 'pre'): _curve('RC infilled frame 4-7 st, no code', 'C3M pre', (0.09, 0.14, 0.25, 0.41), 0.13),
-    ('RC_FRAME', 'M', 'moderate'): _curve('RC infilled frame 4-7 st, moderate code', 'C1M moderate', (0.13, 0.21, 0.49, 0.89), 0.10),
-    ('RC_FRAME', 'H', 'low'): _curve('RC infilled frame 8+ st, low code', 'C3H low', (0.09, 0.16, 0.33, 0.53), 0.10),
-    ('RC_FRAME', 'H', 'pre'): _curve('RC infilled frame 8+ st, no code', 'C3H pre', (0.08, 0.13, 0.27, 0.43), 0.10),
-    ('RC_FRAME', 'H', 'moderate'): _curve('RC infilled frame 8+ st, moderate code', 'C1H moderate', (0.11, 0.18, 0.41, 0.74), 0.05),
-    ('RC_WALL', 'M', 'moderate'): _curve('RC wall 4-7 st, moderate code', 'C2M moderate', (0.15, 0.26, 0.55, 1.02), 0.10),
+    ('RC_FRAME', 'L', 'low'): _curve(
+        'RC infilled frame 1-3 st, low code', 'C3L low', (0.12, 0.17, 0.26, 0.44), 0.15
+    ),
+    ('RC_FRAME', 'L', 'pre'): _curve(
+        'RC infilled frame 1-3 st, no code', 'C3L pre', (0.10, 0.14, 0.21, 0.35), 0.15
+    ),
+    ('RC_FRAME', 'L', 'moderate'): _curve(
+        'RC infilled frame 1-3 st, moderate code',
+        'C1L moderate',
+        (0.16, 0.23, 0.41, 0.77),
+        0.13,
+    ),
+    ('RC_FRAME', 'M', 'low'): _curve(
+        'RC infilled frame 4-7 st, low code', 'C3M low', (0.11, 0.17, 0.32, 0.51), 0.13
+    ),
+    ('RC_FRAME', 'M', 'pre'): _curve(
+        'RC infilled frame 4-7 st, no code', 'C3M pre', (0.09, 0.14, 0.25, 0.41), 0.13
+    ),
+    ('RC_FRAME', 'M', 'moderate'): _curve(
+        'RC infilled frame 4-7 st, moderate code',
+        'C1M moderate',
+        (0.13, 0.21, 0.49, 0.89),
+        0.10,
+    ),
+    ('RC_FRAME', 'H', 'low'): _curve(
+        'RC infilled frame 8+ st, low code', 'C3H low', (0.09, 0.16, 0.33, 0.53), 0.10
+    ),
+    ('RC_FRAME', 'H', 'pre'): _curve(
+        'RC infilled frame 8+ st, no code', 'C3H pre', (0.08, 0.13, 0.27, 0.43), 0.10
+    ),
+    ('RC_FRAME', 'H', 'moderate'): _curve(
+        'RC infilled frame 8+ st, moderate code',
+        'C1H moderate',
+        (0.11, 0.18, 0.41, 0.74),
+        0.05,
+    ),
+    ('RC_WALL', 'M', 'moderate'): _curve(
+        'RC wall 4-7 st, moderate code', 'C2M moderate', (0.15, 0.26, 0.55, 1.02), 0.10
+    ),
     # [guess] no HAZUS row: C2M moderate with medians x 0.8 for low/no code
-    ('RC_WALL', 'M', 'low'): _curve('RC wall, low code [guess]', 'C2M moderate x 0.8', (0.12, 0.21, 0.44, 0.82), 0.10),
-    ('URM', 'L', 'low'): _curve('URM 1-3 st, low code', 'URML low', (0.14, 0.20, 0.32, 0.46), 0.15),
-    ('URM', 'L', 'pre'): _curve('URM 1-3 st, no code', 'URML pre', (0.13, 0.17, 0.26, 0.37), 0.15),
-    ('URM', 'M', 'pre'): _curve('URM 4+ st, no code', 'URMM pre', (0.09, 0.13, 0.21, 0.38), 0.15),
-    ('ADOBE', 'L', 'pre'): _curve('Adobe [guess: URML pre x 0.7]', 'URML pre x 0.7', (0.09, 0.12, 0.18, 0.26), 0.15),
-    ('STEEL', 'L', 'moderate'): _curve('Steel frame low-rise, moderate code', 'S1L moderate', (0.15, 0.22, 0.42, 0.80), 0.08),
-    ('STEEL', 'L', 'low'): _curve('Steel frame low-rise, low code', 'S1L low', (0.12, 0.17, 0.30, 0.48), 0.08),
-    ('PRECAST', 'L', 'low'): _curve('Precast RC frame low-rise, low code', 'PC2L low', (0.13, 0.15, 0.24, 0.44), 0.15),
-    ('PRECAST', 'L', 'moderate'): _curve('Precast RC frame low-rise, moderate code', 'PC2L moderate', (0.18, 0.25, 0.40, 0.74), 0.15),
-    ('PRECAST', 'M', 'low'): _curve('Precast RC frame mid-rise, low code', 'PC2M low', (0.11, 0.16, 0.31, 0.52), 0.13),
+    ('RC_WALL', 'M', 'low'): _curve(
+        'RC wall, low code [guess]',
+        'C2M moderate x 0.8',
+        (0.12, 0.21, 0.44, 0.82),
+        0.10,
+    ),
+    ('URM', 'L', 'low'): _curve(
+        'URM 1-3 st, low code', 'URML low', (0.14, 0.20, 0.32, 0.46), 0.15
+    ),
+    ('URM', 'L', 'pre'): _curve(
+        'URM 1-3 st, no code', 'URML pre', (0.13, 0.17, 0.26, 0.37), 0.15
+    ),
+    ('URM', 'M', 'pre'): _curve(
+        'URM 4+ st, no code', 'URMM pre', (0.09, 0.13, 0.21, 0.38), 0.15
+    ),
+    ('ADOBE', 'L', 'pre'): _curve(
+        'Adobe [guess: URML pre x 0.7]',
+        'URML pre x 0.7',
+        (0.09, 0.12, 0.18, 0.26),
+        0.15,
+    ),
+    ('STEEL', 'L', 'moderate'): _curve(
+        'Steel frame low-rise, moderate code',
+        'S1L moderate',
+        (0.15, 0.22, 0.42, 0.80),
+        0.08,
+    ),
+    ('STEEL', 'L', 'low'): _curve(
+        'Steel frame low-rise, low code', 'S1L low', (0.12, 0.17, 0.30, 0.48), 0.08
+    ),
+    ('PRECAST', 'L', 'low'): _curve(
+        'Precast RC frame low-rise, low code',
+        'PC2L low',
+        (0.13, 0.15, 0.24, 0.44),
+        0.15,
+    ),
+    ('PRECAST', 'L', 'moderate'): _curve(
+        'Precast RC frame low-rise, moderate code',
+        'PC2L moderate',
+        (0.18, 0.25, 0.40, 0.74),
+        0.15,
+    ),
+    ('PRECAST', 'M', 'low'): _curve(
+        'Precast RC frame mid-rise, low code',
+        'PC2M low',
+        (0.11, 0.16, 0.31, 0.52),
+        0.13,
+    ),
 }
 
 # Where a (group, band, code) has no row, try these substitutes in order.
-_FALLBACK_CODES = {'pre': ('pre', 'low', 'moderate'), 'low': ('low', 'pre', 'moderate'), 'moderate': ('moderate', 'low', 'pre')}
+_FALLBACK_CODES = {
+    'pre': ('pre', 'low', 'moderate'),
+    'low': ('low', 'pre', 'moderate'),
+    'moderate': ('moderate', 'low', 'pre'),
+}
 _FALLBACK_BANDS = {'L': ('L', 'M', 'H'), 'M': ('M', 'L', 'H'), 'H': ('H', 'M', 'L')}
 
 

@@ -87,9 +87,14 @@ def osm_footprints(
     pairs = near[near.index < near['index_right']]
     pairs = pairs[~pairs.index.duplicated(keep='first')]
     for i, j in zip(pairs.index.to_numpy(), pairs['index_right'].to_numpy()):
-        if rng.random() < 0.06 and merged_into[i] == i and merged_into[j] == j:
-            if not missing[i] and not missing[j]:
-                merged_into[j] = i
+        if (
+            rng.random() < 0.06
+            and merged_into[i] == i
+            and merged_into[j] == j
+            and not missing[i]
+            and not missing[j]
+        ):
+            merged_into[j] = i
     candidates = np.unique(rng.integers(100_000_000, 1_200_000_000, n + n // 10 + 16))
     osm_ids = np.sort(rng.choice(candidates, n, replace=False))
     rows = []
@@ -103,7 +108,9 @@ def osm_footprints(
         members = np.flatnonzero(merged_into == i)
         geom = geoms[i]
         if len(members) > 1:
-            geom = shapely.union_all([geoms[k].buffer(0.6, join_style='mitre') for k in members])
+            geom = shapely.union_all(
+                [geoms[k].buffer(0.6, join_style='mitre') for k in members]
+            )
             geom = geom.buffer(-0.6, join_style='mitre')
             if geom.geom_type != 'Polygon':
                 geom = geom.convex_hull
@@ -117,7 +124,9 @@ def osm_footprints(
         values, probs = _BUILDING_TAGS[kind]
         levels: str | None = None
         if rng.random() < 0.2:
-            lv = int(storeys[i]) + (int(rng.choice([-1, 1])) if rng.random() < 0.1 else 0)
+            lv = int(storeys[i]) + (
+                int(rng.choice([-1, 1])) if rng.random() < 0.1 else 0
+            )
             levels = str(max(1, lv))
         tag_height = f'{round(float(height[i]))}' if rng.random() < 0.03 else None
         rows.append(
@@ -178,7 +187,9 @@ def ems_grading(
     obj_type = np.where(
         occ == 'IND',
         '12-Industrial Buildings',
-        np.where(occ == 'RES', '11-Residential Buildings', '12-Non-residential Buildings'),
+        np.where(
+            occ == 'RES', '11-Residential Buildings', '12-Non-residential Buildings'
+        ),
     )
     frame = gpd.GeoDataFrame(
         pd.DataFrame(

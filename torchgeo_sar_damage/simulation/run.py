@@ -11,6 +11,7 @@ seed and its slug, so a town's files do not depend on which other towns are simu
 and the same seed gives byte-identical files.
 """
 
+import dataclasses
 import datetime
 import json
 import math
@@ -24,6 +25,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from pyproj import CRS, Transformer
 from tqdm.auto import tqdm
 
@@ -68,7 +70,10 @@ _STREAMS = ('layout', 'shaking', 'fragility', 'sar', 'landcover', 'dsm', 'osm', 
 def _streams(seed: int, slug: str) -> dict[str, np.random.Generator]:
     """Independent random streams of one town, from the seed and the slug."""
     root = np.random.SeedSequence([seed, zlib.crc32(slug.encode())])
-    return {name: np.random.default_rng(s) for name, s in zip(_STREAMS, root.spawn(len(_STREAMS)))}
+    return {
+        name: np.random.default_rng(s)
+        for name, s in zip(_STREAMS, root.spawn(len(_STREAMS)))
+    }
 
 
 def heading_deg(latitude_deg: float, orbit_direction: str) -> float:
@@ -77,12 +82,16 @@ def heading_deg(latitude_deg: float, orbit_direction: str) -> float:
     ``sin(heading) = cos(i) / cos(latitude)`` for the ascending pass (Earth rotation
     neglected); the descending pass heads the opposite way mirrored about north-south.
     """
-    s = math.cos(math.radians(ORBIT_INCLINATION_DEG)) / math.cos(math.radians(latitude_deg))
+    s = math.cos(math.radians(ORBIT_INCLINATION_DEG)) / math.cos(
+        math.radians(latitude_deg)
+    )
     asc = math.degrees(math.asin(max(-1.0, min(1.0, s)))) % 360.0
     return asc if orbit_direction == 'ASCENDING' else (180.0 - asc) % 360.0
 
 
-def acquisitions(scene: Scene, lat: float, rng: np.random.Generator) -> tuple[Acquisition, Acquisition]:
+def acquisitions(
+    scene: Scene, lat: float, rng: np.random.Generator
+) -> tuple[Acquisition, Acquisition]:
     """CSK and CSG acquisitions over a scene (same time and geometry).
 
     Descending passes cross Türkiye around 15:30 UTC (18:00 local solar time of the
@@ -99,7 +108,13 @@ def acquisitions(scene: Scene, lat: float, rng: np.random.Generator) -> tuple[Ac
     start = base + datetime.timedelta(seconds=int(rng.integers(0, 1200)))
     stop = start + datetime.timedelta(seconds=8)
     heading = heading_deg(lat, direction)
-    common = dict(
+    orbit_number = int(rng.integers(60000, 90000))
+    beam = round((incidence - 20.0) / 1.1) + 1
+    csk = Acquisition(
+        mission='CSK',
+        satellite=int(rng.integers(1, 5)),
+        mode='S2',
+        beam=f'{beam:02d}',
         polarisation='HH' if direction == 'DESCENDING' else 'VV',
         look_side='RIGHT',
         orbit_direction=direction,
@@ -107,15 +122,21 @@ def acquisitions(scene: Scene, lat: float, rng: np.random.Generator) -> tuple[Ac
         stop=stop,
         incidence_deg=incidence,
         heading_deg=round(heading, 3),
-        orbit_number=int(rng.integers(60000, 90000)),
+        orbit_number=orbit_number,
     )
-    beam = int(round((incidence - 20.0) / 1.1)) + 1
-    csk = Acquisition(mission='CSK', satellite=int(rng.integers(1, 5)), mode='S2', beam=f'{beam:02d}', **common)  # type: ignore[arg-type]
-    csg = Acquisition(mission='CSG', satellite=int(rng.integers(1, 3)), mode='S2B', beam=f'{beam:03d}', **common)  # type: ignore[arg-type]
+    csg = dataclasses.replace(
+        csk,
+        mission='CSG',
+        satellite=int(rng.integers(1, 3)),
+        mode='S2B',
+        beam=f'{beam:03d}',
+    )
     return csk, csg
 
 
-def _swath_mask(grid: Grid, centre: tuple[float, float], radius_m: float, heading: float) -> np.ndarray:
+def _swath_mask(
+    grid: Grid, centre: tuple[float, float], radius_m: float, heading: float
+) -> np.ndarray:
     """True inside the acquisition footprint: a square aligned with the ground track."""
     x, y = grid.xy()
     dx = x[None, :] - centre[0]
@@ -128,7 +149,11 @@ def _swath_mask(grid: Grid, centre: tuple[float, float], radius_m: float, headin
 
 
 def simulate_city(
-    scene: Scene, folder: Path, seed: int, pixel_m: float, streams: dict[str, np.random.Generator]
+    scene: Scene,
+    folder: Path,
+    seed: int,
+    pixel_m: float,
+    streams: dict[str, np.random.Generator],
 ) -> dict[str, Any]:
     """Shake, damage, image and write one scene into ``folder``.
 
@@ -152,7 +177,13 @@ def simulate_city(
             anchor_pga_g=city.anchor_pga_g,
         )
     else:
-        shaking = simulate_pga(cent.x.to_numpy(), cent.y.to_numpy(), crs, streams['shaking'], vs30_m_s=450.0)
+        shaking = simulate_pga(
+            cent.x.to_numpy(),
+            cent.y.to_numpy(),
+            crs,
+            streams['shaking'],
+            vs30_m_s=450.0,
+        )
     taxa = [parse_taxonomy(t) for t in b['taxonomy']]
     curves = [fragility_curve(t) for t in taxa]
     grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
@@ -161,17 +192,28 @@ def simulate_city(
     grid = scene.grid(pixel_m)
     lc = landcover(scene, grid, streams['landcover'])
     csk, csg = acquisitions(scene, lat, streams['sar'])
-    geometry = SARGeometry(incidence_deg=csk.incidence_deg, heading_deg=csk.heading_deg, look_side=csk.look_side)
-    sar_input = gpd.GeoDataFrame({'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=crs)
+    geometry = SARGeometry(
+        incidence_deg=csk.incidence_deg,
+        heading_deg=csk.heading_deg,
+        look_side=csk.look_side,
+    )
+    sar_input = gpd.GeoDataFrame(
+        {'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=crs
+    )
     image = render_sigma0(grid, geometry, sar_input, lc, streams['sar'], looks=1.0)
-    radius = float(cent.distance(__import__('shapely').Point(scene.centre)).max())
-    sigma0 = np.where(_swath_mask(grid, scene.centre, radius, csk.heading_deg), image.sigma0, np.nan)
+    radius = float(cent.distance(shapely.Point(scene.centre)).max())
+    sigma0 = np.where(
+        _swath_mask(grid, scene.centre, radius, csk.heading_deg), image.sigma0, np.nan
+    )
     calibration = Calibration(reference_incidence_deg=csk.incidence_deg)
-    zone = int(CRS.from_user_input(crs).utm_zone[:-1]) if CRS.from_user_input(crs).utm_zone else 37
+    utm_zone = CRS.from_user_input(crs).utm_zone
+    zone = int(utm_zone[:-1]) if utm_zone else 37
     sar_h5 = csk.csk_filename()
     sar_tif = csg.csg_filename('.tif', latitude_deg=lat, utm_zone=zone)
     write_csk_hdf5(folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration)
-    write_csg_geotiff(folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration)
+    write_csg_geotiff(
+        folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration
+    )
     del image, sigma0
 
     # DSM
@@ -273,6 +315,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
     parent = out if out.is_dir() else out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise ArgumentError(f'--out {out}: {parent} is a file, not a folder')
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ArgumentError(f'--out {out}: {parent} is not writable')
 
@@ -327,11 +371,13 @@ def simulate(
         if not Path(footprints).is_file():
             raise ArgumentError(f'--footprints {footprints}: no such file')
     _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
     except OSError as err:
-        raise OutputError(out, f'cannot create a temporary folder beside it ({err.strerror})') from None
+        raise OutputError(
+            out, f'cannot create a temporary folder beside it ({err.strerror})'
+        ) from None
     try:
         manifest: dict[str, Any] = {
             'generator': f'torchgeo-sar-damage {__version__}',
@@ -353,11 +399,15 @@ def simulate(
             else:
                 stem = Path(str(footprints)).stem
                 streams = _streams(seed, stem)
-                scene = scene_from_footprints(str(footprints), streams['layout'], n_buildings)
+                scene = scene_from_footprints(
+                    str(footprints), streams['layout'], n_buildings
+                )
                 bar.set_postfix_str(scene.slug)
             folder = tmp / scene.slug
             folder.mkdir()
-            manifest['cities'][scene.slug] = simulate_city(scene, folder, seed, pixel_m, streams)
+            manifest['cities'][scene.slug] = simulate_city(
+                scene, folder, seed, pixel_m, streams
+            )
         with open(tmp / 'scene.json', 'w', encoding='utf-8') as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
             f.write('\n')

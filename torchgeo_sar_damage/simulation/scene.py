@@ -35,6 +35,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyogrio.errors import DataLayerError, DataSourceError
 from pyproj import Transformer
 from rasterio import features
 from shapely.geometry import Polygon, box
@@ -126,9 +127,9 @@ def _footprint(
         vx, vy = uy, -ux
         ox = cx + sx * ux * (w - cw) / 2 + sy * vx * (d - cd) / 2
         oy = cy + sx * uy * (w - cw) / 2 + sy * vy * (d - cd) / 2
-        poly = poly.difference(_rect(ox, oy, cw + 0.01, cd + 0.01, angle_deg))
-        if not isinstance(poly, Polygon):  # pragma: no cover - defensive
-            poly = _rect(cx, cy, w, d, angle_deg)
+        cut = poly.difference(_rect(ox, oy, cw + 0.01, cd + 0.01, angle_deg))
+        if isinstance(cut, Polygon):
+            return cut
     return poly
 
 
@@ -181,7 +182,9 @@ def _layout(
                             continue
                         depth_plot = sby / 2
                         w = front - rng.uniform(1.0, 4.0)
-                        d = min(depth_plot - rng.uniform(2.0, 5.0), rng.uniform(9.0, 18.0))
+                        d = min(
+                            depth_plot - rng.uniform(2.0, 5.0), rng.uniform(9.0, 18.0)
+                        )
                         if ind:
                             d = depth_plot - rng.uniform(1.5, 3.0)
                         if w < 6 or d < 6:
@@ -195,7 +198,12 @@ def _layout(
                         yards.append(
                             int(
                                 rng.choice(
-                                    [LandCover.PAVED, LandCover.BARE_SOIL, LandCover.GRASS, LandCover.TREES],
+                                    [
+                                        LandCover.PAVED,
+                                        LandCover.BARE_SOIL,
+                                        LandCover.GRASS,
+                                        LandCover.TREES,
+                                    ],
                                     p=[0.45, 0.25, 0.2, 0.1],
                                 )
                             )
@@ -246,7 +254,10 @@ def _districts(
             [
                 (cx, cy),
                 (cx + far * math.sin(a0), cy + far * math.cos(a0)),
-                (cx + far * math.sin((a0 + a1) / 2) * 1.5, cy + far * math.cos((a0 + a1) / 2) * 1.5),
+                (
+                    cx + far * math.sin((a0 + a1) / 2) * 1.5,
+                    cy + far * math.cos((a0 + a1) / 2) * 1.5,
+                ),
                 (cx + far * math.sin(a1), cy + far * math.cos(a1)),
             ]
         )
@@ -267,7 +278,9 @@ def _districts(
     )
 
 
-def _storey_draw(weights: tuple[float, ...], shift: float, rng: np.random.Generator, n: int) -> np.ndarray:
+def _storey_draw(
+    weights: tuple[float, ...], shift: float, rng: np.random.Generator, n: int
+) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     k = np.arange(1, len(w) + 1)
     w = w * np.exp(shift * (k - k.mean()) / len(w) * 3)
@@ -283,7 +296,11 @@ def _height_token(storeys: int) -> str:
 
 
 def _taxonomy(
-    storeys: int, occupancy: str, industrial: bool, mix: ConstructionMix, rng: np.random.Generator
+    storeys: int,
+    occupancy: str,
+    industrial: bool,
+    mix: ConstructionMix,
+    rng: np.random.Generator,
 ) -> str:
     """One GEM taxonomy string in the dialect of GEM's Türkiye exposure files."""
     height = _height_token(storeys)
@@ -348,10 +365,18 @@ def _attributes(
     if tagged_levels is not None:
         storeys = np.where(tagged_levels > 0, tagged_levels, storeys)
     occ_draw = rng.random(n)
-    occupancy = np.where(occ_draw < 0.86, 'RES', np.where(occ_draw < 0.93, 'MIX1', 'COM'))
+    occupancy = np.where(
+        occ_draw < 0.86, 'RES', np.where(occ_draw < 0.93, 'MIX1', 'COM')
+    )
     occupancy = np.where(industrial, 'IND', occupancy)
     taxonomy = [
-        _taxonomy(int(storeys[i]), str(occupancy[i]), bool(industrial[i]), profiles[district[i]][0], rng)
+        _taxonomy(
+            int(storeys[i]),
+            str(occupancy[i]),
+            bool(industrial[i]),
+            profiles[district[i]][0],
+            rng,
+        )
         for i in range(n)
     ]
     storey_h = rng.uniform(2.9, 3.2, n)
@@ -418,30 +443,59 @@ def generate_scene(
     radius = float(np.max(geoms.centroid.distance(shapely.Point(centre))))
     code_base = 10 * (list(CITIES).index(city.slug) + 1)
     districts = _districts(
-        centre, radius, bounds, crs, city.province_id, city.province_name, city.name, code_base
+        centre,
+        radius,
+        bounds,
+        crs,
+        city.province_id,
+        city.province_name,
+        city.name,
+        code_base,
     )
     profiles = _profiles(districts, city, rng)
-    attrs = _attributes(geoms, districts, profiles, city.storey_weights, industrial, rng)
+    attrs = _attributes(
+        geoms, districts, profiles, city.storey_weights, industrial, rng
+    )
     buildings = gpd.GeoDataFrame(attrs, geometry=geoms.values, crs=crs)
     buildings.insert(0, 'building_id', np.arange(1, len(buildings) + 1, dtype=np.int64))
     buildings['yard'] = yards.astype(np.uint8)
-    return Scene(city.slug, city.name, city, crs, buildings, districts, centre, bounds, blocks, city.elevation_m)
+    return Scene(
+        city.slug,
+        city.name,
+        city,
+        crs,
+        buildings,
+        districts,
+        centre,
+        bounds,
+        blocks,
+        city.elevation_m,
+    )
 
 
 def _read_footprints(path: str) -> gpd.GeoDataFrame:
+    """Read footprints, reproject them to their UTM zone and drop unusable ones."""
     try:
         frame = gpd.read_file(path)
-    except Exception as err:
+    except (DataSourceError, DataLayerError, OSError, ValueError) as err:
         raise InputFileError(path, f'cannot be read as a vector file ({err})') from None
     if frame.crs is None:
-        raise InputFileError(path, 'has no CRS; assign one (e.g. with ogr2ogr -a_srs) and retry')
+        raise InputFileError(
+            path, 'has no CRS; assign one (e.g. with ogr2ogr -a_srs) and retry'
+        )
     if len(frame) == 0:
         raise InputFileError(path, 'holds no features')
+    try:
+        utm = frame.estimate_utm_crs()
+    except (RuntimeError, ValueError) as err:
+        raise InputFileError(
+            path, f'has no usable geometries to locate a UTM zone ({err})'
+        ) from None
+    epsg = utm.to_epsg()
+    frame = frame.to_crs(f'EPSG:{epsg}' if epsg else utm.to_wkt())
     geom = frame.geometry
     keep = (
-        geom.notna()
-        & ~geom.is_empty
-        & geom.geom_type.isin(['Polygon', 'MultiPolygon'])
+        geom.notna() & ~geom.is_empty & geom.geom_type.isin(['Polygon', 'MultiPolygon'])
     )
     keep &= geom.is_valid & (geom.area > 0)
     dropped = int((~keep).sum())
@@ -463,7 +517,9 @@ def _tag_levels(frame: gpd.GeoDataFrame) -> np.ndarray:
     for col in ('building:levels', 'building_levels', 'levels'):
         if col in frame.columns:
             vals = pd.to_numeric(frame[col], errors='coerce').to_numpy(dtype=np.float64)
-            vals = np.where(np.isfinite(vals) & (vals >= 1) & (vals <= 60), np.round(vals), 0)
+            vals = np.where(
+                np.isfinite(vals) & (vals >= 1) & (vals <= 60), np.round(vals), 0
+            )
             return vals.astype(np.int64)
     return np.zeros(len(frame), dtype=np.int64)
 
@@ -472,9 +528,13 @@ def nearest_city(lon: float, lat: float) -> tuple[City, float]:
     """Built-in city nearest to a point and its distance in km (flat earth)."""
     best = min(
         CITIES.values(),
-        key=lambda c: (c.lon - lon) ** 2 * math.cos(math.radians(lat)) ** 2 + (c.lat - lat) ** 2,
+        key=lambda c: (
+            (c.lon - lon) ** 2 * math.cos(math.radians(lat)) ** 2 + (c.lat - lat) ** 2
+        ),
     )
-    km = 111.2 * math.hypot((best.lon - lon) * math.cos(math.radians(lat)), best.lat - lat)
+    km = 111.2 * math.hypot(
+        (best.lon - lon) * math.cos(math.radians(lat)), best.lat - lat
+    )
     return best, km
 
 
@@ -497,10 +557,8 @@ def scene_from_footprints(
         The scene; ``city`` is None and the name comes from the file name.
     """
     frame = _read_footprints(path)
-    crs = frame.estimate_utm_crs()
-    epsg = crs.to_epsg()
-    crs_str = f'EPSG:{epsg}' if epsg else crs.to_wkt()
-    frame = frame.to_crs(crs_str)
+    epsg = frame.crs.to_epsg()
+    crs_str = f'EPSG:{epsg}' if epsg else frame.crs.to_wkt()
     cent = frame.geometry.centroid
     centre = (float(cent.x.median()), float(cent.y.median()))
     if n_buildings is not None and n_buildings < len(frame):
@@ -515,16 +573,41 @@ def scene_from_footprints(
     radius = float(np.max(geoms.centroid.distance(shapely.Point(centre)))) + 1.0
     stem = os.path.splitext(os.path.basename(path))[0]
     slug = slugify(stem)
-    districts = _districts(centre, radius, bounds, crs_str, ref.province_id, ref.province_name, stem, 900)
+    districts = _districts(
+        centre, radius, bounds, crs_str, ref.province_id, ref.province_name, stem, 900
+    )
     profiles = _profiles(districts, ref, rng)
     areas = geoms.area.to_numpy()
     industrial = (areas > 900) & (rng.random(len(geoms)) < 0.5)
-    attrs = _attributes(geoms, districts, profiles, ref.storey_weights, industrial, rng, _tag_levels(frame))
+    attrs = _attributes(
+        geoms,
+        districts,
+        profiles,
+        ref.storey_weights,
+        industrial,
+        rng,
+        _tag_levels(frame),
+    )
     buildings = gpd.GeoDataFrame(attrs, geometry=geoms.values, crs=crs_str)
     buildings.insert(0, 'building_id', np.arange(1, len(buildings) + 1, dtype=np.int64))
-    yard_classes = np.array([LandCover.PAVED, LandCover.BARE_SOIL, LandCover.GRASS, LandCover.TREES])
-    buildings['yard'] = yard_classes[rng.integers(0, 4, len(buildings))].astype(np.uint8)
-    return Scene(slug, stem, None, crs_str, buildings, districts, centre, bounds, [], ref.elevation_m)
+    yard_classes = np.array(
+        [LandCover.PAVED, LandCover.BARE_SOIL, LandCover.GRASS, LandCover.TREES]
+    )
+    buildings['yard'] = yard_classes[rng.integers(0, 4, len(buildings))].astype(
+        np.uint8
+    )
+    return Scene(
+        slug,
+        stem,
+        None,
+        crs_str,
+        buildings,
+        districts,
+        centre,
+        bounds,
+        [],
+        ref.elevation_m,
+    )
 
 
 def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
@@ -544,7 +627,7 @@ def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     """
     from scipy.ndimage import gaussian_filter, zoom
 
-    coarse = max(1, int(round(40 / grid.pixel_m)))
+    coarse = max(1, round(40 / grid.pixel_m))
     small = rng.standard_normal((grid.height // coarse + 2, grid.width // coarse + 2))
     small = gaussian_filter(small, 1.5)
     field = zoom(small, coarse, order=1)[: grid.height, : grid.width]
@@ -552,6 +635,7 @@ def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     lc[field > 0.15] = LandCover.GRASS
     lc[field > 0.45] = LandCover.TREES
     feet = scene.buildings.geometry
+    town: BaseGeometry
     if scene.blocks:
         town = shapely.union_all(scene.blocks).convex_hull.buffer(10)
         shapes: list[tuple[BaseGeometry, int]] = [(town, int(LandCover.ROAD))]

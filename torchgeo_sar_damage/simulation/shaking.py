@@ -190,11 +190,11 @@ def rupture_distance_km(
         Distance in km.
     """
     to_crs = Transformer.from_crs('EPSG:4326', crs, always_xy=True)
-    lines = []
+    lines: list[shapely.Geometry] = []
     for trace in event.traces:
         lon, lat = np.array(trace).T
         ex, ey = to_crs.transform(lon, lat)
-        lines.append(shapely.linestrings(np.column_stack([ex, ey])))
+        lines.append(shapely.LineString(np.column_stack([ex, ey])))
     fault = shapely.union_all(lines)
     points = shapely.points(np.asarray(x), np.asarray(y))
     return np.asarray(shapely.distance(points, fault)) / 1000.0
@@ -297,7 +297,10 @@ def simulate_pga(
             residual = DEFAULT_EVENT_TERM if i == 0 else TAU * rng.standard_normal()
             field = PHI * _correlated_field(x, y, rng, None)
         ln_pga = (
-            np.log(median) + residual + field + SIGMA_BUILDING * rng.standard_normal(len(x))
+            np.log(median)
+            + residual
+            + field
+            + SIGMA_BUILDING * rng.standard_normal(len(x))
         )
         pga = np.maximum(pga, np.exp(ln_pga))
     return Shaking(pga_g=pga, rjb_km=rjb_main, median_pga_g=median_main)

@@ -1,0 +1,41 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Shared fixtures: small simulated scenes made once per test session."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchgeo_sar_damage.simulation.run import simulate
+
+#: Towns and size of the shared tiny scene.
+TINY_CITIES = ('kahramanmaras', 'nurdagi')
+TINY_BUILDINGS = 150
+TINY_PIXEL_M = 1.0
+
+
+@pytest.fixture(scope='session')
+def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two towns of 150 buildings at 1 m, simulated once (seed 0)."""
+    out = tmp_path_factory.mktemp('scene') / 'tiny'
+    simulate(
+        out,
+        cities=TINY_CITIES,
+        n_buildings=TINY_BUILDINGS,
+        seed=0,
+        pixel_m=TINY_PIXEL_M,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope='session')
+def tiny_manifest(tiny_scene: Path) -> dict[str, Any]:
+    """The tiny scene's ``scene.json``."""
+    manifest: dict[str, Any] = json.loads(
+        (tiny_scene / 'scene.json').read_text(encoding='utf-8')
+    )
+    return manifest

@@ -1,0 +1,357 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from sklearn.metrics import roc_auc_score
+
+from torchgeo_sar_damage.datasets.cosmo_skymed import sigma0_per_dn2
+from torchgeo_sar_damage.datasets.utils import footprint_sigma0_statistics
+from torchgeo_sar_damage.errors import ArgumentError, OutputError
+from torchgeo_sar_damage.simulation import run, writers
+from torchgeo_sar_damage.simulation.observation import EMS_GRADES, NOT_ANALYSED
+from torchgeo_sar_damage.simulation.run import heading_deg, simulate
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below a folder, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob('*'))
+        if p.is_file()
+    }
+
+
+def city_files(manifest: dict[str, Any], slug: str) -> list[str]:
+    files = manifest['cities'][slug]['files']
+    out = []
+    for value in files.values():
+        out += value if isinstance(value, list) else [value]
+    return out
+
+
+class TestOutputs:
+    def test_manifest_lists_every_file(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        assert set(tiny_manifest['cities']) == {'kahramanmaras', 'nurdagi'}
+        listed = {'scene.json'}
+        for slug in tiny_manifest['cities']:
+            names = city_files(tiny_manifest, slug)
+            assert len(names) == 10  # 2 SAR, DSM, OSM, 3 GEM, admin, labels, truth
+            listed |= {f'{slug}/{n}' for n in names}
+        on_disk = {
+            str(p.relative_to(tiny_scene)) for p in tiny_scene.rglob('*') if p.is_file()
+        }
+        assert on_disk == listed
+
+    def test_rasters_open_with_crs_and_bounds(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        for slug, city in tiny_manifest['cities'].items():
+            left, bottom, right, top = city['bounds']
+            files = city['files']
+            paths = [
+                str(tiny_scene / slug / files['sar_geotiff']),
+                f'HDF5:"{tiny_scene / slug / files["sar_hdf5"]}"://S01/SBI',
+                str(tiny_scene / slug / files['dsm']),
+            ]
+            for path in paths:
+                with rasterio.open(path) as src:
+                    assert src.crs is not None, path
+                    assert src.crs.to_epsg() == 32637, path
+                    b = src.bounds
+                    res = src.res[0]
+                    assert b.left <= left < b.left + res
+                    assert b.top >= top > b.top - res
+                    assert b.right >= right
+                    assert b.bottom <= bottom
+
+    def test_vectors_open_with_crs_and_bounds(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        for slug, city in tiny_manifest['cities'].items():
+            left, bottom, right, top = city['bounds']
+            files = city['files']
+            for name in ('osm', 'labels', 'truth', 'admin'):
+                info = pyogrio.read_info(tiny_scene / slug / files[name])
+                assert info['crs'] == 'EPSG:32637', name
+                x0, y0, x1, y1 = info['total_bounds']
+                assert x0 >= left - 1, name
+                assert y0 >= bottom - 1, name
+                assert x1 <= right + 1, name
+                assert y1 <= top + 1, name
+
+    def test_hdf5_and_geotiff_agree(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        slug = 'nurdagi'
+        files = tiny_manifest['cities'][slug]['files']
+        h5 = tiny_scene / slug / files['sar_hdf5']
+        tif = tiny_scene / slug / files['sar_geotiff']
+        with rasterio.open(f'HDF5:"{h5}"://S01/SBI') as a, rasterio.open(tif) as b:
+            assert a.transform == b.transform
+            assert a.crs == b.crs
+            dn_a = a.read(1).astype(np.float64)
+            dn_b = b.read(1).astype(np.float64)
+            tags_b = b.tags()
+        with (
+            pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+            rasterio.open(h5) as container,
+        ):
+            tags_a = container.tags()
+        sigma_a = dn_a**2 * sigma0_per_dn2(tags_a, h5)
+        sigma_b = dn_b**2 * sigma0_per_dn2(tags_b, tif)
+        np.testing.assert_allclose(sigma_a, sigma_b, rtol=1e-6)
+        valid = dn_b > 0
+        assert 0.5 < valid.mean() < 1.0  # nodata corners outside the swath
+        db = 10 * np.log10(sigma_b[valid])
+        assert -30 < np.median(db) < 5
+
+    def test_gem_exposure_matches_buildings(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        for slug, city in tiny_manifest['cities'].items():
+            truth = gpd.read_file(tiny_scene / slug / city['files']['truth'])
+            admin = gpd.read_file(tiny_scene / slug / city['files']['admin'])
+            total = 0.0
+            for name in city['files']['gem']:
+                with open(tiny_scene / slug / name, encoding='utf-8', newline='') as f:
+                    rows = list(csv.DictReader(f))
+                for row in rows:
+                    assert row['ID_2'] in set(admin['ID_2'])
+                    total += float(row['BUILDINGS'])
+            assert total == len(truth)
+
+    def test_labels_cover_part_of_the_town(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        for slug, city in tiny_manifest['cities'].items():
+            labels = gpd.read_file(tiny_scene / slug / city['files']['labels'])
+            truth = gpd.read_file(tiny_scene / slug / city['files']['truth'])
+            assert set(labels['damage_gra']) <= {*EMS_GRADES, NOT_ANALYSED}
+            assert 0.3 * len(truth) < len(labels) < len(truth)
+            assert truth['ems_damage_gra'].notna().sum() == len(labels)
+
+    def test_damage_rate_in_manifest(
+        self, tiny_scene: Path, tiny_manifest: dict[str, Any]
+    ) -> None:
+        for slug, city in tiny_manifest['cities'].items():
+            truth = gpd.read_file(tiny_scene / slug / city['files']['truth'])
+            assert city['damage_rate'] == pytest.approx(
+                (truth['grade'] >= 4).mean(), abs=1e-4
+            )
+            assert sum(city['grade_counts']) == len(truth) == city['buildings']
+
+
+class TestDeterminism:
+    def test_same_seed_same_bytes(self, tiny_scene: Path, tmp_path: Path) -> None:
+        again = tmp_path / 'again'
+        simulate(
+            again,
+            cities=['kahramanmaras', 'nurdagi'],
+            n_buildings=150,
+            seed=0,
+            pixel_m=1.0,
+            progress=False,
+        )
+        assert digest(again) == digest(tiny_scene)
+
+    def test_town_does_not_depend_on_the_others(
+        self, tiny_scene: Path, tmp_path: Path
+    ) -> None:
+        alone = tmp_path / 'alone'
+        simulate(
+            alone,
+            cities=['nurdagi'],
+            n_buildings=150,
+            seed=0,
+            pixel_m=1.0,
+            progress=False,
+        )
+        full = {k: v for k, v in digest(tiny_scene).items() if k.startswith('nurdagi/')}
+        assert {k: v for k, v in digest(alone).items() if k != 'scene.json'} == full
+
+    def test_other_seed_other_scene(self, tiny_scene: Path, tmp_path: Path) -> None:
+        other = tmp_path / 'other'
+        simulate(
+            other,
+            cities=['nurdagi'],
+            n_buildings=150,
+            seed=1,
+            pixel_m=1.0,
+            progress=False,
+        )
+        a = digest(other)
+        b = digest(tiny_scene)
+        common = [k for k in a if k in b and k.startswith('nurdagi/')]
+        assert common
+        assert all(a[k] != b[k] for k in common if k.endswith(('.tif', '.gpkg')))
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ('kwargs', 'match'),
+        [
+            ({'cities': ['atlantis']}, 'unknown city'),
+            ({'n_buildings': 0}, 'positive'),
+            ({'n_buildings': -5}, 'positive'),
+            ({'pixel_m': 0.0}, 'pixel'),
+            ({'seed': -1}, 'seed'),
+            ({'footprints': 'no/such/file.gpkg'}, 'no such file'),
+        ],
+    )
+    def test_bad_argument(
+        self, tmp_path: Path, kwargs: dict[str, Any], match: str
+    ) -> None:
+        with pytest.raises(ArgumentError, match=match):
+            simulate(tmp_path / 'out', **kwargs)
+        assert not (tmp_path / 'out').exists()
+
+    def test_non_empty_output_needs_overwrite(self, tmp_path: Path) -> None:
+        out = tmp_path / 'out'
+        out.mkdir()
+        (out / 'notes.txt').write_text('mine')
+        with pytest.raises(ArgumentError, match='--overwrite'):
+            simulate(
+                out, cities=['nurdagi'], n_buildings=20, pixel_m=2.0, progress=False
+            )
+        simulate(
+            out,
+            cities=['nurdagi'],
+            n_buildings=20,
+            pixel_m=2.0,
+            overwrite=True,
+            progress=False,
+        )
+        assert (out / 'notes.txt').read_text() == 'mine'
+        assert (out / 'scene.json').is_file()
+
+    def test_output_under_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / 'a_file').write_text('x')
+        with pytest.raises(ArgumentError, match='not a folder'):
+            simulate(tmp_path / 'a_file' / 'out', cities=['nurdagi'], n_buildings=20)
+
+    def test_output_is_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / 'out').write_text('x')
+        with pytest.raises(ArgumentError, match='not a folder'):
+            simulate(tmp_path / 'out', cities=['nurdagi'], n_buildings=20)
+
+    @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc')
+    def test_unwritable_output(self) -> None:
+        with pytest.raises((ArgumentError, OutputError), match='/proc'):
+            simulate('/proc/sardamage-test/out', cities=['nurdagi'], n_buildings=20)
+
+
+class TestAtomicity:
+    def test_failure_leaves_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[Path] = []
+        original = writers.write_vector
+
+        def failing(path: Path, frame: gpd.GeoDataFrame, **kwargs: str) -> None:
+            calls.append(path)
+            if len(calls) == 3:
+                raise OSError(28, 'No space left on device')
+            original(path, frame, **kwargs)
+
+        monkeypatch.setattr(run, 'write_vector', failing)
+        out = tmp_path / 'out'
+        with pytest.raises(OSError, match='No space'):
+            simulate(
+                out,
+                cities=['nurdagi', 'islahiye'],
+                n_buildings=20,
+                pixel_m=2.0,
+                progress=False,
+            )
+        assert list(tmp_path.iterdir()) == []
+
+    def test_failure_keeps_previous_results(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = tmp_path / 'out'
+        simulate(out, cities=['nurdagi'], n_buildings=20, pixel_m=2.0, progress=False)
+        before = digest(out)
+
+        def failing(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(run, 'write_exposure_csv', failing)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(
+                out,
+                cities=['nurdagi'],
+                n_buildings=20,
+                seed=3,
+                pixel_m=2.0,
+                overwrite=True,
+                progress=False,
+            )
+        assert digest(out) == before
+        assert [p.name for p in tmp_path.iterdir()] == ['out']
+
+
+def test_heading_of_the_orbit() -> None:
+    asc = heading_deg(37.5, 'ASCENDING')
+    desc = heading_deg(37.5, 'DESCENDING')
+    assert 345 < asc < 355  # north-north-west
+    assert 185 < desc < 195  # south-south-west
+    assert asc + desc == pytest.approx(540.0)
+
+
+def test_footprints_from_a_file(tmp_path: Path) -> None:
+    # real-looking urban geometry in another CRS: a generated town in WGS84
+    source = tmp_path / 'source'
+    simulate(source, cities=['islahiye'], n_buildings=80, pixel_m=2.0, progress=False)
+    truth = gpd.read_file(source / 'islahiye' / 'truth.gpkg')
+    town = truth[['geometry']].to_crs('EPSG:4326')
+    town['building:levels'] = ['7' if i % 4 == 0 else None for i in range(len(town))]
+    path = tmp_path / 'my_town.geojson'
+    town.to_file(path, driver='GeoJSON')
+    out = tmp_path / 'rehearsal'
+    manifest = simulate(
+        out, footprints=path, n_buildings=60, pixel_m=2.0, progress=False
+    )
+    assert list(manifest['cities']) == ['my-town']
+    city = manifest['cities']['my-town']
+    assert city['crs'] == 'EPSG:32637'
+    assert city['buildings'] == 60
+    result = gpd.read_file(out / 'my-town' / 'truth.gpkg')
+    assert result.crs.to_epsg() == 32637
+    assert (result['storeys'] == 7).sum() >= 10  # tagged levels are used
+    with rasterio.open(out / 'my-town' / city['files']['sar_geotiff']) as src:
+        assert src.crs.to_epsg() == 32637
+
+
+def test_damage_is_only_partly_visible(tmp_path: Path) -> None:
+    """No single footprint statistic separates damaged buildings almost perfectly."""
+    out = tmp_path / 'hard'
+    manifest = simulate(
+        out, cities=['antakya'], n_buildings=500, seed=7, progress=False
+    )
+    city = manifest['cities']['antakya']
+    truth = gpd.read_file(out / 'antakya' / city['files']['truth'])
+    damaged = truth['grade'].to_numpy() >= 4
+    assert 0.1 < damaged.mean() < 0.45
+    stats = footprint_sigma0_statistics(
+        out / 'antakya' / city['files']['sar_geotiff'], truth
+    )
+    aucs = {}
+    for col in stats.columns:
+        values = stats[col].to_numpy()
+        ok = np.isfinite(values)
+        auc = roc_auc_score(damaged[ok], values[ok])
+        aucs[col] = max(auc, 1 - auc)
+    assert max(aucs.values()) < 0.9, aucs  # not trivially separable
+    assert max(aucs.values()) > 0.55, aucs  # but damage is visible

@@ -1,0 +1,155 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.simulation.cities import CITIES
+
+
+def test_help_lists_the_cities(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['simulate', '--help'])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for slug in CITIES:
+        assert slug in text
+
+
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [
+        (['--cities', 'atlantis'], 'unknown city'),
+        (['--buildings', '0'], 'must be positive'),
+        (['--buildings', '-3'], 'must be positive'),
+        (['--buildings', 'many'], 'not an integer'),
+        (['--seed', '-1'], 'non-negative'),
+        (['--pixel-m', '0'], 'between 0.1 and 5'),
+        (['--pixel-m', 'fine'], 'not a number'),
+    ],
+)
+def test_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['simulate', '--out', str(tmp_path / 'out'), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert 'Traceback' not in err
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize(
+    'case', ['non-empty', 'under-a-file', 'missing-footprints', 'both-sources']
+)
+def test_bad_paths_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    out = tmp_path / 'out'
+    extra: list[str] = ['--cities', 'nurdagi', '--buildings', '10', '--quiet']
+    if case == 'non-empty':
+        out.mkdir()
+        (out / 'keep.txt').write_text('mine')
+    elif case == 'under-a-file':
+        (tmp_path / 'file').write_text('x')
+        out = tmp_path / 'file' / 'out'
+    elif case == 'missing-footprints':
+        extra = ['--footprints', str(tmp_path / 'nope.gpkg'), '--quiet']
+    else:
+        (tmp_path / 'f.geojson').write_text('{}')
+        extra += ['--footprints', str(tmp_path / 'f.geojson')]
+    code = main(['simulate', '--out', str(out), *extra])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith('sardamage simulate: error:')
+    if case == 'non-empty':
+        assert (out / 'keep.txt').read_text() == 'mine'
+        assert sorted(p.name for p in out.iterdir()) == ['keep.txt']
+
+
+def test_bad_footprint_file_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / 'broken.gpkg'
+    bad.write_bytes(b'not a geopackage')
+    code = main(
+        [
+            'simulate',
+            '--out',
+            str(tmp_path / 'out'),
+            '--footprints',
+            str(bad),
+            '--quiet',
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert 'Traceback' not in err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_entry_point_runs_in_a_process(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torchgeo_sar_damage.cli',
+            'simulate',
+            '--out',
+            str(tmp_path / 'o'),
+            '--cities',
+            'x',
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert 'unknown city' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_simulate_prints_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'out'
+    code = main(
+        [
+            'simulate',
+            '--out',
+            str(out),
+            '--cities',
+            'adiyaman',
+            '--buildings',
+            '40',
+            '--pixel-m',
+            '2',
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert 'adiyaman: 40 buildings' in text
+    assert 'scene.json' in text
+    manifest = json.loads((out / 'scene.json').read_text(encoding='utf-8'))
+    assert manifest['cities']['adiyaman']['buildings'] == 40
+
+
+def test_demo_writes_scene_and_quicklook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'demo'
+    assert main(['demo', '--out', str(out), '--buildings', '30', '--quiet']) == 0
+    assert (out / 'scene' / 'scene.json').is_file()
+    png = out / 'quicklook_kahramanmaras.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert str(png) in capsys.readouterr().out
+    # running it again replaces its own outputs
+    assert main(['demo', '--out', str(out), '--buildings', '30', '--quiet']) == 0
