@@ -45,7 +45,7 @@ from scipy.stats import norm
 from ..taxonomy import Taxonomy
 
 #: Scale of every HAZUS median, calibrated on the observed town damage rates.
-MEDIAN_SCALE = 2.5
+MEDIAN_SCALE = 2.3
 #: Factor on HAZUS's collapse share of the Complete state.
 COLLAPSE_FACTOR = 2.0
 #: Lognormal dispersion of the HAZUS equivalent-PGA curves.

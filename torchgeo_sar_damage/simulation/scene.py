@@ -133,6 +133,24 @@ def _footprint(
     return poly
 
 
+def _non_overlapping(feet: list[Polygon]) -> np.ndarray:
+    """Mask that drops every footprint overlapping an earlier one (touching is fine).
+
+    Blocks are rotated and resized at random, so plots of neighbouring blocks can
+    collide across a narrow street; the later plot is left empty.
+    """
+    geoms = np.asarray(feet, dtype=object)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate='intersects')
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    area = shapely.area(shapely.intersection(geoms[left], geoms[right]))
+    keep = np.ones(len(feet), dtype=bool)
+    for i, j in zip(left[area > 0.01], right[area > 0.01]):
+        if keep[i]:
+            keep[j] = False
+    return keep
+
+
 def _layout(
     city: City, centre: tuple[float, float], n: int, rng: np.random.Generator
 ) -> tuple[list[Polygon], list[Polygon], np.ndarray, np.ndarray]:
@@ -142,6 +160,8 @@ def _layout(
     fmin, fmax = city.plot_frontage_m
     per_block = 2 * bx / ((fmin + fmax) / 2) * city.plot_fill
     side = max(2, math.ceil(math.sqrt(1.6 * n / per_block)))
+    # industrial plots sit on the outer blocks of a town of the expected radius
+    town_radius = math.sqrt(n / per_block * (bx + street) * (by + street) / math.pi)
     while True:
         feet: list[Polygon] = []
         dist: list[float] = []
@@ -154,8 +174,8 @@ def _layout(
         vx, vy = uy, -ux
         for i in range(-side, side + 1):
             for j in range(-side, side + 1):
-                sbx = bx * rng.uniform(0.85, 1.15)
-                sby = by * rng.uniform(0.85, 1.15)
+                sbx = bx * rng.uniform(0.85, 1.0)
+                sby = by * rng.uniform(0.85, 1.0)
                 ang = city.grid_azimuth_deg + rng.normal(0, city.grid_jitter_deg)
                 cx = centre[0] + i * (bx + street) * ux + j * (by + street) * vx
                 cy = centre[1] + i * (bx + street) * uy + j * (by + street) * vy
@@ -166,7 +186,7 @@ def _layout(
                 ab = math.radians(ang)
                 bux, buy = math.sin(ab), math.cos(ab)
                 bvx, bvy = buy, -bux
-                is_outer = r_block > 0.6 * side * (bx + street)
+                is_outer = r_block > 0.7 * town_radius
                 for row in (-1, 1):
                     pos = -sbx / 2
                     while True:
@@ -210,9 +230,15 @@ def _layout(
                         )
                         industrial.append(ind)
                         block_of.append(b_index)
-        if len(feet) >= n:
+        keep = _non_overlapping(feet)
+        if int(keep.sum()) >= n:
             break
         side += 2
+    feet = [f for f, k in zip(feet, keep) if k]
+    dist = [d for d, k in zip(dist, keep) if k]
+    yards = [y for y, k in zip(yards, keep) if k]
+    industrial = [i for i, k in zip(industrial, keep) if k]
+    block_of = [b for b, k in zip(block_of, keep) if k]
     # irregular town edge: rank by distance plus a smooth angular perturbation
     d_arr = np.asarray(dist)
     xs = np.array([f.centroid.x for f in feet]) - centre[0]
@@ -495,7 +521,7 @@ def _read_footprints(path: str) -> gpd.GeoDataFrame:
     frame = frame.to_crs(f'EPSG:{epsg}' if epsg else utm.to_wkt())
     geom = frame.geometry
     keep = (
-        geom.notna() & ~geom.is_empty & geom.geom_type.isin(['Polygon', 'MultiPolygon'])
+        ~geom.isna() & ~geom.is_empty & geom.geom_type.isin(['Polygon', 'MultiPolygon'])
     )
     keep &= geom.is_valid & (geom.area > 0)
     dropped = int((~keep).sum())

@@ -1,0 +1,170 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from torchgeo_sar_damage.simulation.cities import CITIES
+from torchgeo_sar_damage.simulation.fragility import (
+    COLLAPSE_FACTOR,
+    CURVES,
+    MEDIAN_SCALE,
+    FragilityCurve,
+    fragility_curve,
+    sample_grades,
+)
+from torchgeo_sar_damage.simulation.run import _streams
+from torchgeo_sar_damage.simulation.scene import generate_scene
+from torchgeo_sar_damage.simulation.shaking import simulate_pga
+from torchgeo_sar_damage.taxonomy import parse_taxonomy
+
+# GEM taxonomy string -> HAZUS proxy (shared/reference/simulation_physics.md §2.1).
+PROXIES = {
+    'CR/LFINF(MUR+CL)+CDL+DUM/H:5/RES': 'C3M low',
+    'CR/LFINF(MUR+CBH)+CDL+DUL/H:2/RES': 'C3L pre',
+    'CR/LFINF(MUR+CL)+CDM+DUM/HBET:10+/RES': 'C1H moderate',
+    'MUR+CBH/LWAL+DNO/H:2/RES': 'URML pre',
+    'MUR+ADO/LWAL+DNO/H:1/RES': 'URML pre x 0.7',
+    'CR+PC/LFM+CDL+DUL/H:1/IND': 'PC2L low',
+    'S/LFM+CDM+DUM/H:1/IND': 'S1L moderate',
+    'CR/LWAL+CDM+DUM/HBET:7-9/RES': 'C2M moderate',
+}
+# Medians (g) of Complete for some of them, from the reference table.
+COMPLETE_MEDIANS = {
+    'C3M low': 0.51,
+    'C3L pre': 0.35,
+    'C1H moderate': 0.74,
+    'URML pre': 0.37,
+    'URML pre x 0.7': 0.26,
+    'C2M moderate': 1.02,
+}
+
+ADOBE = 'MUR+ADO/LWAL+DNO/H:1/RES'
+URM_PRE = 'MUR+CBH/LWAL+DNO/H:2/RES'
+RC_LOW = 'CR/LFINF(MUR+CL)+CDL+DUM/H:2/RES'
+RC_MODERATE = 'CR/LFINF(MUR+CL)+CDM+DUM/H:2/RES'
+RC_MID_LOW = 'CR/LFINF(MUR+CL)+CDL+DUM/H:5/RES'
+
+
+def _curve(text: str) -> FragilityCurve:
+    return fragility_curve(parse_taxonomy(text))
+
+
+def _heavy_share(text: str, pga_g: float, n: int = 5000, seed: int = 0) -> float:
+    grades = sample_grades(
+        [_curve(text)] * n, np.full(n, pga_g), np.random.default_rng(seed)
+    )
+    return float(np.mean(grades >= 4))
+
+
+@pytest.mark.parametrize('text', sorted(PROXIES))
+def test_fragility_curve_proxy(text: str) -> None:
+    curve = _curve(text)
+    proxy = PROXIES[text]
+    assert curve.hazus_proxy == proxy
+    if proxy in COMPLETE_MEDIANS:
+        assert curve.medians_g[3] == pytest.approx(COMPLETE_MEDIANS[proxy])
+    assert 0 < curve.collapse_share < 0.5
+
+
+@pytest.mark.parametrize('key', sorted(CURVES))
+def test_exceedance_is_monotone(key: tuple[str, str, str]) -> None:
+    curve = CURVES[key]
+    assert np.all(np.diff(curve.medians_g) >= 0)
+    pga = np.geomspace(0.02, 3.0, 60)
+    exceed = curve.exceedance(pga)
+    assert exceed.shape == (60, 4)
+    assert np.all((exceed >= 0) & (exceed <= 1))
+    # less likely to reach a worse state, more likely under stronger shaking
+    assert np.all(np.diff(exceed, axis=1) <= 0)
+    assert np.all(np.diff(exceed, axis=0) > 0)
+    # at the scaled median of each state the probability is one half
+    medians = MEDIAN_SCALE * np.asarray(curve.medians_g)
+    np.testing.assert_allclose(np.diag(curve.exceedance(medians)), 0.5)
+
+
+def test_heavy_damage_rises_with_pga() -> None:
+    shares = [_heavy_share(RC_MID_LOW, pga) for pga in (0.1, 0.3, 0.6, 1.0)]
+    assert shares[0] < 0.01
+    assert np.all(np.diff(shares) > 0.03), shares
+
+
+def test_heavy_damage_rises_with_vulnerability() -> None:
+    shares = [_heavy_share(t, 0.6) for t in (ADOBE, URM_PRE, RC_LOW, RC_MODERATE)]
+    assert np.all(np.diff(shares) < -0.02), shares
+
+
+@pytest.mark.parametrize('pga_g', [0.3, 0.8, 1.5])
+def test_complete_share_matches_analytic_probability(pga_g: float) -> None:
+    n = 20_000
+    curve = _curve(URM_PRE)
+    grades = sample_grades([curve] * n, np.full(n, pga_g), np.random.default_rng(1))
+    p_complete = norm.cdf(
+        np.log(pga_g / (MEDIAN_SCALE * curve.medians_g[3])) / curve.beta
+    )
+    tolerance = 4 * np.sqrt(p_complete * (1 - p_complete) / n) + 1e-3
+    assert np.mean(grades >= 4) == pytest.approx(p_complete, abs=tolerance)
+    p_slight = norm.cdf(
+        np.log(pga_g / (MEDIAN_SCALE * curve.medians_g[0])) / curve.beta
+    )
+    tolerance = 4 * np.sqrt(p_slight * (1 - p_slight) / n) + 1e-3
+    assert np.mean(grades >= 1) == pytest.approx(p_slight, abs=tolerance)
+
+
+def test_grade_five_only_from_complete() -> None:
+    n = 20_000
+    curves = [_curve(URM_PRE)] * n
+    pga = np.full(n, 1.2)
+    grades = sample_grades(curves, pga, np.random.default_rng(2))
+    no_collapse = sample_grades(
+        curves, pga, np.random.default_rng(2), collapse_factor=0.0
+    )
+    # same draws: turning collapse off only turns grade 5 into grade 4
+    assert np.all(no_collapse <= 4)
+    np.testing.assert_array_equal(np.minimum(grades, 4), no_collapse)
+    heavy = np.sum(grades >= 4)
+    collapse = min(1.0, curves[0].collapse_share * COLLAPSE_FACTOR)
+    assert np.sum(grades == 5) / heavy == pytest.approx(collapse, abs=0.03)
+    assert np.sum(grades == 5) < 0.5 * heavy
+    assert set(np.unique(grades)) == {0, 1, 2, 3, 4, 5}
+    assert grades.dtype == np.int64
+
+
+def test_sample_grades_is_deterministic() -> None:
+    texts = [ADOBE, URM_PRE, RC_LOW, RC_MODERATE] * 100
+    curves = [_curve(t) for t in texts]
+    pga = np.linspace(0.1, 1.2, len(curves))
+    first = sample_grades(curves, pga, np.random.default_rng(3))
+    np.testing.assert_array_equal(
+        first, sample_grades(curves, pga, np.random.default_rng(3))
+    )
+    assert not np.array_equal(
+        first, sample_grades(curves, pga, np.random.default_rng(4))
+    )
+
+
+@pytest.mark.parametrize('slug', sorted(CITIES))
+def test_calibration_matches_observed_damage(slug: str) -> None:
+    city = CITIES[slug]
+    low, high = city.damage_range
+    for seed in (0, 1):
+        streams = _streams(seed, slug)
+        scene = generate_scene(city, 1500, streams['layout'])
+        centroids = scene.buildings.geometry.centroid
+        shaking = simulate_pga(
+            centroids.x.to_numpy(),
+            centroids.y.to_numpy(),
+            scene.crs,
+            streams['shaking'],
+            vs30_m_s=city.vs30_m_s,
+            anchor_xy=scene.centre,
+            anchor_pga_g=city.anchor_pga_g,
+        )
+        curves = [
+            fragility_curve(parse_taxonomy(t)) for t in scene.buildings['taxonomy']
+        ]
+        grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+        share = float(np.mean(grades >= 4))
+        assert low <= share <= high, f'{slug} seed {seed}: {share:.3f}'
+        assert share < 0.45
