@@ -14,7 +14,7 @@ from torchgeo_sar_damage.simulation.fragility import (
     fragility_curve,
     sample_grades,
 )
-from torchgeo_sar_damage.simulation.run import _streams
+from torchgeo_sar_damage.simulation.run import city_streams
 from torchgeo_sar_damage.simulation.scene import generate_scene
 from torchgeo_sar_damage.simulation.shaking import simulate_pga
 from torchgeo_sar_damage.taxonomy import parse_taxonomy
@@ -149,7 +149,7 @@ def test_calibration_matches_observed_damage(slug: str) -> None:
     city = CITIES[slug]
     low, high = city.damage_range
     for seed in (0, 1):
-        streams = _streams(seed, slug)
+        streams = city_streams(seed, slug)
         scene = generate_scene(city, 1500, streams['layout'])
         centroids = scene.buildings.geometry.centroid
         shaking = simulate_pga(

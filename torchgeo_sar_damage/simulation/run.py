@@ -64,15 +64,15 @@ TRUTH_NAME = 'truth.gpkg'
 EXPOSURE_NAME = 'Exposure_{occupancy}_Turkey_Adm2.csv'
 LABELS_NAME = 'EMSR648_AOI{aoi:02d}_GRA_PRODUCT_builtUpA_r1_v1.json'
 
-_STREAMS = ('layout', 'shaking', 'fragility', 'sar', 'landcover', 'dsm', 'osm', 'ems')
+STREAMS = ('layout', 'shaking', 'fragility', 'sar', 'landcover', 'dsm', 'osm', 'ems')
 
 
-def _streams(seed: int, slug: str) -> dict[str, np.random.Generator]:
+def city_streams(seed: int, slug: str) -> dict[str, np.random.Generator]:
     """Independent random streams of one town, from the seed and the slug."""
     root = np.random.SeedSequence([seed, zlib.crc32(slug.encode())])
     return {
         name: np.random.default_rng(s)
-        for name, s in zip(_STREAMS, root.spawn(len(_STREAMS)))
+        for name, s in zip(STREAMS, root.spawn(len(STREAMS)))
     }
 
 
@@ -394,11 +394,11 @@ def simulate(
         for slug, city in bar:
             if city is not None:
                 bar.set_postfix_str(slug)
-                streams = _streams(seed, slug)
+                streams = city_streams(seed, slug)
                 scene = generate_scene(city, n_buildings, streams['layout'])
             else:
                 stem = Path(str(footprints)).stem
-                streams = _streams(seed, stem)
+                streams = city_streams(seed, stem)
                 scene = scene_from_footprints(
                     str(footprints), streams['layout'], n_buildings
                 )
