@@ -4,12 +4,16 @@
 """Helpers shared by the datasets."""
 
 import os
+from collections.abc import Iterator, Sequence
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+import torch
 from rasterio import features
+from torchgeo.datasets import GeoDataset, IntersectionDataset
+from torchgeo.datasets.utils import GeoSlice, Sample
 
 from ..errors import InputFileError
 from .cosmo_skymed import sigma0_per_dn2
@@ -82,3 +86,102 @@ def footprint_sigma0_statistics(
         }
     )
     return stats.reindex(range(len(footprints)))
+
+
+#: Keys every TorchGeo sample carries; they must agree between combined datasets.
+SHARED_KEYS = ('bounds', 'transform')
+#: Keys whose values are concatenated (in dataset order) when datasets are combined.
+CONCATENATED_KEYS = ('tabular',)
+
+
+def merge_modalities(samples: Sequence[Sample]) -> Sample:
+    """Combine the samples of several datasets queried at the same window.
+
+    Unlike TorchGeo's default for :class:`~torchgeo.datasets.IntersectionDataset`
+    (:func:`~torchgeo.datasets.utils.concat_samples`, which would concatenate the
+    ``bounds`` of the datasets and stack a DSM onto the SAR channels), each modality
+    keeps its own key: ``image`` (SAR), ``dsm``, ``footprint``, ``label``... The
+    ``bounds`` and ``transform`` of every sample must agree and are kept once;
+    ``tabular`` vectors are concatenated in dataset order; any other key present in
+    two samples is an error rather than a silent overwrite.
+
+    Args:
+        samples: one sample per dataset, same window.
+
+    Returns:
+        The merged sample.
+
+    Raises:
+        ValueError: if two datasets produce the same key or disagree on the window.
+    """
+    merged: Sample = {}
+    for sample in samples:
+        for key, value in sample.items():
+            if key not in merged:
+                merged[key] = value
+            elif key in SHARED_KEYS:
+                if not torch.allclose(
+                    torch.as_tensor(merged[key]), torch.as_tensor(value)
+                ):
+                    raise ValueError(
+                        f'datasets disagree on {key!r}: {merged[key]} != {value}'
+                    )
+            elif key in CONCATENATED_KEYS:
+                merged[key] = torch.cat([merged[key], value])
+            else:
+                raise ValueError(
+                    f'two combined datasets both produce {key!r}; give one of them '
+                    'another key'
+                )
+    return merged
+
+
+class ModalityMixin:
+    """Datasets that keep their own sample keys when combined with ``&``.
+
+    ``a & b`` returns an :class:`~torchgeo.datasets.IntersectionDataset` whose samples
+    are combined by :func:`merge_modalities`.
+    """
+
+    def __and__(self, other: GeoDataset) -> IntersectionDataset:
+        """Intersect with another dataset, keeping each modality under its own key.
+
+        Args:
+            other: another dataset.
+
+        Returns:
+            The intersection, with :func:`merge_modalities` as collate function.
+        """
+        assert isinstance(self, GeoDataset)
+        return IntersectionDataset(self, other, collate_fn=merge_modalities)
+
+
+def extract(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+    """Samples of many windows, in query order, through the fastest path available.
+
+    Datasets of this package implement ``extract(queries)``, which reads every file
+    once and yields exactly ``dataset[query]`` for each query. Other TorchGeo datasets
+    fall back to one ``__getitem__`` per query. Intersections recurse into their
+    members and combine with their own collate function.
+
+    Args:
+        dataset: any TorchGeo dataset.
+        queries: windows, e.g. from :class:`~torchgeo_sar_damage.samplers.BuildingSampler`.
+
+    Yields:
+        One sample per query.
+    """
+    if isinstance(dataset, IntersectionDataset):
+        streams = [extract(ds, queries) for ds in dataset.datasets]
+        for parts in zip(*streams, strict=True):
+            sample = dataset.collate_fn(list(parts))
+            if dataset.transforms is not None:
+                sample = dataset.transforms(sample)
+            yield sample
+        return
+    bulk = getattr(dataset, 'extract', None)
+    if callable(bulk):
+        yield from bulk(queries)
+        return
+    for query in queries:
+        yield dataset[query]
