@@ -185,3 +185,45 @@ def extract(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Iterator[Sample
         return
     for query in queries:
         yield dataset[query]
+
+
+def collate_buildings(samples: Sequence[Sample]) -> Sample:
+    """Batch per-building samples, keeping every key's meaning.
+
+    Every key is stacked along a new first dimension: ``image`` (B, C, H, W),
+    ``dsm`` (B, 1, H, W), ``footprint`` (B, 1, H, W, kept as the integer mask
+    0 = none, 1 = neighbour, 2 = target, not merged into the image),
+    ``tabular`` (B, F), ``label`` (B,), ``building_id`` (B,), ``bounds`` and
+    ``transform``. Unlike a silent default, samples whose keys or shapes differ raise
+    an error naming the key.
+
+    Args:
+        samples: samples of the same combined dataset.
+
+    Returns:
+        The batch.
+
+    Raises:
+        ValueError: if the samples do not have the same keys and shapes.
+    """
+    if not samples:
+        raise ValueError('cannot collate an empty list of samples')
+    keys = list(samples[0])
+    batch: Sample = {}
+    for key in keys:
+        values = []
+        for i, sample in enumerate(samples):
+            if key not in sample:
+                raise ValueError(f'sample {i} has no {key!r} (sample 0 has)')
+            values.append(torch.as_tensor(sample[key]))
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) > 1:
+            raise ValueError(
+                f'cannot batch {key!r}: samples have shapes {sorted(shapes)}'
+            )
+        batch[key] = torch.stack(values)
+    for i, sample in enumerate(samples):
+        extra = set(sample) - set(keys)
+        if extra:
+            raise ValueError(f'sample {i} has keys {sorted(extra)} that sample 0 lacks')
+    return batch

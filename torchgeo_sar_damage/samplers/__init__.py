@@ -1,0 +1,8 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Samplers for per-building windows."""
+
+from .building import BuildingSampler
+
+__all__ = ['BuildingSampler']

@@ -1,0 +1,173 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""One window per building footprint."""
+
+from collections.abc import Iterator
+from typing import Literal
+
+import geopandas as gpd
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import rasterio
+import shapely
+from shapely import Polygon
+from torchgeo.datasets import (
+    GeoDataset,
+    IntersectionDataset,
+    RasterDataset,
+    UnionDataset,
+)
+from torchgeo.samplers import SpatialSampler
+
+from ..errors import ArgumentError
+
+
+def _raster_origin(dataset: GeoDataset) -> tuple[float, float] | None:
+    """Top-left corner of the first raster file found in a (combined) dataset."""
+    if isinstance(dataset, IntersectionDataset | UnionDataset):
+        for member in dataset.datasets:
+            origin = _raster_origin(member)
+            if origin is not None:
+                return origin
+        return None
+    if isinstance(dataset, RasterDataset) and len(dataset.index):
+        path = dataset.index['filepath'].iloc[0]
+        try:
+            with rasterio.open(path) as src:
+                return float(src.transform.c), float(src.transform.f)
+        except rasterio.errors.RasterioIOError:
+            return None
+    return None
+
+
+class BuildingSampler(SpatialSampler):
+    """Sample one window per building, centred on its footprint.
+
+    Each building yields exactly one query ``[xmin:xmax:xres, ymin:ymax:yres]`` of
+    ``size`` CRS units (metres for projected CRSs) centred on its
+    footprint (the centroid, or a point inside the polygon when the centroid falls
+    outside it, e.g. for L or U shapes). Queries are ordinary TorchGeo slices, so
+    ``dataset[query]`` works on any TorchGeo dataset. With ``snap=True`` (default) the
+    window is moved by less than half a pixel so that its edges fall on the pixel grid
+    of the dataset's first raster: windows then read pixels without resampling, and
+    the footprint centre always stays inside its window.
+
+    Buildings are yielded in the order given (deterministic, ``strategy`` is
+    ``'sequential'``); filters keep buildings whose centre lies in ``roi`` and in the
+    area the dataset covers, and, with ``labelled``, only labelled ones.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        buildings: gpd.GeoDataFrame | GeoDataset,
+        size: float,
+        *,
+        roi: Polygon | None = None,
+        labelled: npt.ArrayLike | None = None,
+        snap: bool = True,
+        id_column: str = 'building_id',
+    ) -> None:
+        """Initialise a new BuildingSampler.
+
+        Args:
+            dataset: the dataset (or intersection of datasets) to sample.
+            buildings: footprints, as a GeoDataFrame in any CRS or an
+                :class:`~torchgeo_sar_damage.datasets.OSMBuildings` dataset (its
+                ``buildings`` table).
+            size: window side length in CRS units (metres).
+            roi: only buildings whose centre lies in this polygon (dataset CRS).
+            labelled: boolean mask over ``buildings``: only buildings where True
+                (e.g. ``DamageLabels.labelled(buildings)``).
+            snap: align windows to the pixel grid of the dataset's first raster.
+            id_column: column of ``buildings`` with the building ids (row numbers
+                when absent).
+
+        Raises:
+            ArgumentError: if ``size`` is not positive, ``labelled`` has the wrong
+                length, or ``buildings`` has no CRS.
+        """
+        super().__init__(dataset, roi=roi)
+        if not np.isfinite(size) or size <= 0:
+            raise ArgumentError(f'window size must be positive, not {size}')
+        table = getattr(buildings, 'buildings', buildings)
+        if not isinstance(table, gpd.GeoDataFrame):
+            raise ArgumentError(
+                'buildings must be a GeoDataFrame or an OSMBuildings dataset'
+            )
+        if table.crs is None:
+            raise ArgumentError('buildings have no CRS')
+        keep = np.ones(len(table), dtype=bool)
+        if labelled is not None:
+            mask = np.asarray(labelled, dtype=bool)
+            if mask.shape != (len(table),):
+                raise ArgumentError(
+                    f'labelled has {mask.size} values for {len(table)} buildings'
+                )
+            keep &= mask
+        table = table.to_crs(dataset.crs)
+        centroid = table.geometry.centroid
+        inside = table.geometry.contains(centroid)
+        centre = centroid.where(inside, table.geometry.representative_point())
+        keep &= shapely.contains_xy(
+            self.geometry, centre.x.to_numpy(), centre.y.to_numpy()
+        )
+        self.size = float(size)
+        self.res = dataset.res
+        xres, yres = self.res
+        x = centre.x.to_numpy()[keep]
+        y = centre.y.to_numpy()[keep]
+        xmin = x - size / 2
+        ymax = y + size / 2
+        if snap:
+            ox, oy = _raster_origin(dataset) or (0.0, 0.0)
+            xmin = ox + np.round((xmin - ox) / xres) * xres
+            ymax = oy + np.round((ymax - oy) / yres) * yres
+        self.window_bounds = np.column_stack([xmin, ymax - size, xmin + size, ymax])
+        if id_column in table.columns:
+            ids = table[id_column].to_numpy()
+        else:
+            ids = np.arange(len(table))
+        self.building_ids = np.asarray(ids)[keep]
+        self.buildings = table[keep]
+        self.centres = np.column_stack([x, y])
+
+    @property
+    def strategy(self) -> Literal['random', 'sequential']:
+        """Buildings come in a fixed order."""
+        return 'sequential'
+
+    def __iter__(self) -> Iterator[tuple[slice, slice]]:
+        """Yield one query per building.
+
+        Yields:
+            ``[xmin:xmax:xres, ymin:ymax:yres]`` of each building's window.
+        """
+        xres, yres = self.res
+        for xmin, ymin, xmax, ymax in self.window_bounds:
+            yield (
+                slice(float(xmin), float(xmax), xres),
+                slice(float(ymin), float(ymax), yres),
+            )
+
+    def __len__(self) -> int:
+        """Number of buildings sampled."""
+        return len(self.window_bounds)
+
+    def windows(self) -> pd.DataFrame:
+        """The windows as a table (building id, bounds, centre), in sampling order."""
+        return pd.DataFrame(
+            {
+                'building_id': self.building_ids,
+                'xmin': self.window_bounds[:, 0],
+                'ymin': self.window_bounds[:, 1],
+                'xmax': self.window_bounds[:, 2],
+                'ymax': self.window_bounds[:, 3],
+                'x': self.centres[:, 0],
+                'y': self.centres[:, 1],
+            }
+        )
