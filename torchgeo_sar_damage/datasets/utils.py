@@ -94,6 +94,22 @@ SHARED_KEYS = ('bounds', 'transform')
 CONCATENATED_KEYS = ('tabular',)
 
 
+def _merge_bounds(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Bounds of two samples of one window: same space, intersected time.
+
+    TorchGeo bounds are ``[xmin, xmax, xres, ymin, ymax, yres, tmin, tmax, tres]``; a
+    dataset without dates reports an unbounded time range, so only the spatial part
+    must agree and the time range is the intersection.
+    """
+    if a.shape != b.shape or not torch.allclose(a[:6], b[:6]):
+        raise ValueError(f"datasets disagree on 'bounds': {a} != {b}")
+    out = a.clone()
+    if a.numel() >= 8:
+        out[6] = torch.maximum(a[6], b[6])
+        out[7] = torch.minimum(a[7], b[7])
+    return out
+
+
 def merge_modalities(samples: Sequence[Sample]) -> Sample:
     """Combine the samples of several datasets queried at the same window.
 
@@ -101,7 +117,8 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
     (:func:`~torchgeo.datasets.utils.concat_samples`, which would concatenate the
     ``bounds`` of the datasets and stack a DSM onto the SAR channels), each modality
     keeps its own key: ``image`` (SAR), ``dsm``, ``footprint``, ``label``... The
-    ``bounds`` and ``transform`` of every sample must agree and are kept once;
+    spatial ``bounds`` and the ``transform`` of every sample must agree and are kept
+    once (the time range is intersected: undated datasets report an unbounded one);
     ``tabular`` vectors are concatenated in dataset order; any other key present in
     two samples is an error rather than a silent overwrite.
 
@@ -119,6 +136,8 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
         for key, value in sample.items():
             if key not in merged:
                 merged[key] = value
+            elif key == 'bounds':
+                merged[key] = _merge_bounds(merged[key], value)
             elif key in SHARED_KEYS:
                 if not torch.allclose(
                     torch.as_tensor(merged[key]), torch.as_tensor(value)
