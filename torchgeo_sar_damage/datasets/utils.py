@@ -4,7 +4,7 @@
 """Helpers shared by the datasets."""
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -16,7 +16,6 @@ from torchgeo.datasets import GeoDataset, IntersectionDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
 
 from ..errors import InputFileError
-from .cosmo_skymed import sigma0_per_dn2
 
 
 def read_sigma0(
@@ -34,6 +33,8 @@ def read_sigma0(
     Raises:
         InputFileError: if the file cannot be read or lacks calibration metadata.
     """
+    from .cosmo_skymed import sigma0_per_dn2  # cosmo_skymed builds on this module
+
     try:
         with rasterio.open(path) as src:
             dn = src.read(1).astype(np.float64)
@@ -155,14 +156,53 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
     return merged
 
 
+class ModalityIntersection(IntersectionDataset):
+    """An intersection whose samples keep one key per modality.
+
+    Like :class:`~torchgeo.datasets.IntersectionDataset`, but samples are combined by
+    :func:`merge_modalities` by default, and intersecting it again (``a & b & c``)
+    gives another ``ModalityIntersection``, so chains keep the per-modality keys.
+    """
+
+    def __init__(
+        self,
+        dataset1: GeoDataset,
+        dataset2: GeoDataset,
+        collate_fn: Callable[[Sequence[Sample]], Sample] = merge_modalities,
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        """Initialise a new ModalityIntersection.
+
+        Args:
+            dataset1: the first dataset.
+            dataset2: the second dataset.
+            collate_fn: how the two samples of a window are combined.
+            transforms: a function/transform applied to the combined sample.
+        """
+        super().__init__(
+            dataset1, dataset2, collate_fn=collate_fn, transforms=transforms
+        )
+
+    def __and__(self, other: GeoDataset) -> 'ModalityIntersection':
+        """Intersect with one more dataset, keeping per-modality keys.
+
+        Args:
+            other: another dataset.
+
+        Returns:
+            The intersection.
+        """
+        return ModalityIntersection(self, other, collate_fn=self.collate_fn)
+
+
 class ModalityMixin:
     """Datasets that keep their own sample keys when combined with ``&``.
 
-    ``a & b`` returns an :class:`~torchgeo.datasets.IntersectionDataset` whose samples
-    are combined by :func:`merge_modalities`.
+    ``a & b`` returns a :class:`ModalityIntersection`, whose samples are combined by
+    :func:`merge_modalities`.
     """
 
-    def __and__(self, other: GeoDataset) -> IntersectionDataset:
+    def __and__(self, other: GeoDataset) -> ModalityIntersection:
         """Intersect with another dataset, keeping each modality under its own key.
 
         Args:
@@ -172,7 +212,7 @@ class ModalityMixin:
             The intersection, with :func:`merge_modalities` as collate function.
         """
         assert isinstance(self, GeoDataset)
-        return IntersectionDataset(self, other, collate_fn=merge_modalities)
+        return ModalityIntersection(self, other)
 
 
 def extract(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
