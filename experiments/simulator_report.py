@@ -39,7 +39,7 @@ from torchgeo_sar_damage.taxonomy import parse_taxonomy
 
 def markdown(frame: pd.DataFrame) -> str:
     """A pandas table as a GitHub markdown table (index included)."""
-    header = [frame.index.name or '', *map(str, frame.columns)]
+    header = [str(frame.index.name or ''), *map(str, frame.columns)]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for index, row in frame.iterrows():
         cells = [f'{v:.3f}' if isinstance(v, float) else str(v) for v in row]

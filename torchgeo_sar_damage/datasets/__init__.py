@@ -3,6 +3,26 @@
 
 """TorchGeo datasets for post-event SAR damage assessment."""
 
-from .cosmo_skymed import sigma0_per_dn2
+from .chips import BuildingChips
+from .cosmo_skymed import COSMOSkyMed, sigma0_per_dn2
+from .dsm import DSM
+from .gem import FEATURE_NAMES as GEM_FEATURE_NAMES
+from .gem import GEMExposure
+from .labels import DamageLabels
+from .osm import OSMBuildings
+from .utils import ModalityIntersection, collate_buildings, extract, merge_modalities
 
-__all__ = ['sigma0_per_dn2']
+__all__ = [
+    'DSM',
+    'GEM_FEATURE_NAMES',
+    'BuildingChips',
+    'COSMOSkyMed',
+    'DamageLabels',
+    'GEMExposure',
+    'ModalityIntersection',
+    'OSMBuildings',
+    'collate_buildings',
+    'extract',
+    'merge_modalities',
+    'sigma0_per_dn2',
+]

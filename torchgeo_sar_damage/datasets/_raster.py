@@ -1,0 +1,348 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Window reading shared by the raster datasets of this package (COSMOSkyMed, DSM)."""
+
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import rasterio
+import rasterio.errors
+import rasterio.windows
+import shapely
+import torch
+from pyproj import CRS
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from torchgeo.datasets import RasterDataset
+from torchgeo.datasets.utils import GeoSlice, Path, Sample
+
+from ..errors import InputFileError
+from .utils import ModalityMixin
+
+#: An open raster: a file read as it is, or a warped view of it in the dataset's CRS.
+type Source = DatasetReader | WarpedVRT
+
+
+def read_window(
+    src: Source, x: slice, y: slice, indexes: Sequence[int], resampling: Resampling
+) -> npt.NDArray[np.float64]:
+    """Read the window of a TorchGeo query from an open raster.
+
+    The output grid and the placement of the raster on it are those of
+    :func:`rasterio.merge.merge`, which TorchGeo's
+    :class:`~torchgeo.datasets.RasterDataset` uses: ``(ymax - ymin) / yres`` rows and
+    ``(xmax - xmin) / xres`` columns (rounded) from ``(xmin, ymax)``; the part of the
+    raster inside the query is read in one GDAL call and resampled onto the output
+    pixels it covers (offsets rounded down, sizes to the nearest pixel). Where the
+    query is aligned on the raster's grid at its resolution, the values are the
+    file's, unresampled.
+
+    Args:
+        src: a north-up raster in the query's CRS.
+        x: ``xmin:xmax:xres`` of the query.
+        y: ``ymin:ymax:yres`` of the query.
+        indexes: 1-based band indexes to read.
+        resampling: resampling used where the grids differ.
+
+    Returns:
+        Array ``[len(indexes), rows, columns]``, NaN outside the raster and where the
+        raster holds its declared nodata value.
+    """
+    width = round((x.stop - x.start) / x.step)
+    height = round((y.stop - y.start) / y.step)
+    out = np.full((len(indexes), height, width), np.nan)
+    left, bottom, right, top = src.bounds
+    west, east = max(x.start, left), min(x.stop, right)
+    south, north = max(y.start, bottom), min(y.stop, top)
+    if west >= east or south >= north:
+        return out
+    out_transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+    dst = rasterio.windows.from_bounds(west, south, east, north, out_transform)
+    row0 = math.floor(dst.row_off + 0.1)
+    col0 = math.floor(dst.col_off + 0.1)
+    rows = math.floor(dst.height + 0.5)
+    cols = math.floor(dst.width + 0.5)
+    if rows <= 0 or cols <= 0:
+        return out
+    data = src.read(
+        list(indexes),
+        window=rasterio.windows.from_bounds(west, south, east, north, src.transform),
+        out_shape=(len(indexes), rows, cols),
+        resampling=resampling,
+    ).astype(np.float64)
+    if src.nodata is not None:
+        nodata = np.isnan(data) if math.isnan(src.nodata) else data == float(src.nodata)
+        data[nodata] = np.nan
+    data = data[:, : height - row0, : width - col0]
+    out[:, row0 : row0 + data.shape[1], col0 : col0 + data.shape[2]] = data
+    return out
+
+
+def check_georeferencing(src: Source, path: Path, advice: str = '') -> None:
+    """Raise unless GDAL georeferences a raster (CRS and geotransform, or GCPs).
+
+    Args:
+        src: the opened raster.
+        path: the file, for the message.
+        advice: what to do, appended to the message.
+
+    Raises:
+        InputFileError: if the raster has no CRS, or no geotransform and no GCPs.
+    """
+    gcps, gcp_crs = src.gcps
+    if gcps and gcp_crs is not None:
+        return
+    if src.crs is None and not src.transform.is_identity:
+        problem = 'has a geotransform but no CRS'
+        advice = advice or (
+            'assign the CRS it was made in, e.g. gdal_edit.py -a_srs EPSG:32637'
+        )
+    elif src.crs is None or src.transform.is_identity:
+        problem = 'has no georeferencing GDAL can read (no CRS or geotransform)'
+        advice = advice or 'georeference it first (e.g. with gdalwarp or SNAP)'
+    else:
+        return
+    raise InputFileError(path, f'{problem}; {advice}')
+
+
+def resolve_slice(
+    index: GeoSlice, bounds: tuple[slice, slice, slice]
+) -> tuple[slice, slice, slice]:
+    """Fill the parts of a partial query from a dataset's bounds (as TorchGeo does).
+
+    Args:
+        index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``, any part left out.
+        bounds: the dataset's bounds.
+
+    Returns:
+        The fully resolved x, y and t slices.
+    """
+    parts = (index,) if isinstance(index, slice) else tuple(index)
+    out = list(bounds)
+    for i, part in enumerate(parts):
+        out[i] = slice(
+            out[i].start if part.start is None else part.start,
+            out[i].stop if part.stop is None else part.stop,
+            out[i].step if part.step is None else part.step,
+        )
+    x, y, t = out
+    return x, y, t
+
+
+class WindowedRasterDataset(ModalityMixin, RasterDataset):
+    """A :class:`~torchgeo.datasets.RasterDataset` read window by window.
+
+    Subclasses say how a file is read (:meth:`_read_raw`) and converted to the
+    sample's values (:meth:`_convert`); this class selects the files of a query like
+    TorchGeo does, mosaics them (the first file in index order wins where several
+    cover a pixel, NaN where none does), and provides :meth:`extract`, which reads
+    many windows file by file in block order and converts each file's windows in one
+    vectorised call. ``__getitem__`` is ``extract`` of one query, so both give the
+    same arrays.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Sample key under which the data is returned.
+    sample_key: ClassVar[str] = 'image'
+
+    #: Number of queries :meth:`extract` reads and converts together.
+    chunk_size: ClassVar[int] = 512
+
+    def __getitem__(self, index: GeoSlice) -> Sample:
+        """Retrieve the sample of a spatiotemporal slice.
+
+        Args:
+            index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]`` coordinates.
+
+        Returns:
+            Sample with the data, ``bounds`` and ``transform``.
+
+        Raises:
+            IndexError: if no file of the dataset intersects *index*.
+        """
+        return next(self.extract([index]))
+
+    def extract(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+        """Samples of many windows, in query order: exactly ``self[q]`` for each.
+
+        Files stay open, each file's windows are read together in block order
+        (top-down, left to right) and converted in one vectorised call per file.
+
+        Args:
+            queries: spatiotemporal slices, e.g. from a sampler.
+
+        Yields:
+            One sample per query.
+
+        Raises:
+            IndexError: if no file of the dataset intersects a query.
+        """
+        for (x, y, t), data in self._windows(queries):
+            yield self._sample(x, y, t, data)
+
+    def _sample(
+        self, x: slice, y: slice, t: slice, data: npt.NDArray[np.float32]
+    ) -> Sample:
+        """Wrap a window's data into a TorchGeo sample (as RasterDataset does)."""
+        transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+        bounds = [
+            x.start,
+            x.stop,
+            x.step,
+            y.start,
+            y.stop,
+            y.step,
+            t.start.timestamp(),
+            t.stop.timestamp(),
+            t.step,
+        ]
+        sample: Sample = {
+            self.sample_key: torch.from_numpy(data),
+            'bounds': torch.tensor(bounds),
+            'transform': torch.tensor(transform),
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _plan(
+        self, queries: Sequence[GeoSlice], allow_empty: bool = False
+    ) -> list[tuple[tuple[slice, slice, slice], list[str]]]:
+        """Resolve queries and find the files of each, in index order (as TorchGeo).
+
+        A query's files are those whose time interval overlaps the query's (taking
+        every ``tres``-th) and whose footprint intersects its box, as in
+        :meth:`RasterDataset.__getitem__ <torchgeo.datasets.RasterDataset.__getitem__>`,
+        computed for all queries at once.
+
+        Args:
+            queries: the queries.
+            allow_empty: give no file rather than raising IndexError.
+
+        Returns:
+            Per query, its fully resolved ``(x, y, t)`` slices and its files.
+
+        Raises:
+            IndexError: if no file intersects a query and not *allow_empty*.
+        """
+        bounds = self.bounds
+        resolved = [resolve_slice(query, bounds) for query in queries]
+        boxes = shapely.box(
+            *np.array([(x.start, y.start, x.stop, y.stop) for x, y, _ in resolved]).T
+        )
+        hits = self.index.sindex.query(boxes, predicate='intersects')
+        in_space: list[set[int]] = [set() for _ in queries]
+        for query, position in hits.T:
+            in_space[query].add(int(position))
+        left = self.index.index.left.as_unit('ns').asi8
+        right = self.index.index.right.as_unit('ns').asi8
+        filepaths = self.index.filepath.to_numpy()
+        plans = []
+        for query, (x, y, t), candidates in zip(
+            queries, resolved, in_space, strict=True
+        ):
+            # pandas' overlaps of the closed file intervals with Interval(tmin, tmax)
+            tmin = pd.Timestamp(t.start).as_unit('ns').value
+            tmax = pd.Timestamp(t.stop).as_unit('ns').value
+            in_time = (left <= tmax) & (tmin < right)
+            keep = [p for p in np.flatnonzero(in_time)[:: t.step] if p in candidates]
+            if not keep and not allow_empty:
+                raise IndexError(
+                    f'index: {query} not found in dataset with bounds: {bounds}'
+                )
+            plans.append(((x, y, t), [str(filepaths[p]) for p in keep]))
+        return plans
+
+    def _windows(
+        self, queries: Sequence[GeoSlice], allow_empty: bool = False
+    ) -> Iterator[tuple[tuple[slice, slice, slice], npt.NDArray[np.float32]]]:
+        """Resolved slices and mosaicked, converted data of each query, in order."""
+        for start in range(0, len(queries), self.chunk_size):
+            plans = self._plan(queries[start : start + self.chunk_size], allow_empty)
+            reads = [
+                (path, -y.stop, x.start, qi, fi)
+                for qi, ((x, y, _), paths) in enumerate(plans)
+                for fi, path in enumerate(paths)
+            ]
+            reads.sort(key=lambda r: (r[0], r[1], r[2]))
+            groups: dict[tuple[str, tuple[int, ...]], list[tuple[int, int]]]
+            groups = defaultdict(list)
+            raw: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+            for path, _, _, qi, fi in reads:
+                (x, y, _), _ = plans[qi]
+                raw[qi, fi] = self._read_raw(path, x, y)
+                groups[path, raw[qi, fi].shape].append((qi, fi))
+            values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
+            for (path, _), keys in groups.items():
+                converted = self._convert(path, np.stack([raw.pop(k) for k in keys]))
+                values.update(zip(keys, converted, strict=True))
+            for qi, ((x, y, t), paths) in enumerate(plans):
+                if not paths:
+                    shape = (
+                        len(self.bands) or 1,
+                        round((y.stop - y.start) / y.step),
+                        round((x.stop - x.start) / x.step),
+                    )
+                    yield (x, y, t), np.full(shape, np.nan, dtype=np.float32)
+                    continue
+                out = np.array(values.pop((qi, 0)))
+                for fi in range(1, len(paths)):
+                    hole = np.isnan(out)
+                    out[hole] = values.pop((qi, fi))[hole]
+                yield (x, y, t), out
+
+    def _source_window(
+        self, name: str, x: slice, y: slice, indexes: Sequence[int]
+    ) -> npt.NDArray[np.float64]:
+        """Read a query's window of a GDAL source, opened in the dataset's CRS."""
+        if self.cache:
+            return read_window(
+                self._cached_open(name, self.crs), x, y, indexes, self.resampling
+            )
+        src = RasterDataset._load_warp_file(self, name, self.crs)
+        try:
+            return read_window(src, x, y, indexes, self.resampling)
+        finally:
+            src.close()
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 (as TorchGeo's file handle cache)
+    def _cached_open(self, name: str, crs: CRS) -> Source:
+        """Open a GDAL source warped to *crs* if needed, once per source and CRS."""
+        return RasterDataset._load_warp_file(self, name, crs)
+
+    def _read_raw(self, path: str, x: slice, y: slice) -> npt.NDArray[np.float64]:
+        """Read a file's raw values over a query, ``[bands, rows, columns]``.
+
+        Args:
+            path: a file of the index.
+            x: ``xmin:xmax:xres`` of the query.
+            y: ``ymin:ymax:yres`` of the query.
+
+        Returns:
+            The file's values, NaN outside it and at its declared nodata.
+        """
+        return self._source_window(path, x, y, [1])
+
+    def _convert(
+        self, path: str, raw: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float32]:
+        """Convert raw values of a file to the sample's values.
+
+        Args:
+            path: the file the values come from.
+            raw: its values, ``[..., bands, rows, columns]`` (any leading dimensions:
+                one call converts many windows).
+
+        Returns:
+            The sample's values, float32, same shape.
+        """
+        return raw.astype(np.float32)

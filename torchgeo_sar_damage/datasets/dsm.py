@@ -1,0 +1,206 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Digital surface models (DSM), optionally as height above a terrain model (DTM)."""
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import rasterio.errors
+from matplotlib.figure import Figure
+from pyproj import CRS
+from torchgeo.datasets import DatasetNotFoundError
+from torchgeo.datasets.utils import GeoSlice, Path, Sample
+
+from ..errors import InputFileError
+from ._raster import Source, WindowedRasterDataset, check_georeferencing, resolve_slice
+
+
+class DSM(WindowedRasterDataset):
+    """Digital surface model (DSM) dataset.
+
+    A digital surface model gives the elevation of the top of whatever covers the
+    ground: roofs, trees, bridges. Where a digital terrain model (DTM, the bare
+    ground) is also available, DSM - DTM is the height of buildings and vegetation
+    above the ground (a normalised DSM), which tells a standing building from a
+    collapsed one.
+
+    DSMs are made by:
+
+    * photogrammetry from stereo or tri-stereo very-high-resolution optical images
+      (Pléiades, WorldView, aerial surveys), 0.5-2 m
+    * single-pass SAR interferometry: TanDEM-X (WorldDEM, and the 30 m Copernicus DEM
+      derived from it)
+    * airborne lidar: first returns give the DSM, ground-classified returns the DTM
+
+    Data can be obtained from:
+
+    * `Copernicus DEM GLO-30 / GLO-90
+      <https://dataspace.copernicus.eu/explore-data/data-collections/copernicus-contributing-missions/collections-description/COP-DEM>`_,
+      a global DSM at 30 m (free licence, with attribution); too coarse for single
+      buildings, but usable as the DTM of a finer DSM in flat areas
+    * national lidar and mapping agencies (e.g. USGS 3DEP, IGN LiDAR HD, national
+      open-data portals), usually under open licences
+    * commercial VHR stereo DSMs (e.g. Airbus WorldDEM Neo, Maxar), under their
+      vendors' licences
+
+    Any single-band GeoTIFF of elevations in metres is read; files are found with
+    :attr:`filename_glob` (a class attribute, or the ``filename_glob`` argument).
+    Files in another CRS than the dataset's are reprojected (bilinear).
+
+    Samples are dicts with:
+
+    * ``dsm``: float32 ``[1, H, W]``, elevation in metres (height above the DTM in
+      metres when ``dtm`` is given), NaN at the files' nodata and outside them; kept
+      under its own key (not ``image``) so that it stays apart from SAR images when
+      datasets are combined with ``&``
+    * ``bounds`` and ``transform``: the window, as TorchGeo's
+
+    .. note::
+       Declare a nodata value in files that will be reprojected: warping fills the
+       area outside a file with its nodata value, or with 0 (a valid elevation) when
+       it has none.
+
+    .. note::
+       The DTM is resampled (bilinear) onto each query's window; where it does not
+       cover a pixel of the DSM, the height above ground is NaN.
+
+    If you use the Copernicus DEM, please cite:
+
+    * https://doi.org/10.5270/ESA-c5d3d65
+
+    .. versionadded:: 0.1
+    """
+
+    filename_glob = '*.tif'
+    sample_key = 'dsm'
+
+    def __init__(
+        self,
+        paths: Path | Iterable[Path] = 'data',
+        crs: CRS | None = None,
+        res: float | tuple[float, float] | None = None,
+        dtm: Path | Iterable[Path] | None = None,
+        filename_glob: str | None = None,
+        transforms: Callable[[Sample], Sample] | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Initialize a new DSM instance.
+
+        Args:
+            paths: one or more root directories to search or files to load
+            crs: :term:`coordinate reference system (CRS)` to warp to
+                (defaults to the CRS of the first file found)
+            res: resolution of the dataset in units of CRS
+                (defaults to the resolution of the first file found)
+            dtm: one or more directories or files of a terrain model (DTM); when
+                given, samples hold the height above ground, DSM - DTM
+            filename_glob: glob of the DSM (and DTM) files, instead of
+                :attr:`filename_glob`
+            transforms: a function/transform that takes an input sample
+                and returns a transformed version
+            cache: if True, cache file handles to speed up repeated sampling
+
+        Raises:
+            InputFileError: if a file has more than one band or no georeferencing,
+                or no DTM file is found under *dtm*.
+            DatasetNotFoundError: if no DSM file is found.
+        """
+        if filename_glob is not None:
+            self.filename_glob = filename_glob
+        super().__init__(paths, crs, res, None, transforms, cache)
+        self.dtm: DSM | None = None
+        if dtm is not None:
+            try:
+                self.dtm = DSM(
+                    dtm, self.crs, self.res, filename_glob=filename_glob, cache=cache
+                )
+            except DatasetNotFoundError:
+                where = (
+                    dtm
+                    if isinstance(dtm, str | os.PathLike)
+                    else ', '.join(map(str, dtm))
+                )
+                raise InputFileError(
+                    where,
+                    f'no DTM raster matching {self.filename_glob!r} found; give the '
+                    'terrain model files or directories as dtm=',
+                ) from None
+
+    def _load_warp_file(self, filepath: Path, crs: CRS | None = None) -> Source:
+        """Open a DSM file, checking that it is one georeferenced band.
+
+        Args:
+            filepath: the file.
+            crs: CRS to warp to.
+
+        Returns:
+            The opened (warped) file.
+
+        Raises:
+            InputFileError: if the file has several bands or no georeferencing.
+        """
+        with rasterio.open(filepath) as src:
+            if src.count != 1:
+                raise InputFileError(
+                    filepath,
+                    f'has {src.count} bands; a DSM is one band of elevations '
+                    '(extract it with gdal_translate -b 1)',
+                )
+            check_georeferencing(src, filepath)
+        return super()._load_warp_file(filepath, crs)
+
+    def extract(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+        """Samples of many windows, in query order: exactly ``self[q]`` for each.
+
+        Files stay open, each file's windows are read together in block order, and
+        the DTM (if any) is read the same way.
+
+        Args:
+            queries: spatiotemporal slices, e.g. from a sampler.
+
+        Yields:
+            One sample per query.
+
+        Raises:
+            IndexError: if no DSM file intersects a query.
+        """
+        if self.dtm is None:
+            yield from super().extract(queries)
+            return
+        # The DTM has no time: it is read over the whole of its time range.
+        bounds = self.bounds
+        spatial = [resolve_slice(query, bounds)[:2] for query in queries]
+        surface = self._windows(queries)
+        terrain = self.dtm._windows(spatial, allow_empty=True)
+        for ((x, y, t), dsm), (_, dtm) in zip(surface, terrain, strict=True):
+            height: npt.NDArray[np.float32] = dsm - dtm
+            yield self._sample(x, y, t, height)
+
+    def plot(
+        self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
+        """Plot a sample from the dataset.
+
+        Args:
+            sample: a sample returned by :meth:`__getitem__`
+            show_titles: flag indicating whether to show titles above each panel
+            suptitle: optional string to use as a suptitle
+
+        Returns:
+            a matplotlib Figure with the rendered sample
+        """
+        dsm = sample['dsm'][0].detach().cpu().numpy()
+        fig, ax = plt.subplots(1, 1, figsize=(4, 4))
+        image = ax.imshow(dsm, cmap='terrain')
+        fig.colorbar(image, ax=ax, label='m')
+        ax.axis('off')
+        if show_titles:
+            ax.set_title('height above ground' if self.dtm is not None else 'DSM')
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
