@@ -49,8 +49,24 @@ class TestDSM:
     def test_getitem(self, dataset: DSM) -> None:
         x, y = window(0, 0, 32, 32)
         sample = dataset[x, y]
-        assert set(sample) == {'dsm', 'bounds', 'transform'}
+        assert set(sample) == {'dsm', 'tabular', 'bounds', 'transform'}
         dsm = sample['dsm']
+        # height statistics: 5th percentile, central quarter median, 95th percentile
+        valid = dsm[0][torch.isfinite(dsm[0])].numpy()
+        low, high = np.percentile(valid, [5, 95])
+        centre = dsm[0, 12:21, 12:21].numpy()
+        centre = centre[np.isfinite(centre)]
+        expected = [
+            np.median(centre) - low,
+            high - low,
+            1 - np.isfinite(dsm[0]).float().mean(),
+        ]
+        np.testing.assert_allclose(sample['tabular'].numpy(), expected, rtol=1e-5)
+        assert list(dataset.feature_names) == [
+            'dsm_centre_relief_m',
+            'dsm_window_relief_m',
+            'dsm_nodata_fraction',
+        ]
         assert dsm.shape == (1, 32, 32)
         assert dsm.dtype == torch.float32
         assert torch.isnan(dsm[0, 0, :3]).all()
@@ -89,7 +105,7 @@ class TestDSM:
         assert isinstance(ds, IntersectionDataset)
         x, y = window(4, 4, 8, 8)
         sample = ds[x, y, ds.bounds[2]]
-        assert set(sample) == {'image', 'dsm', 'bounds', 'transform'}
+        assert set(sample) == {'image', 'dsm', 'tabular', 'bounds', 'transform'}
         assert sample['dsm'].shape == (1, 8, 8)
 
     def test_and_torchgeo(self) -> None:

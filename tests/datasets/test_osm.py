@@ -129,8 +129,10 @@ class TestOSMBuildings:
             'storeys_tagged',
             'height_tagged_m',
             'area_m2',
+            'city',
             'geometry',
         ]
+        assert set(table['city']) == {'osm'}  # the folder of the file
         assert table['building_id'].dtype == np.int64
         assert table['building_id'].tolist() == [1001, 1002, 1003, 1004]
         np.testing.assert_allclose(table['area_m2'], [100, 48, 64, 64], rtol=1e-6)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 import rasterio.errors
+import torch
 from matplotlib.figure import Figure
 from pyproj import CRS
 from torchgeo.datasets import DatasetNotFoundError
@@ -154,6 +155,31 @@ class DSM(WindowedRasterDataset):
             check_georeferencing(src, filepath)
         return super()._load_warp_file(filepath, crs)
 
+    #: Names of the ``tabular`` entries of a sample.
+    feature_names = (
+        'dsm_centre_relief_m',
+        'dsm_window_relief_m',
+        'dsm_nodata_fraction',
+    )
+
+    def _sample(
+        self, x: slice, y: slice, t: slice, data: npt.NDArray[np.float32]
+    ) -> Sample:
+        """Wrap a window into a sample and add its height statistics as ``tabular``.
+
+        Windows from :class:`~torchgeo_sar_damage.samplers.BuildingSampler` are
+        centred on a footprint, so the statistics describe that building:
+
+        * ``dsm_centre_relief_m``: median of the central quarter of the window minus
+          the window's 5th percentile (a ground level proxy): the building's height;
+        * ``dsm_window_relief_m``: 95th minus 5th percentile over the window;
+        * ``dsm_nodata_fraction``: share of nodata pixels (1 with the reliefs set to 0
+          when the whole window is nodata).
+        """
+        sample = super()._sample(x, y, t, data)
+        sample['tabular'] = torch.from_numpy(_height_statistics(data))
+        return sample
+
     def extract(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
         """Samples of many windows, in query order: exactly ``self[q]`` for each.
 
@@ -204,3 +230,21 @@ class DSM(WindowedRasterDataset):
         if suptitle is not None:
             fig.suptitle(suptitle)
         return fig
+
+
+def _height_statistics(data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Centre relief, window relief and nodata share of a DSM window (see DSM)."""
+    grid = data[0]
+    valid = np.isfinite(grid)
+    nodata = 1.0 - float(valid.mean()) if grid.size else 1.0
+    if not valid.any():
+        return np.array([0.0, 0.0, 1.0], dtype=np.float32)
+    low, high = np.percentile(grid[valid], [5, 95])
+    rows, cols = grid.shape
+    r, c = max(1, rows // 4), max(1, cols // 4)
+    centre = grid[
+        (rows - r) // 2 : (rows + r) // 2 + 1, (cols - c) // 2 : (cols + c) // 2 + 1
+    ]
+    centre = centre[np.isfinite(centre)]
+    centre_relief = float(np.median(centre)) - low if centre.size else 0.0
+    return np.array([centre_relief, high - low, nodata], dtype=np.float32)

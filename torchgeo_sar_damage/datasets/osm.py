@@ -3,6 +3,7 @@
 
 """OpenStreetMap building footprints."""
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import ClassVar
@@ -210,7 +211,8 @@ class OSMBuildings(InMemoryVectorDataset):
             path: the file.
 
         Returns:
-            ``building_id``, ``storeys_tagged``, ``height_tagged_m``, geometry.
+            ``building_id``, ``storeys_tagged``, ``height_tagged_m``, ``city``
+            (the name of the file's folder), geometry.
         """
         raw = drop_bad_geometries(read_table(path, self.layer), path)
         ids = np.full(len(raw), np.nan)
@@ -232,6 +234,7 @@ class OSMBuildings(InMemoryVectorDataset):
                 'height_tagged_m': [parse_height_m(v) for v in raw[height]]
                 if height
                 else np.nan,
+                'city': os.path.basename(os.path.dirname(os.path.abspath(path))),
             },
             geometry=raw.geometry.values,
             crs=raw.crs,
@@ -253,7 +256,14 @@ class OSMBuildings(InMemoryVectorDataset):
             area = table.geometry.to_crs(table.estimate_utm_crs()).area
         table = table.assign(area_m2=np.asarray(area, dtype=np.float64))
         table = table[
-            ['building_id', 'storeys_tagged', 'height_tagged_m', 'area_m2', 'geometry']
+            [
+                'building_id',
+                'storeys_tagged',
+                'height_tagged_m',
+                'area_m2',
+                'city',
+                'geometry',
+            ]
         ]
         super()._set_table(table)
         storeys = table['storeys_tagged'].to_numpy()
@@ -273,7 +283,9 @@ class OSMBuildings(InMemoryVectorDataset):
 
         Columns: ``building_id`` (int64, the OSM identifier when the file has one,
         else the row number), ``storeys_tagged`` and ``height_tagged_m`` (float, NaN
-        where untagged), ``area_m2`` and ``geometry``.
+        where untagged), ``area_m2``, ``city`` (the name of the folder of the file the
+        footprint comes from, e.g. ``antakya`` for ``scene/antakya/*.gpkg``) and
+        ``geometry``.
 
         Returns:
             The footprint table (do not modify it in place).

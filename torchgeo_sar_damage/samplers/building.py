@@ -3,14 +3,13 @@
 
 """One window per building footprint."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import rasterio
 import shapely
 from shapely import Polygon
 from torchgeo.datasets import (
@@ -25,7 +24,7 @@ from ..errors import ArgumentError
 
 
 def _raster_origin(dataset: GeoDataset) -> tuple[float, float] | None:
-    """Top-left corner of the first raster file found in a (combined) dataset."""
+    """Top-left corner of the first raster file of a (combined) dataset."""
     if isinstance(dataset, IntersectionDataset | UnionDataset):
         for member in dataset.datasets:
             origin = _raster_origin(member)
@@ -33,12 +32,10 @@ def _raster_origin(dataset: GeoDataset) -> tuple[float, float] | None:
                 return origin
         return None
     if isinstance(dataset, RasterDataset) and len(dataset.index):
-        path = dataset.index['filepath'].iloc[0]
-        try:
-            with rasterio.open(path) as src:
-                return float(src.transform.c), float(src.transform.f)
-        except rasterio.errors.RasterioIOError:
-            return None
+        # the index holds each file's footprint in the dataset CRS: its top-left
+        # corner is the file's grid origin
+        left, _, _, top = dataset.index.geometry.iloc[0].bounds
+        return float(left), float(top)
     return None
 
 
@@ -69,6 +66,7 @@ class BuildingSampler(SpatialSampler):
         *,
         roi: Polygon | None = None,
         labelled: npt.ArrayLike | None = None,
+        cities: str | Sequence[str] | None = None,
         snap: bool = True,
         id_column: str = 'building_id',
     ) -> None:
@@ -83,13 +81,16 @@ class BuildingSampler(SpatialSampler):
             roi: only buildings whose centre lies in this polygon (dataset CRS).
             labelled: boolean mask over ``buildings``: only buildings where True
                 (e.g. ``DamageLabels.labelled(buildings)``).
+            cities: only buildings whose ``city`` column (set by
+                :class:`~torchgeo_sar_damage.datasets.OSMBuildings` from the folder of
+                each file) is one of these.
             snap: align windows to the pixel grid of the dataset's first raster.
             id_column: column of ``buildings`` with the building ids (row numbers
                 when absent).
 
         Raises:
             ArgumentError: if ``size`` is not positive, ``labelled`` has the wrong
-                length, or ``buildings`` has no CRS.
+                length, a city is unknown, or ``buildings`` has no CRS.
         """
         super().__init__(dataset, roi=roi)
         if not np.isfinite(size) or size <= 0:
@@ -109,6 +110,15 @@ class BuildingSampler(SpatialSampler):
                     f'labelled has {mask.size} values for {len(table)} buildings'
                 )
             keep &= mask
+        if cities is not None:
+            wanted = [cities] if isinstance(cities, str) else list(cities)
+            if 'city' not in table.columns:
+                raise ArgumentError('cities given but the buildings have no city column')
+            unknown = sorted(set(wanted) - set(table['city']))
+            if unknown:
+                known = ', '.join(sorted(set(table['city'])))
+                raise ArgumentError(f'unknown cities {unknown}; the buildings have: {known}')
+            keep &= table['city'].isin(wanted).to_numpy()
         table = table.to_crs(dataset.crs)
         centroid = table.geometry.centroid
         inside = table.geometry.contains(centroid)
