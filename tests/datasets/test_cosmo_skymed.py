@@ -331,7 +331,7 @@ class TestCOSMOSkyMed:
         assert isinstance(both, IntersectionDataset)
         x, y = window(4, 4, 8, 8)
         sample = both[x, y, both.bounds[2]]
-        assert set(sample) == {'image', 'dsm', 'bounds', 'transform'}
+        assert set(sample) == {'image', 'dsm', 'tabular', 'bounds', 'transform'}
         assert sample['image'].shape == sample['dsm'].shape == (1, 8, 8)
 
     def test_and_torchgeo(self) -> None:

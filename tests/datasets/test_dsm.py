@@ -59,7 +59,7 @@ class TestDSM:
         expected = [
             np.median(centre) - low,
             high - low,
-            1 - np.isfinite(dsm[0]).float().mean(),
+            1 - float(torch.isfinite(dsm[0]).float().mean()),
         ]
         np.testing.assert_allclose(sample['tabular'].numpy(), expected, rtol=1e-5)
         assert list(dataset.feature_names) == [

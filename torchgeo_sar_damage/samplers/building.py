@@ -113,11 +113,15 @@ class BuildingSampler(SpatialSampler):
         if cities is not None:
             wanted = [cities] if isinstance(cities, str) else list(cities)
             if 'city' not in table.columns:
-                raise ArgumentError('cities given but the buildings have no city column')
+                raise ArgumentError(
+                    'cities given but the buildings have no city column'
+                )
             unknown = sorted(set(wanted) - set(table['city']))
             if unknown:
                 known = ', '.join(sorted(set(table['city'])))
-                raise ArgumentError(f'unknown cities {unknown}; the buildings have: {known}')
+                raise ArgumentError(
+                    f'unknown cities {unknown}; the buildings have: {known}'
+                )
             keep &= table['city'].isin(wanted).to_numpy()
         table = table.to_crs(dataset.crs)
         centroid = table.geometry.centroid
