@@ -30,11 +30,8 @@ from sklearn.metrics import roc_auc_score
 
 from torchgeo_sar_damage.datasets.utils import footprint_sigma0_statistics
 from torchgeo_sar_damage.simulation.cities import CITIES
-from torchgeo_sar_damage.simulation.fragility import fragility_curve, sample_grades
-from torchgeo_sar_damage.simulation.run import city_streams, simulate
+from torchgeo_sar_damage.simulation.run import city_streams, shake_and_damage, simulate
 from torchgeo_sar_damage.simulation.scene import generate_scene
-from torchgeo_sar_damage.simulation.shaking import simulate_pga
-from torchgeo_sar_damage.taxonomy import parse_taxonomy
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -54,19 +51,8 @@ def calibration(seeds: int, buildings: int) -> pd.DataFrame:
         for seed in range(seeds):
             streams = city_streams(seed, slug)
             scene = generate_scene(city, buildings, streams['layout'])
-            cent = scene.buildings.geometry.centroid
-            shaking = simulate_pga(
-                cent.x.to_numpy(),
-                cent.y.to_numpy(),
-                scene.crs,
-                streams['shaking'],
-                vs30_m_s=city.vs30_m_s,
-                anchor_xy=scene.centre,
-                anchor_pga_g=city.anchor_pga_g,
-            )
-            taxa = scene.buildings['taxonomy']
-            curves = [fragility_curve(parse_taxonomy(t)) for t in taxa]
-            grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+            damage = shake_and_damage(scene, streams)
+            shaking, grades = damage.shaking, damage.grades
             rows.append(
                 {
                     'city': slug,

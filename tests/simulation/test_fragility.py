@@ -14,9 +14,8 @@ from torchgeo_sar_damage.simulation.fragility import (
     fragility_curve,
     sample_grades,
 )
-from torchgeo_sar_damage.simulation.run import city_streams
+from torchgeo_sar_damage.simulation.run import city_streams, shake_and_damage
 from torchgeo_sar_damage.simulation.scene import generate_scene
-from torchgeo_sar_damage.simulation.shaking import simulate_pga
 from torchgeo_sar_damage.taxonomy import parse_taxonomy
 
 # GEM taxonomy string -> HAZUS proxy (shared/reference/simulation_physics.md §2.1).
@@ -151,20 +150,7 @@ def test_calibration_matches_observed_damage(slug: str) -> None:
     for seed in (0, 1):
         streams = city_streams(seed, slug)
         scene = generate_scene(city, 1500, streams['layout'])
-        centroids = scene.buildings.geometry.centroid
-        shaking = simulate_pga(
-            centroids.x.to_numpy(),
-            centroids.y.to_numpy(),
-            scene.crs,
-            streams['shaking'],
-            vs30_m_s=city.vs30_m_s,
-            anchor_xy=scene.centre,
-            anchor_pga_g=city.anchor_pga_g,
-        )
-        curves = [
-            fragility_curve(parse_taxonomy(t)) for t in scene.buildings['taxonomy']
-        ]
-        grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+        grades = shake_and_damage(scene, streams).grades
         share = float(np.mean(grades >= 4))
         assert low <= share <= high, f'{slug} seed {seed}: {share:.3f}'
         assert share < 0.45

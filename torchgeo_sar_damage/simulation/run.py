@@ -31,16 +31,16 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ArgumentError, OutputError
-from ..taxonomy import parse_taxonomy
+from ..taxonomy import Taxonomy, parse_taxonomy
 from .cities import CITIES, City, get_city
 from .dsm import render_dsm
 from .exposure import exposure_tables, write_exposure_csv
-from .fragility import fragility_curve, sample_grades
+from .fragility import FragilityCurve, fragility_curve, sample_grades
 from .grid import Grid
 from .observation import ems_grading, osm_footprints
 from .sar import SARGeometry, render_sigma0
 from .scene import Scene, generate_scene, landcover, scene_from_footprints
-from .shaking import simulate_pga
+from .shaking import Shaking, simulate_pga
 from .writers import (
     Acquisition,
     Calibration,
@@ -148,6 +148,57 @@ def _swath_mask(
     return (np.abs(along) <= half) & (np.abs(across) <= half)
 
 
+@dataclasses.dataclass
+class Damage:
+    """Shaking and damage of every building of a scene.
+
+    Attributes:
+        shaking: PGA and distances per building.
+        taxa: parsed GEM taxonomy per building.
+        curves: fragility curve per building.
+        grades: EMS-98 grade (0-5) per building.
+    """
+
+    shaking: Shaking
+    taxa: list[Taxonomy]
+    curves: list[FragilityCurve]
+    grades: np.ndarray
+
+
+def shake_and_damage(scene: Scene, streams: dict[str, np.random.Generator]) -> Damage:
+    """Draw the PGA and the EMS-98 damage grade of every building of a scene.
+
+    Built-in towns condition the shaking on the PGA recorded near them; scenes over
+    user footprints use the unconditioned field with a Vs30 of 450 m/s.
+
+    Args:
+        scene: the scene.
+        streams: the town's random streams (``city_streams``).
+
+    Returns:
+        Shaking, taxonomy, fragility and grades per building.
+    """
+    cent = scene.buildings.geometry.centroid
+    x, y = cent.x.to_numpy(), cent.y.to_numpy()
+    city = scene.city
+    if city is not None:
+        shaking = simulate_pga(
+            x,
+            y,
+            scene.crs,
+            streams['shaking'],
+            vs30_m_s=city.vs30_m_s,
+            anchor_xy=scene.centre,
+            anchor_pga_g=city.anchor_pga_g,
+        )
+    else:
+        shaking = simulate_pga(x, y, scene.crs, streams['shaking'], vs30_m_s=450.0)
+    taxa = [parse_taxonomy(t) for t in scene.buildings['taxonomy']]
+    curves = [fragility_curve(t) for t in taxa]
+    grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+    return Damage(shaking, taxa, curves, grades)
+
+
 def simulate_city(
     scene: Scene,
     folder: Path,
@@ -166,27 +217,13 @@ def simulate_city(
     city = scene.city
     to_ll = Transformer.from_crs(crs, 'EPSG:4326', always_xy=True)
     lon, lat = to_ll.transform(*scene.centre)
-    if city is not None:
-        shaking = simulate_pga(
-            cent.x.to_numpy(),
-            cent.y.to_numpy(),
-            crs,
-            streams['shaking'],
-            vs30_m_s=city.vs30_m_s,
-            anchor_xy=scene.centre,
-            anchor_pga_g=city.anchor_pga_g,
-        )
-    else:
-        shaking = simulate_pga(
-            cent.x.to_numpy(),
-            cent.y.to_numpy(),
-            crs,
-            streams['shaking'],
-            vs30_m_s=450.0,
-        )
-    taxa = [parse_taxonomy(t) for t in b['taxonomy']]
-    curves = [fragility_curve(t) for t in taxa]
-    grades = sample_grades(curves, shaking.pga_g, streams['fragility'])
+    damage = shake_and_damage(scene, streams)
+    shaking, taxa, curves, grades = (
+        damage.shaking,
+        damage.taxa,
+        damage.curves,
+        damage.grades,
+    )
 
     # SAR
     grid = scene.grid(pixel_m)
