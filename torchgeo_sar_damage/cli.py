@@ -7,6 +7,14 @@ Subcommands:
 
 * ``simulate``: write simulated post-earthquake scenes in the real products' formats.
 * ``demo``: the end-to-end demonstration on simulated data.
+* ``fit``, ``validate``, ``test``, ``predict``: train and evaluate
+  :class:`~torchgeo_sar_damage.tasks.DamageClassification` on a
+  :class:`~torchgeo_sar_damage.datamodules.SARDamageDataModule` with LightningCLI,
+  e.g. ``sardamage fit --config experiments/configs/sar.yaml``; ``--data.root DIR``
+  points a config at another scene, ``--trainer.precision 16-mixed`` trains with
+  mixed precision on a GPU, ``--trainer.devices 2 --trainer.strategy ddp`` on two
+  processes. ``data.modalities`` also sets ``model.modalities`` and ``model.task``
+  sets ``data.scheme`` (``'binary'``, or ``'four'`` for ``'multiclass'``).
 
 Bad arguments and bad input files end with one line on standard error and exit code 2,
 never a traceback.
@@ -20,6 +28,9 @@ from pathlib import Path
 
 from .errors import SARDamageError
 from .simulation.cities import CITIES
+
+#: Subcommands handed to LightningCLI.
+LIGHTNING_COMMANDS = ('fit', 'validate', 'test', 'predict')
 
 
 def _positive_int(text: str) -> int:
@@ -146,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         help='random seed (default: 0)',
     )
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
+
+    # listed for --help only: main() hands these to LightningCLI before parsing
+    lightning_help = {
+        'fit': 'train a damage model (LightningCLI; see sardamage fit --help)',
+        'validate': 'evaluate on the validation cities (LightningCLI)',
+        'test': 'evaluate on the test cities, per city (LightningCLI)',
+        'predict': 'predict every building of the test cities (LightningCLI)',
+    }
+    for name, text in lightning_help.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -208,6 +229,42 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheme(task: str) -> str:
+    """The label scheme of the data module for a task."""
+    return 'four' if task == 'multiclass' else 'binary'
+
+
+def _lightning(argv: list[str] | None) -> int:
+    """Run a LightningCLI subcommand (fit, validate, test, predict).
+
+    Args:
+        argv: the arguments, subcommand first (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 (LightningCLI exits by itself on bad arguments).
+    """
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.cli import LightningCLI
+
+    from .datamodules import SARDamageDataModule
+    from .tasks import DamageClassification
+
+    class SARDamageCLI(LightningCLI):
+        """LightningCLI with the data module and the task kept consistent."""
+
+        def add_arguments_to_parser(self, parser: ArgumentParser) -> None:
+            parser.link_arguments('data.modalities', 'model.modalities')
+            parser.link_arguments('model.task', 'data.scheme', compute_fn=_scheme)
+
+    SARDamageCLI(
+        DamageClassification,
+        SARDamageDataModule,
+        args=argv,
+        save_config_kwargs={'overwrite': True},
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sardamage``.
 
@@ -217,8 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code: 0 on success, 2 for bad arguments or input, 130 when interrupted.
     """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in LIGHTNING_COMMANDS:
+        try:
+            return _lightning(None if argv is None else arguments)
+        except SARDamageError as err:
+            print(f'sardamage {arguments[0]}: error: {err}', file=sys.stderr)
+            return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     handlers = {'simulate': _simulate, 'demo': _demo}
     try:
         return handlers[args.command](args)

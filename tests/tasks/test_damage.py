@@ -1,0 +1,393 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""DamageClassification trained on a small simulated scene of three towns."""
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.datamodules import MODALITIES, SARDamageDataModule
+from torchgeo_sar_damage.errors import ArgumentError
+from torchgeo_sar_damage.models import FUSIONS
+from torchgeo_sar_damage.simulation.run import simulate
+from torchgeo_sar_damage.tasks import (
+    BinaryFocalLoss,
+    DamageClassification,
+    best_f1_threshold,
+)
+
+CITIES = ('nurdagi', 'islahiye', 'adiyaman')
+SPLIT = {
+    'train_cities': ['nurdagi'],
+    'val_cities': ['islahiye'],
+    'test_cities': ['adiyaman'],
+}
+CONFIGS = Path(__file__).parents[2] / 'experiments' / 'configs'
+#: A small model for tests that do not need ResNet-18.
+SMALL: dict[str, Any] = {'backbone': 'resnet10t', 'embed_dim': 16}
+
+
+@pytest.fixture(scope='module')
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three towns of 70 buildings at 1 m."""
+    out = tmp_path_factory.mktemp('damage_task') / 'scene'
+    simulate(out, cities=CITIES, n_buildings=70, seed=0, pixel_m=1.0, progress=False)
+    return out
+
+
+def make_dm(scene: Path, **kwargs: object) -> SARDamageDataModule:
+    args: dict[str, Any] = {
+        **SPLIT,
+        'size_m': 16.0,
+        'batch_size': 16,
+        'progress': False,
+        'chips_root': scene.parent / 'chips',
+    }
+    args.update(kwargs)
+    return SARDamageDataModule(scene, **args)
+
+
+def trainer(root: Path, **kwargs: object) -> Trainer:
+    args: dict[str, Any] = {
+        'accelerator': 'cpu',
+        'devices': 1,
+        'logger': False,
+        'enable_checkpointing': False,
+        'enable_progress_bar': False,
+        'enable_model_summary': False,
+        'default_root_dir': root,
+    }
+    args.update(kwargs)
+    return Trainer(**args)
+
+
+def test_best_f1_threshold() -> None:
+    probs = torch.tensor([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
+    targets = torch.tensor([0, 0, 1, 0, 1, 1])
+    assert best_f1_threshold(probs, targets) == pytest.approx(0.35)
+    assert best_f1_threshold(probs, torch.zeros(6, dtype=torch.long)) == 0.5
+    assert best_f1_threshold(torch.empty(0), torch.empty(0)) == 0.5
+
+
+def test_focal_loss_weights_positives() -> None:
+    logits = torch.zeros(4)
+    pos = torch.ones(4)
+    neg = torch.zeros(4)
+    loss = BinaryFocalLoss(pos_weight=3.0)
+    assert float(loss(logits, pos)) == pytest.approx(3 * float(loss(logits, neg)))
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'match'),
+    [
+        ({'modalities': ['sar', 'lidar']}, 'unknown modalities'),
+        ({'modalities': []}, 'modalities is empty'),
+        ({'fusion': 'middle'}, "unknown 'middle'.*early, late, attention"),
+        ({'fusion': 'attention', 'modalities': ['sar', 'dsm']}, 'needs modalities'),
+        ({'task': 'regression'}, "'binary' or 'multiclass'"),
+        ({'loss': 'ce'}, "loss 'ce' does not fit task 'binary'"),
+        ({'task': 'multiclass', 'loss': 'bce'}, 'does not fit'),
+        ({'pos_weight': -1.0}, 'must be positive'),
+        ({'pos_weight': 'balanced'}, "'auto', a number or None"),
+    ],
+)
+def test_bad_configuration(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        DamageClassification(**{**SMALL, **kwargs})
+
+
+def test_weights_from_a_local_file(tmp_path: Path) -> None:
+    first = DamageClassification(modalities=['sar', 'osm'], **SMALL)
+    path = tmp_path / 'fusionnet.pt'
+    torch.save(first.model.state_dict(), path)
+    second = DamageClassification(modalities=['sar', 'osm'], weights=path, **SMALL)
+    for a, b in zip(
+        first.model.state_dict().values(),
+        second.model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    assert 'weights' not in second.hparams
+
+
+def test_every_modality_and_fusion(scene: Path) -> None:
+    dm = make_dm(scene, batch_size=4)
+    dm.setup('validate')
+    raw = next(iter(dm.val_dataloader()))
+    for n in range(1, len(MODALITIES) + 1):
+        for modalities in itertools.combinations(MODALITIES, n):
+            dm.modalities = modalities
+            batch = dm.normalise(raw)
+            for fusion in FUSIONS:
+                args = {**SMALL, 'modalities': modalities, 'fusion': fusion}
+                if not FUSIONS[fusion].required <= set(modalities):
+                    with pytest.raises(ArgumentError, match='needs modalities'):
+                        DamageClassification(**args)
+                    continue
+                model = DamageClassification(**args).eval()
+                with torch.no_grad():
+                    assert model(batch).shape == (4, 1)
+                multi = DamageClassification(**args, task='multiclass').eval()
+                with torch.no_grad():
+                    assert multi(batch).shape == (4, 4)
+
+
+class _Losses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        outputs: STEP_OUTPUT,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        assert isinstance(outputs, dict)
+        self.losses.append(float(outputs['loss']))
+
+
+def test_overfits_32_samples(scene: Path, tmp_path: Path) -> None:
+    seed_everything(0)
+    dm = make_dm(
+        scene, batch_size=32, augmentation='none', intensity_augmentation=False
+    )
+    model = DamageClassification(
+        modalities=MODALITIES, fusion='late', backbone='resnet18', dropout=0.0
+    )
+    record = _Losses()
+    fit = trainer(
+        tmp_path,
+        max_epochs=40,
+        overfit_batches=1,
+        limit_val_batches=0,
+        callbacks=[record],
+    )
+    fit.fit(model, dm)
+    assert len(record.losses) == 40
+    assert record.losses[-1] < 0.2 * record.losses[0]
+    assert float(fit.callback_metrics['train_F1Score']) == 1.0
+
+
+def test_checkpoint_reload_gives_identical_predictions(
+    scene: Path, tmp_path: Path
+) -> None:
+    seed_everything(0)
+    dm = make_dm(scene)
+    model = DamageClassification(modalities=MODALITIES, fusion='late', **SMALL)
+    fit = trainer(tmp_path, max_epochs=2)
+    fit.fit(model, dm)
+    threshold = float(model.threshold)
+    assert threshold != 0.5  # chosen on the validation town
+    path = tmp_path / 'model.ckpt'
+    fit.save_checkpoint(path)
+    before = fit.predict(model, dm)
+
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint['decision_threshold'] == pytest.approx(threshold)
+    assert checkpoint['state_dict']['threshold'] == pytest.approx(threshold)
+    assert checkpoint['SARDamageDataModule']['statistics'] == dm.statistics.to_dict()
+    assert float(checkpoint['state_dict']['criterion.pos_weight']) == pytest.approx(
+        dm.statistics.class_counts[0] / dm.statistics.class_counts[1]
+    )
+
+    loaded = DamageClassification.load_from_checkpoint(path)
+    assert float(loaded.threshold) == pytest.approx(threshold)
+    fresh = make_dm(scene)
+    after = trainer(tmp_path).predict(loaded, fresh, ckpt_path=path)
+    assert fresh.statistics == dm.statistics
+    assert before is not None
+    assert after is not None
+    assert len(before) == len(after)
+    for a, b in zip(before, after, strict=True):
+        assert isinstance(a, dict)
+        assert isinstance(b, dict)
+        assert torch.equal(a['building_id'], b['building_id'])
+        torch.testing.assert_close(a['probability'], b['probability'])
+        assert torch.equal(a['prediction'], b['prediction'])
+        assert torch.equal(a['prediction'], (a['probability'] >= threshold).long())
+
+    results = trainer(tmp_path).test(loaded, make_dm(scene), ckpt_path=path)
+    assert 'test_adiyaman_F1Score' in results[0]
+    assert 'test_AUROC' in results[0]
+
+
+def test_per_city_test_metrics_and_four_grades(scene: Path, tmp_path: Path) -> None:
+    dm = make_dm(
+        scene,
+        scheme='four',
+        train_cities=['nurdagi'],
+        val_cities=[],
+        test_cities=['islahiye', 'adiyaman'],
+    )
+    model = DamageClassification(
+        modalities=MODALITIES, task='multiclass', loss='focal', **SMALL
+    )
+    fit = trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    fit.fit(model, dm)
+    results = {k: v for r in fit.test(model, dm) for k, v in r.items()}
+    assert 'test_loss' in results
+    for city in ('islahiye', 'adiyaman'):
+        for name in ('F1Score', 'Precision', 'Recall', 'AUROC', 'CohenKappa'):
+            assert f'test_{city}_{name}' in results
+        assert f'test_{city}_loss' in results
+    predictions = fit.predict(model, dm)
+    assert predictions is not None
+    first = predictions[0][0]
+    assert isinstance(first, dict)
+    assert first['probability'].shape[1] == 4
+    torch.testing.assert_close(
+        first['probability'].sum(1), torch.ones(len(first['building_id']))
+    )
+
+
+def test_task_and_datamodule_must_agree(scene: Path, tmp_path: Path) -> None:
+    dm = make_dm(scene, modalities=['sar', 'osm'])
+    model = DamageClassification(modalities=['sar'], **SMALL)
+    with pytest.raises(ArgumentError, match='modalities'):
+        trainer(tmp_path, fast_dev_run=True).fit(model, dm)
+    model = DamageClassification(modalities=['sar', 'osm'], task='multiclass', **SMALL)
+    with pytest.raises(ArgumentError, match="scheme='four'"):
+        trainer(tmp_path, fast_dev_run=True).fit(model, dm)
+
+
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from torchgeo_sar_damage.datamodules import SARDamageDataModule
+from torchgeo_sar_damage.tasks import DamageClassification
+
+
+class Checksum(Callback):
+    def on_fit_end(self, trainer, module):
+        total = sum(float(p.detach().double().sum()) for p in module.parameters())
+        line = f'{total!r} {float(module.threshold)!r} {trainer.world_size}'
+        (Path(sys.argv[2]) / f'rank{trainer.global_rank}.txt').write_text(line)
+
+
+seed_everything(0)
+dm = SARDamageDataModule(
+    sys.argv[1], ['nurdagi'], ['islahiye'], ['adiyaman'], modalities=['sar', 'osm'],
+    size_m=16, batch_size=8, chips_root=sys.argv[3], progress=False,
+)
+model = DamageClassification(modalities=['sar', 'osm'], backbone='resnet10t', embed_dim=16)
+trainer = Trainer(
+    accelerator='cpu', devices=2, strategy='ddp', max_epochs=1, limit_train_batches=3,
+    limit_val_batches=2, logger=False, enable_checkpointing=False,
+    enable_progress_bar=False, enable_model_summary=False, callbacks=[Checksum()],
+    default_root_dir=sys.argv[2],
+)
+trainer.fit(model, dm)
+"""
+
+
+def test_ddp_processes_train_the_same_model(scene: Path, tmp_path: Path) -> None:
+    script = tmp_path / 'ddp_fit.py'
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(scene),
+            str(tmp_path),
+            str(tmp_path / 'chips'),
+        ],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
+    ranks = [(tmp_path / f'rank{r}.txt').read_text().split() for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0][2] == '2'  # world size
+
+
+def test_cli_fit_smoke(scene: Path, tmp_path: Path) -> None:
+    args = [
+        'fit',
+        '--config',
+        str(CONFIGS / 'sar.yaml'),
+        '--data.root',
+        str(scene),
+        '--data.chips_root',
+        str(scene.parent / 'chips'),
+        '--data.train_cities',
+        '[nurdagi]',
+        '--data.val_cities',
+        '[islahiye]',
+        '--data.test_cities',
+        '[adiyaman]',
+        '--data.size_m',
+        '16',
+        '--data.num_workers',
+        '0',
+        '--data.progress',
+        'false',
+        '--model.backbone',
+        'resnet10t',
+        '--trainer.fast_dev_run',
+        'true',
+        '--trainer.enable_progress_bar',
+        'false',
+        '--trainer.default_root_dir',
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+
+
+def test_cli_bad_city_exits_2(
+    scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            'fit',
+            '--config',
+            str(CONFIGS / 'sar.yaml'),
+            '--data.root',
+            str(scene),
+            '--data.train_cities',
+            '[atlantis]',
+            '--trainer.default_root_dir',
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert 'unknown cities' in err
+    assert 'nurdagi' in err
+
+
+@pytest.mark.parametrize('name', sorted(p.stem for p in CONFIGS.glob('*.yaml')))
+def test_configs_parse(
+    name: str, scene: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['fit', '--config', str(CONFIGS / f'{name}.yaml'), '--print_config'])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert 'DamageClassification' in text or 'modalities' in text
+
+
+def test_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    out = capsys.readouterr().out
+    for command in ('fit', 'validate', 'test', 'predict'):
+        assert command in out

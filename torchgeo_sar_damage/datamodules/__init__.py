@@ -1,0 +1,20 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Lightning data modules for post-event SAR damage assessment."""
+
+from .damage import (
+    MODALITIES,
+    Normalisation,
+    SARDamageDataModule,
+    feature_names,
+    leave_one_city_out,
+)
+
+__all__ = [
+    'MODALITIES',
+    'Normalisation',
+    'SARDamageDataModule',
+    'feature_names',
+    'leave_one_city_out',
+]

@@ -1,0 +1,824 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Per-building damage data split by city: the data module of the damage task."""
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor, nn
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    Sampler,
+    WeightedRandomSampler,
+)
+from torchgeo.datasets import GeoDataset
+from torchgeo.datasets.utils import Sample
+
+from ..datasets import (
+    DSM,
+    BuildingChips,
+    COSMOSkyMed,
+    DamageLabels,
+    GEMExposure,
+    OSMBuildings,
+    collate_buildings,
+)
+from ..errors import ArgumentError, InputFileError
+from ..samplers import BuildingSampler
+from ..transforms import RandomDecibelGain, RandomSpeckle, sar_geometric_augmentation
+
+#: Modalities a model can use, in the order of the contract.
+MODALITIES = ('sar', 'osm', 'dsm', 'gem')
+
+#: Tabular features of each modality (SAR has none), in the order of the raw
+#: ``tabular`` vector: DSM, OSM, GEM.
+TABULAR_FEATURES: dict[str, tuple[str, ...]] = {
+    'dsm': tuple(DSM.feature_names),
+    'osm': tuple(OSMBuildings.feature_names),
+    'gem': tuple(GEMExposure.feature_names),
+}
+
+#: Quantile of a DSM window taken as its ground level.
+GROUND_QUANTILE = 0.05
+
+#: Image-like keys of a model batch (same geometric augmentation on all of them).
+IMAGE_KEYS = ('sar', 'dsm')
+MASK_KEYS = ('sar_valid', 'footprint')
+
+
+def check_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
+    """Validate a choice of modalities.
+
+    Args:
+        modalities: a non-empty subset of :data:`MODALITIES` (one name or several).
+
+    Returns:
+        The modalities, without duplicates, in the order of :data:`MODALITIES`.
+
+    Raises:
+        ArgumentError: if the choice is empty or names an unknown modality.
+    """
+    chosen = [modalities] if isinstance(modalities, str) else list(modalities)
+    unknown = sorted(set(chosen) - set(MODALITIES))
+    if unknown:
+        raise ArgumentError(
+            f'unknown modalities {unknown}; choose a non-empty subset of '
+            f'{", ".join(MODALITIES)}'
+        )
+    if not chosen:
+        raise ArgumentError(
+            f'modalities is empty; choose a non-empty subset of {", ".join(MODALITIES)}'
+        )
+    return tuple(m for m in MODALITIES if m in chosen)
+
+
+def feature_names(modalities: str | Sequence[str]) -> list[str]:
+    """Columns of the model batch's ``tabular`` for a choice of modalities.
+
+    Args:
+        modalities: a non-empty subset of :data:`MODALITIES`.
+
+    Returns:
+        The feature names, DSM then OSM then GEM (none for SAR alone).
+
+    Raises:
+        ArgumentError: if the modalities are not valid.
+    """
+    chosen = check_modalities(modalities)
+    return [
+        name
+        for modality, names in TABULAR_FEATURES.items()
+        if modality in chosen
+        for name in names
+    ]
+
+
+def leave_one_city_out(cities: Sequence[str]) -> list[dict[str, list[str]]]:
+    """Cross-validation folds that each hold one city out for testing.
+
+    Fold *i* tests on ``cities[i]``, validates (chooses the threshold and early-stops)
+    on the next city in the list (cyclically) and trains on all the others, so every
+    city is the unseen test city exactly once and no city is in two splits of a fold.
+
+    Args:
+        cities: at least three city slugs, without duplicates.
+
+    Returns:
+        One dict per city with ``train``, ``val`` and ``test`` lists of slugs, e.g.
+        ``SARDamageDataModule(root, fold['train'], fold['val'], fold['test'])``.
+
+    Raises:
+        ArgumentError: if fewer than three cities are given or a city repeats.
+    """
+    cities = list(cities)
+    if len(set(cities)) != len(cities):
+        raise ArgumentError(f'cities repeat in {cities}')
+    if len(cities) < 3:
+        raise ArgumentError(
+            f'leave-one-city-out needs at least three cities (train, val, test), '
+            f'got {cities}'
+        )
+    folds = []
+    for i, test in enumerate(cities):
+        val = cities[(i + 1) % len(cities)]
+        train = [c for c in cities if c not in (test, val)]
+        folds.append({'train': train, 'val': [val], 'test': [test]})
+    return folds
+
+
+def dsm_relief(dsm: Tensor) -> Tensor:
+    """Heights above each window's ground level.
+
+    Args:
+        dsm: surface elevations ``[B, 1, H, W]`` (NaN = nodata).
+
+    Returns:
+        ``dsm`` minus the :data:`GROUND_QUANTILE` quantile of its window's valid
+        pixels (NaN where ``dsm`` is NaN or the window has no valid pixel).
+    """
+    ground = torch.nanquantile(dsm.flatten(1).float(), GROUND_QUANTILE, dim=1)
+    return dsm - ground.reshape(-1, *([1] * (dsm.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Statistics fitted on the training cities, applied to every split.
+
+    Attributes:
+        cities: training cities the statistics come from.
+        sar_mean_db: mean of valid SAR pixels (sigma nought in dB).
+        sar_std_db: their standard deviation (dB).
+        dsm_scale_m: standard deviation of the DSM relief (:func:`dsm_relief`) over
+            valid pixels (m).
+        tabular_names: names of the raw ``tabular`` columns.
+        tabular_mean: per-column mean over training buildings (NaN ignored).
+        tabular_std: per-column standard deviation (1 where constant).
+        class_counts: training buildings per class (index = label).
+    """
+
+    cities: tuple[str, ...]
+    sar_mean_db: float
+    sar_std_db: float
+    dsm_scale_m: float
+    tabular_names: tuple[str, ...]
+    tabular_mean: tuple[float, ...]
+    tabular_std: tuple[float, ...]
+    class_counts: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as plain Python values (for checkpoints and JSON)."""
+        return {
+            key: list(v) if isinstance(v, tuple) else v
+            for key, v in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> 'Normalisation':
+        """Statistics from :meth:`to_dict`'s output.
+
+        Args:
+            values: the dict.
+
+        Returns:
+            The statistics.
+        """
+        return cls(
+            cities=tuple(values['cities']),
+            sar_mean_db=float(values['sar_mean_db']),
+            sar_std_db=float(values['sar_std_db']),
+            dsm_scale_m=float(values['dsm_scale_m']),
+            tabular_names=tuple(values['tabular_names']),
+            tabular_mean=tuple(float(v) for v in values['tabular_mean']),
+            tabular_std=tuple(float(v) for v in values['tabular_std']),
+            class_counts=tuple(int(v) for v in values['class_counts']),
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        batches: Iterator[Sample],
+        cities: Sequence[str],
+        tabular_names: Sequence[str],
+        num_classes: int,
+    ) -> 'Normalisation':
+        """Fit the statistics on raw batches of training buildings.
+
+        Args:
+            batches: raw batches (:func:`~torchgeo_sar_damage.datasets.collate_buildings`).
+            cities: the training cities (recorded).
+            tabular_names: names of the raw ``tabular`` columns.
+            num_classes: number of classes of the labels.
+
+        Returns:
+            The statistics.
+        """
+        width = len(tabular_names)
+        sar = torch.zeros(3, dtype=torch.float64)
+        relief = torch.zeros(3, dtype=torch.float64)
+        tab_n = torch.zeros(width, dtype=torch.float64)
+        tab_sum = torch.zeros(width, dtype=torch.float64)
+        tab_sq = torch.zeros(width, dtype=torch.float64)
+        counts = torch.zeros(num_classes, dtype=torch.int64)
+        for batch in batches:
+            for key, acc in (('image', sar), ('dsm', relief)):
+                if key not in batch:
+                    continue
+                x = batch[key].double()
+                if key == 'dsm':
+                    x = dsm_relief(x)
+                x = x[torch.isfinite(x)]
+                acc += torch.stack([x.new_tensor(x.numel()), x.sum(), (x * x).sum()])
+            if width:
+                t = batch['tabular'].double()
+                ok = torch.isfinite(t)
+                t = torch.where(ok, t, 0.0)
+                tab_n += ok.sum(0)
+                tab_sum += t.sum(0)
+                tab_sq += (t * t).sum(0)
+            labels = batch['label']
+            labels = labels[(labels >= 0) & (labels < num_classes)]
+            counts += torch.bincount(labels, minlength=num_classes)
+
+        def moments(n: Tensor, s: Tensor, sq: Tensor) -> tuple[Tensor, Tensor]:
+            mean = torch.where(n > 0, s / n.clamp(min=1), 0.0)
+            var = torch.where(n > 0, sq / n.clamp(min=1) - mean**2, 1.0)
+            std = var.clamp(min=0).sqrt()
+            return mean, torch.where(std > 1e-6, std, 1.0)
+
+        sar_mean, sar_std = moments(*sar)
+        tab_mean, tab_std = moments(tab_n, tab_sum, tab_sq)
+        return cls(
+            cities=tuple(cities),
+            sar_mean_db=float(sar_mean),
+            sar_std_db=float(sar_std),
+            # the relief's spread about zero (the ground), not about its mean
+            dsm_scale_m=float(
+                torch.sqrt(relief[2] / relief[0]) if relief[0] > 0 else 1.0
+            )
+            or 1.0,
+            tabular_names=tuple(tabular_names),
+            tabular_mean=tuple(tab_mean.tolist()),
+            tabular_std=tuple(tab_std.tolist()),
+            class_counts=tuple(counts.tolist()),
+        )
+
+
+class _City:
+    """The combined datasets of one city, opened once."""
+
+    def __init__(
+        self,
+        folder: Path,
+        files: Mapping[str, Any],
+        modalities: Sequence[str],
+        labels_kwargs: Mapping[str, Any],
+    ) -> None:
+        def path(key: str) -> Path:
+            name = files.get(key)
+            if not name:
+                raise InputFileError(
+                    folder / 'scene.json',
+                    f'the city {folder.name!r} lists no {key!r} file',
+                )
+            return folder / str(name)
+
+        sar_key = 'sar_geotiff' if files.get('sar_geotiff') else 'sar_hdf5'
+        self.osm = OSMBuildings(paths=path('osm'))
+        self.labels = DamageLabels(paths=path('labels'), **labels_kwargs)
+        dataset: GeoDataset = COSMOSkyMed(paths=path(sar_key), units='db')
+        self.tabular_names: list[str] = []
+        self.missing: list[str] = []
+        # dsm, osm, gem: the order of the contract's raw tabular vector
+        if files.get('dsm') or 'dsm' in modalities:
+            dataset = dataset & DSM(paths=path('dsm'))
+            self.tabular_names += TABULAR_FEATURES['dsm']
+        else:
+            self.missing.append('dsm')
+        dataset = dataset & self.osm
+        self.tabular_names += TABULAR_FEATURES['osm']
+        if files.get('gem') or 'gem' in modalities:
+            gem_files = files.get('gem')
+            gem_paths = [folder / str(f) for f in gem_files] if gem_files else []
+            if not gem_paths:
+                path('gem')
+            admin = folder / str(files['admin']) if files.get('admin') else None
+            dataset = dataset & GEMExposure(paths=gem_paths, admin=admin)
+            self.tabular_names += TABULAR_FEATURES['gem']
+        else:
+            self.missing.append('gem')
+        self.dataset = dataset & self.labels
+
+
+class SARDamageDataModule(LightningDataModule):
+    """Per-building chips of post-event SAR and context, split by city.
+
+    ``root`` is a scene folder as ``sardamage simulate --out DIR`` writes it (real
+    products work the same way): ``DIR/scene.json`` lists, under ``cities``, each
+    city's folder (its slug) and ``files``: ``sar_geotiff`` or ``sar_hdf5``
+    (COSMO-SkyMed/CSG GTC), ``dsm``, ``osm`` (building footprints), ``gem`` (exposure
+    CSVs) with ``admin`` (their unit polygons), and ``labels`` (Copernicus EMS
+    grading). For each city the datasets are combined as
+    ``COSMOSkyMed(units='db') & DSM & OSMBuildings & GEMExposure & DamageLabels``, a
+    :class:`~torchgeo_sar_damage.samplers.BuildingSampler` makes one ``size_m``
+    window per OSM footprint and a
+    :class:`~torchgeo_sar_damage.datasets.BuildingChips` store under ``chips_root``
+    holds the chips (built once, reused by every run on the same files).
+
+    **Splits are by city**: every building of a city belongs to the split of its city;
+    train, validation and test use the labelled buildings only, prediction
+    (:meth:`predict_dataloader`) every building of the test cities.
+
+    **Normalisation** statistics (:class:`Normalisation`: SAR dB mean and standard
+    deviation over valid pixels, DSM relief scale, per-column mean and standard
+    deviation of the tabular features, class counts) are fitted on the training
+    cities only and kept in :attr:`statistics`; :meth:`state_dict` returns them, so
+    Lightning stores them in every checkpoint under the key ``'SARDamageDataModule'``
+    and restores them with the checkpoint (``trainer.test(ckpt_path=...)``).
+
+    :meth:`on_after_batch_transfer` turns the raw batch into the model batch of
+    ``docs/design/step3_interfaces.md`` on the accelerator (see :meth:`normalise`)
+    and, while training only, augments it (:meth:`augment`): random calibration gain
+    and speckle on the SAR (in dB, before standardisation), then the same geometric
+    transform on ``sar``, ``sar_valid``, ``footprint`` and ``dsm``
+    (:func:`~torchgeo_sar_damage.transforms.sar_geometric_augmentation`; the default
+    ``'azimuth'`` policy keeps the look direction, see there).
+
+    Test and predict dataloaders are one per test city (``dataloader_idx`` = position
+    in :attr:`test_cities`), so metrics and predictions are reported per city.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = 'outputs/scene',
+        train_cities: str | Sequence[str] = ('kahramanmaras', 'nurdagi', 'islahiye'),
+        val_cities: str | Sequence[str] = ('adiyaman',),
+        test_cities: str | Sequence[str] = ('antakya',),
+        modalities: Sequence[str] = MODALITIES,
+        size_m: float = 32.0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        balanced: bool = False,
+        augmentation: Literal['azimuth', 'none', 'all'] = 'azimuth',
+        intensity_augmentation: bool = True,
+        chips_root: str | os.PathLike[str] | None = None,
+        scheme: Literal['binary', 'four'] = 'binary',
+        positive: Sequence[str] | None = None,
+        negative: Sequence[str] | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Initialise a new SARDamageDataModule.
+
+        Args:
+            root: scene folder with ``scene.json`` (e.g. ``sardamage simulate --out``).
+            train_cities: slugs of the training cities.
+            val_cities: slugs of the validation cities (threshold, early stopping).
+            test_cities: slugs of the test (unseen) cities.
+            modalities: a non-empty subset of :data:`MODALITIES`; decides the
+                ``tabular`` columns of the model batch.
+            size_m: window side in metres (the chip is ``size_m`` / pixel size wide).
+            batch_size: buildings per batch.
+            num_workers: dataloader worker processes.
+            balanced: draw training buildings with probabilities inversely
+                proportional to their class frequency
+                (:class:`~torch.utils.data.WeightedRandomSampler`).
+            augmentation: geometric augmentation policy while training: ``'azimuth'``
+                (flips along azimuth, physically valid), ``'none'`` or ``'all'``.
+            intensity_augmentation: random calibration gain and speckle on the SAR
+                while training.
+            chips_root: folder of the chip stores (default ``root/.chips``).
+            scheme: ``'binary'`` labels (damaged or not) or the ``'four'`` EMS grades.
+            positive: grades labelled 1 under ``'binary'``
+                (see :class:`~torchgeo_sar_damage.datasets.DamageLabels`).
+            negative: grades labelled 0 under ``'binary'``.
+            progress: show progress bars while building chip stores.
+
+        Raises:
+            ArgumentError: if a city is unknown or in two splits, there is no training
+                city, a modality is unknown or a number is out of range.
+            InputFileError: if ``root`` has no readable ``scene.json``.
+        """
+        # plain strings in the hyper-parameters, so checkpoints load with
+        # torch.load(weights_only=True)
+        root = os.fspath(root)
+        chips_root = None if chips_root is None else os.fspath(chips_root)
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.modalities = check_modalities(modalities)
+        if not np.isfinite(size_m) or size_m <= 0:
+            raise ArgumentError(f'size_m must be positive, not {size_m}')
+        if batch_size < 1:
+            raise ArgumentError(f'batch_size must be at least 1, not {batch_size}')
+        if num_workers < 0:
+            raise ArgumentError(f'num_workers must be >= 0, not {num_workers}')
+        if scheme not in ('binary', 'four'):
+            raise ArgumentError(f"scheme must be 'binary' or 'four', not {scheme!r}")
+        self.size_m = float(size_m)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.balanced = balanced
+        self.scheme = scheme
+        self.num_classes = 2 if scheme == 'binary' else 4
+        self.progress = progress
+        self.chips_root = Path(chips_root) if chips_root else self.root / '.chips'
+        self._labels_kwargs: dict[str, Any] = {'scheme': scheme}
+        if positive is not None:
+            self._labels_kwargs['positive'] = tuple(positive)
+        if negative is not None:
+            self._labels_kwargs['negative'] = tuple(negative)
+        # validate the augmentation policy now (ArgumentError names the valid ones)
+        self.geometric_augmentation = sar_geometric_augmentation(
+            augmentation, image_keys=IMAGE_KEYS, mask_keys=MASK_KEYS
+        )
+        self.intensity_augmentation: nn.Module = (
+            nn.Sequential(RandomDecibelGain(domain='db'), RandomSpeckle(domain='db'))
+            if intensity_augmentation
+            else nn.Identity()
+        )
+
+        self.scene = self._read_scene(self.root)
+        available = list(self.scene['cities'])
+        splits = {
+            'train_cities': train_cities,
+            'val_cities': val_cities,
+            'test_cities': test_cities,
+        }
+        seen: dict[str, str] = {}
+        for name, value in splits.items():
+            cities = [value] if isinstance(value, str) else list(value)
+            unknown = [c for c in cities if c not in available]
+            if unknown:
+                raise ArgumentError(
+                    f'{name}: unknown cities {unknown}; {self.root / "scene.json"} '
+                    f'has: {", ".join(available)}'
+                )
+            for city in cities:
+                if city in seen:
+                    raise ArgumentError(
+                        f'city {city!r} is in both {seen[city]} and {name}; a city '
+                        'belongs to one split only'
+                    )
+                seen[city] = name
+            setattr(self, name, cities)
+        self.train_cities: list[str]
+        self.val_cities: list[str]
+        self.test_cities: list[str]
+        if not self.train_cities:
+            raise ArgumentError('train_cities is empty; give at least one city')
+
+        self.statistics_: Normalisation | None = None
+        self._cities: dict[str, _City] = {}
+        self._chips: dict[tuple[str, bool], BuildingChips] = {}
+        self.train_dataset: ConcatDataset[Sample] | None = None
+        self.val_dataset: ConcatDataset[Sample] | None = None
+        self.test_datasets: list[BuildingChips] = []
+        self.predict_datasets: list[BuildingChips] = []
+
+    # -- files -------------------------------------------------------------------
+
+    @staticmethod
+    def _read_scene(root: Path) -> dict[str, Any]:
+        path = root / 'scene.json'
+        try:
+            scene: dict[str, Any] = json.loads(path.read_text(encoding='utf-8'))
+        except FileNotFoundError:
+            raise InputFileError(
+                path,
+                'not found: make a scene with `sardamage simulate --out '
+                f'{root}` or point --data.root at a folder with a scene.json',
+            ) from None
+        except (OSError, ValueError) as err:
+            raise InputFileError(path, f'cannot be read as JSON ({err})') from None
+        if not isinstance(scene.get('cities'), dict) or not scene['cities']:
+            raise InputFileError(path, "has no 'cities' entries")
+        return scene
+
+    def city(self, slug: str) -> _City:
+        """The combined datasets of a city (opened on first use).
+
+        Args:
+            slug: the city.
+
+        Returns:
+            Its datasets.
+        """
+        if slug not in self._cities:
+            files = self.scene['cities'][slug].get('files', {})
+            self._cities[slug] = _City(
+                self.root / slug, files, self.modalities, self._labels_kwargs
+            )
+        return self._cities[slug]
+
+    def chips(self, slug: str, labelled: bool = True) -> BuildingChips:
+        """The chip store of a city, built on first use.
+
+        Args:
+            slug: the city.
+            labelled: labelled buildings only (else every building).
+
+        Returns:
+            One chip per building of the city, in the sampler's order.
+        """
+        key = (slug, labelled)
+        if key not in self._chips:
+            city = self.city(slug)
+            mask = city.labels.labelled(city.osm.buildings) if labelled else None
+            sampler = BuildingSampler(
+                city.dataset, city.osm, self.size_m, labelled=mask
+            )
+            self._chips[key] = BuildingChips(
+                city.dataset, sampler, self.chips_root, progress=self.progress
+            )
+        return self._chips[key]
+
+    def _stage_chips(self, stage: str) -> list[tuple[str, bool]]:
+        match stage:
+            case 'fit':
+                cities = self.train_cities + self.val_cities
+                return [(c, True) for c in cities]
+            case 'validate':
+                return [(c, True) for c in self.val_cities]
+            case 'test':
+                return [(c, True) for c in self.test_cities]
+            case 'predict':
+                return [(c, False) for c in self.test_cities]
+        return []
+
+    def prepare_data(self) -> None:
+        """Build the chip stores the current stage needs (on one process only)."""
+        fn = self.trainer.state.fn if self.trainer is not None else None
+        stage_name = fn.value if fn is not None else 'fit'
+        for slug, labelled in self._stage_chips(stage_name):
+            self.chips(slug, labelled)
+
+    def setup(self, stage: str) -> None:
+        """Open the chip stores of a stage and fit the statistics when training.
+
+        Args:
+            stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+        """
+        if stage == 'fit':
+            self.train_dataset = ConcatDataset(
+                [self.chips(c) for c in self.train_cities]
+            )
+            if self.statistics_ is None:  # before the first batch
+                self.fit_statistics()
+        if stage in ('fit', 'validate') and self.val_cities:
+            self.val_dataset = ConcatDataset([self.chips(c) for c in self.val_cities])
+        if stage == 'test':
+            self.test_datasets = [self.chips(c) for c in self.test_cities]
+        if stage == 'predict':
+            self.predict_datasets = [self.chips(c, False) for c in self.test_cities]
+
+    # -- statistics ----------------------------------------------------------------
+
+    @property
+    def raw_feature_names(self) -> list[str]:
+        """Names of the columns of the raw ``tabular`` vector."""
+        return self.city(self.train_cities[0]).tabular_names
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the columns of the model batch's ``tabular``."""
+        return feature_names(self.modalities)
+
+    @property
+    def statistics(self) -> Normalisation:
+        """The normalisation statistics, fitted on the training cities on first use."""
+        if self.statistics_ is None:
+            self.statistics_ = self.fit_statistics()
+        return self.statistics_
+
+    def fit_statistics(self) -> Normalisation:
+        """Fit the normalisation statistics on the labelled training buildings.
+
+        Returns:
+            The statistics (also kept in :attr:`statistics`).
+        """
+        names = self.raw_feature_names
+        for slug in self.train_cities[1:]:
+            if self.city(slug).tabular_names != names:
+                raise InputFileError(
+                    self.root / 'scene.json',
+                    f'the cities {self.train_cities[0]!r} and {slug!r} have different '
+                    'modalities; give every city the same kinds of files',
+                )
+        dataset: ConcatDataset[Sample] = ConcatDataset(
+            [self.chips(c) for c in self.train_cities]
+        )
+        loader = DataLoader(dataset, batch_size=512, collate_fn=collate_buildings)
+        self.statistics_ = Normalisation.fit(
+            iter(loader), self.train_cities, names, self.num_classes
+        )
+        return self.statistics_
+
+    def training_labels(self) -> Tensor:
+        """Labels of the training buildings, in training dataset order."""
+        dataset: ConcatDataset[Sample] = ConcatDataset(
+            [self.chips(c) for c in self.train_cities]
+        )
+        loader = DataLoader(dataset, batch_size=512, collate_fn=collate_buildings)
+        return torch.cat([batch['label'] for batch in loader])
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data module: the training statistics.
+
+        Returns:
+            ``{'statistics': Normalisation.to_dict()}`` once fitted, else ``{}``.
+        """
+        if self.statistics_ is None:
+            return {}
+        return {'statistics': self.statistics_.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training statistics from a checkpoint.
+
+        Args:
+            state_dict: the output of :meth:`state_dict`.
+        """
+        if 'statistics' in state_dict:
+            self.statistics_ = Normalisation.from_dict(state_dict['statistics'])
+
+    # -- loaders -------------------------------------------------------------------
+
+    def _loader(
+        self,
+        dataset: Dataset[Sample],
+        shuffle: bool = False,
+        sampler: Sampler[int] | None = None,
+        drop_last: bool = False,
+    ) -> DataLoader[Sample]:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            collate_fn=collate_buildings,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[Sample]:
+        """Labelled buildings of the training cities, shuffled (or class-balanced).
+
+        Returns:
+            The training dataloader.
+        """
+        if self.train_dataset is None:
+            self.setup('fit')
+        assert self.train_dataset is not None
+        # a last batch of one sample breaks BatchNorm (see FusionNet)
+        drop_last = len(self.train_dataset) > self.batch_size
+        if not self.balanced:
+            return self._loader(self.train_dataset, shuffle=True, drop_last=drop_last)
+        counts = torch.tensor(self.statistics.class_counts, dtype=torch.float64)
+        labels = self.training_labels()
+        weights = 1.0 / counts.clamp(min=1)[labels.clamp(min=0)]
+        sampler = WeightedRandomSampler(
+            weights.tolist(), num_samples=len(labels), replacement=True
+        )
+        return self._loader(self.train_dataset, sampler=sampler, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader[Sample]:
+        """Labelled buildings of the validation cities.
+
+        Returns:
+            The validation dataloader.
+        """
+        if self.val_dataset is None:
+            if not self.val_cities:
+                raise ArgumentError('no val_cities: there is nothing to validate on')
+            self.setup('validate')
+        assert self.val_dataset is not None
+        return self._loader(self.val_dataset)
+
+    def test_dataloader(self) -> list[DataLoader[Sample]]:
+        """Labelled buildings of the test cities, one dataloader per city.
+
+        Returns:
+            The test dataloaders, in the order of :attr:`test_cities`.
+        """
+        if not self.test_datasets:
+            if not self.test_cities:
+                raise ArgumentError('no test_cities: there is nothing to test on')
+            self.setup('test')
+        return [self._loader(ds) for ds in self.test_datasets]
+
+    def predict_dataloader(self) -> list[DataLoader[Sample]]:
+        """Every building of the test cities (labelled or not), one loader per city.
+
+        Returns:
+            The prediction dataloaders, in the order of :attr:`test_cities`.
+        """
+        if not self.predict_datasets:
+            if not self.test_cities:
+                raise ArgumentError('no test_cities: there is nothing to predict')
+            self.setup('predict')
+        return [self._loader(ds) for ds in self.predict_datasets]
+
+    # -- batches on the accelerator ------------------------------------------------
+
+    def normalise(self, batch: Sample) -> Sample:
+        """Turn a raw batch into the model batch (``docs/design/step3_interfaces.md``).
+
+        Args:
+            batch: a raw batch (``image``, ``dsm``, ``footprint``, ``tabular``,
+                ``label``, ``building_id``...).
+
+        Returns:
+            ``sar``, ``sar_valid``, ``footprint`` (2 channels: target, neighbours),
+            ``dsm``, ``tabular`` (the selected modalities' columns), ``label`` and
+            ``building_id``; standardised with the training-city statistics and with
+            NaN replaced by 0.
+        """
+        stats = self.statistics
+        image = batch['image'].float()
+        valid = torch.isfinite(image)
+        sar = torch.where(valid, (image - stats.sar_mean_db) / stats.sar_std_db, 0.0)
+        shape = (image.shape[0], 1, *image.shape[-2:])
+        zeros = image.new_zeros(shape)
+        if 'footprint' in batch:
+            mask = batch['footprint']
+            footprint = torch.cat([mask == 2, mask == 1], dim=1).float()
+        else:
+            footprint = image.new_zeros((shape[0], 2, *shape[2:]))
+        if 'dsm' in batch:
+            dsm = torch.nan_to_num(
+                dsm_relief(batch['dsm'].float()) / stats.dsm_scale_m,
+                nan=0.0,
+                posinf=0.0,
+                neginf=0.0,
+            )
+        else:
+            dsm = zeros
+        names = list(stats.tabular_names)
+        wanted = self.feature_names
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise ArgumentError(
+                f'the scene has no {missing}: the chosen modalities '
+                f'{list(self.modalities)} need files the scene does not list'
+            )
+        columns = [names.index(n) for n in wanted]
+        index = torch.tensor(columns, dtype=torch.long, device=image.device)
+        mean = torch.tensor(stats.tabular_mean, device=image.device)[index]
+        std = torch.tensor(stats.tabular_std, device=image.device)[index]
+        raw = batch['tabular'].float().index_select(1, index)
+        tabular = torch.nan_to_num((raw - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+        return {
+            'sar': sar,
+            'sar_valid': valid.float(),
+            'footprint': footprint,
+            'dsm': dsm,
+            'tabular': tabular,
+            'label': batch['label'],
+            'building_id': batch['building_id'],
+        }
+
+    def augment(self, batch: Sample) -> Sample:
+        """Augment a model batch (training only; see the class docstring).
+
+        The SAR intensity augmentations work in dB, so :meth:`on_after_batch_transfer`
+        applies them to the raw ``image`` before :meth:`normalise`; this method applies
+        the geometric transform, the same to every image-like key.
+
+        Args:
+            batch: a model batch.
+
+        Returns:
+            The augmented batch.
+        """
+        out: Sample = self.geometric_augmentation(batch)
+        return out
+
+    def on_after_batch_transfer(self, batch: Sample, dataloader_idx: int) -> Sample:
+        """Make the model batch on the accelerator, augmented while training.
+
+        Args:
+            batch: a raw batch.
+            dataloader_idx: index of its dataloader.
+
+        Returns:
+            The model batch.
+        """
+        training = self.trainer is not None and self.trainer.training
+        if training:
+            batch = dict(batch)
+            batch['image'] = self.intensity_augmentation(batch['image'].float())
+        model_batch = self.normalise(batch)
+        if training:
+            model_batch = self.augment(model_batch)
+        return model_batch

@@ -1,0 +1,558 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Building damage classification from SAR and context, judged on unseen cities."""
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import segmentation_models_pytorch as smp
+import torch
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchgeo.datasets.utils import Sample
+from torchgeo.tasks import Classification
+from torchmetrics import (
+    AUROC,
+    Accuracy,
+    AveragePrecision,
+    CatMetric,
+    CohenKappa,
+    F1Score,
+    MeanMetric,
+    MetricCollection,
+    Precision,
+    Recall,
+)
+from torchmetrics.functional.classification import binary_precision_recall_curve
+from torchvision.ops import sigmoid_focal_loss
+
+from ..datamodules.damage import check_modalities, feature_names
+from ..errors import ArgumentError
+from ..models import FUSIONS, FusionNet
+
+#: Number of classes of ``task='multiclass'``: the four Copernicus EMS grades.
+NUM_GRADES = 4
+#: Losses each task accepts (the first is the default).
+LOSSES = {'binary': ('bce', 'focal'), 'multiclass': ('ce', 'focal')}
+
+
+def best_f1_threshold(
+    probabilities: Tensor, targets: Tensor, default: float = 0.5
+) -> float:
+    """The decision threshold with the best F1 score.
+
+    Args:
+        probabilities: predicted probabilities of the positive class ``[N]``.
+        targets: true labels ``[N]`` (0 or 1).
+        default: returned when there is no positive example or no prediction.
+
+    Returns:
+        The probability ``t`` that maximises the F1 score of ``probabilities >= t``
+        (the smallest such ``t`` on ties).
+    """
+    if probabilities.numel() == 0 or not bool((targets == 1).any()):
+        return default
+    precision, recall, thresholds = binary_precision_recall_curve(
+        probabilities.float(), targets.long()
+    )
+    # the last (precision 1, recall 0) point has no threshold
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = torch.nan_to_num(2 * precision * recall / (precision + recall))
+    if thresholds.numel() == 0 or float(f1.max()) <= 0:
+        return default
+    return float(thresholds[int(torch.argmax(f1))])
+
+
+class BinaryFocalLoss(nn.Module):
+    """Sigmoid focal loss (Lin et al., 2017) with a positive-class weight.
+
+    Wraps :func:`torchvision.ops.sigmoid_focal_loss`; its ``alpha`` (the weight of
+    positives, negatives get ``1 - alpha``) is ``pos_weight / (1 + pos_weight)``, so
+    ``pos_weight`` means what it means for :class:`~torch.nn.BCEWithLogitsLoss`
+    (1 for none, ``negatives / positives`` to balance the classes). ``pos_weight`` is
+    a buffer, saved with the model.
+    """
+
+    def __init__(self, pos_weight: float = 1.0, gamma: float = 2.0) -> None:
+        """Initialise a new BinaryFocalLoss.
+
+        Args:
+            pos_weight: weight of positive examples relative to negatives.
+            gamma: focusing parameter (0 gives weighted cross-entropy).
+        """
+        super().__init__()
+        self.gamma = gamma
+        self.pos_weight: Tensor
+        self.register_buffer('pos_weight', torch.tensor(float(pos_weight)))
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Compute the mean loss.
+
+        Args:
+            logits: ``[N]`` logits.
+            targets: ``[N]`` float targets in {0, 1}.
+
+        Returns:
+            The loss.
+        """
+        alpha = float(self.pos_weight / (1 + self.pos_weight))
+        loss: Tensor = sigmoid_focal_loss(
+            logits, targets, alpha=alpha, gamma=self.gamma, reduction='mean'
+        )
+        return loss
+
+
+class DamageClassification(Classification):
+    """Building damage classification with a multimodal :class:`FusionNet`.
+
+    Each sample is one building (a window centred on its footprint, see
+    ``docs/design/step3_interfaces.md``); the model fuses the chosen modalities
+    (SAR, OSM footprint, DSM, GEM exposure) and predicts whether the building is
+    damaged (``task='binary'``: Copernicus EMS *Damaged* or *Destroyed*) or its EMS
+    grade (``task='multiclass'``, four grades; use the data module's
+    ``scheme='four'``).
+
+    * **Loss**: ``'bce'`` (binary cross-entropy with ``pos_weight``) or ``'focal'``
+      for ``'binary'``; ``'ce'`` (cross-entropy with class weights) or ``'focal'``
+      for ``'multiclass'``. ``pos_weight='auto'`` sets the weight of positives to
+      negatives / positives (class weights inversely proportional to frequency for
+      ``'multiclass'``) counted on the training cities by the data module; it is a
+      buffer of the loss, so checkpoints keep it.
+    * **Metrics** (torchmetrics): F1 score, precision, recall, Cohen's kappa, overall
+      accuracy, AUROC and average precision (macro averages over grades for
+      ``'multiclass'``), logged as ``train_*``, ``val_*``, ``test_*`` and, at test
+      time, per test city as ``test_<city>_*`` (one test dataloader per city).
+    * **Decision threshold** (binary): at the end of every validation epoch the
+      threshold with the best F1 over all validation-city predictions is chosen
+      (:func:`best_f1_threshold`) and kept in the buffer :attr:`threshold` (so in the
+      checkpoint's ``state_dict`` as ``'threshold'``, also copied to the checkpoint
+      key ``'decision_threshold'``); validation metrics are reported at the new
+      threshold, training, test metrics and predictions use the stored one.
+      Threshold-free metrics (AUROC, average precision) do not depend on it.
+    * :meth:`predict_step` returns ``building_id``, ``probability`` (of damage;
+      ``[B, 4]`` grade probabilities for ``'multiclass'``) and ``prediction``.
+
+    Nothing here depends on how it runs: CPU, GPU, mixed precision
+    (``--trainer.precision 16-mixed``) and DDP are Trainer flags.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Monitored by the learning-rate scheduler and checkpoints.
+    monitor = 'val_loss'
+    mode = 'min'
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = ('sar', 'osm', 'dsm', 'gem'),
+        fusion: str = 'late',
+        backbone: str = 'resnet18',
+        tabular_features: int | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        task: Literal['binary', 'multiclass'] = 'binary',
+        loss: Literal['bce', 'ce', 'focal'] | None = None,
+        pos_weight: float | Literal['auto'] | None = 'auto',
+        focal_gamma: float = 2.0,
+        embed_dim: int = 128,
+        dropout: float = 0.2,
+        lr: float = 1e-3,
+        patience: int = 10,
+    ) -> None:
+        """Initialise a new DamageClassification task.
+
+        Args:
+            modalities: a non-empty subset of ``'sar'``, ``'osm'``, ``'dsm'``,
+                ``'gem'`` (the data module's must be the same).
+            fusion: a key of :data:`~torchgeo_sar_damage.models.FUSIONS`
+                (``'early'``, ``'late'``, ``'attention'``).
+            backbone: timm model name of the image encoders.
+            tabular_features: columns of the batch's ``tabular`` (default: those of
+                the chosen modalities,
+                :func:`~torchgeo_sar_damage.datamodules.feature_names`).
+            weights: local path of a state dict to start from (see
+                :class:`~torchgeo_sar_damage.models.FusionNet`); never downloaded.
+            task: ``'binary'`` (damaged or not) or ``'multiclass'`` (four EMS grades).
+            loss: ``'bce'`` or ``'focal'`` (binary), ``'ce'`` or ``'focal'``
+                (multiclass); default ``'bce'`` / ``'ce'``.
+            pos_weight: weight of positive examples: ``'auto'`` (negatives / positives
+                of the training cities; inverse class frequencies for multiclass), a
+                number (binary only) or None (1).
+            focal_gamma: focusing parameter of the focal loss.
+            embed_dim: size of the model's branch embeddings.
+            dropout: dropout probability of the model.
+            lr: learning rate of AdamW.
+            patience: epochs without ``val_loss`` improvement before the learning
+                rate is reduced.
+
+        Raises:
+            ArgumentError: if a modality, fusion, task, loss or pos_weight is invalid.
+        """
+        check_modalities(modalities)
+        if fusion not in FUSIONS:
+            raise ArgumentError(
+                f'fusion: unknown {fusion!r}; choose from {", ".join(FUSIONS)}'
+            )
+        if task not in LOSSES:
+            raise ArgumentError(
+                f"task must be 'binary' or 'multiclass' (four EMS grades), not {task!r}"
+            )
+        if loss is None:
+            loss = 'bce' if task == 'binary' else 'ce'
+        if loss not in LOSSES[task]:
+            raise ArgumentError(
+                f'loss {loss!r} does not fit task {task!r}; choose from '
+                f'{", ".join(LOSSES[task])}'
+            )
+        if isinstance(pos_weight, str) and pos_weight != 'auto':
+            raise ArgumentError(
+                f"pos_weight must be 'auto', a number or None, not {pos_weight!r}"
+            )
+        if isinstance(pos_weight, int | float) and (
+            task != 'binary' or not pos_weight > 0
+        ):
+            raise ArgumentError(
+                f'pos_weight={pos_weight}: a number must be positive and is for '
+                "task='binary' only ('auto' or None for multiclass)"
+            )
+        super().__init__(
+            model=backbone,
+            weights=None if weights is None else os.fspath(weights),
+            in_channels=1,
+            task=task,
+            num_classes=NUM_GRADES if task == 'multiclass' else None,
+            loss=loss,
+            lr=lr,
+            patience=patience,
+        )
+
+    # -- configuration ---------------------------------------------------------------
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per building: 1 (binary) or 4 (EMS grades)."""
+        return NUM_GRADES if self.hparams['task'] == 'multiclass' else 1
+
+    def configure_models(self) -> None:
+        """Build the :class:`~torchgeo_sar_damage.models.FusionNet` and the threshold."""
+        modalities = check_modalities(self.hparams['modalities'])
+        features = self.hparams['tabular_features']
+        if features is None:
+            features = len(feature_names(modalities))
+        self.model = FusionNet(
+            modalities,
+            fusion=self.hparams['fusion'],
+            backbone=self.hparams['backbone'],
+            tabular_features=features,
+            num_outputs=self.num_outputs,
+            weights=self.weights
+            if isinstance(self.weights, str | os.PathLike)
+            else None,
+            embed_dim=self.hparams['embed_dim'],
+            dropout=self.hparams['dropout'],
+        )
+        self.threshold: Tensor
+        self.register_buffer('threshold', torch.tensor(0.5))
+
+    def configure_losses(self) -> None:
+        """The loss; class weights are buffers, set from the training cities in setup."""
+        pos_weight = self.hparams['pos_weight']
+        value = float(pos_weight) if isinstance(pos_weight, int | float) else 1.0
+        match self.hparams['task'], self.hparams['loss']:
+            case 'binary', 'bce':
+                self.criterion: nn.Module = nn.BCEWithLogitsLoss(
+                    pos_weight=torch.tensor(value)
+                )
+            case 'binary', 'focal':
+                self.criterion = BinaryFocalLoss(value, self.hparams['focal_gamma'])
+            case 'multiclass', 'ce':
+                self.criterion = nn.CrossEntropyLoss(weight=torch.ones(NUM_GRADES))
+            case 'multiclass', 'focal':
+                self.criterion = smp.losses.FocalLoss(
+                    mode='multiclass', gamma=self.hparams['focal_gamma']
+                )
+
+    def _metrics(self, sync_on_compute: bool = True) -> MetricCollection:
+        task = self.hparams['task']
+        common: dict[str, Any] = {'task': task, 'sync_on_compute': sync_on_compute}
+        if task == 'multiclass':
+            common['num_classes'] = NUM_GRADES
+        average = 'macro' if task == 'multiclass' else None
+        extra: dict[str, Any] = {'average': average} if average else {}
+        micro: dict[str, Any] = {'average': 'micro'} if average else {}
+        return MetricCollection(
+            {
+                'F1Score': F1Score(**common, **extra),
+                'Precision': Precision(**common, **extra),
+                'Recall': Recall(**common, **extra),
+                'CohenKappa': CohenKappa(**common),
+                'OverallAccuracy': Accuracy(**common, **micro),
+                'AUROC': AUROC(**common, **extra),
+                'AveragePrecision': AveragePrecision(**common, **extra),
+            }
+        )
+
+    def configure_metrics(self) -> None:
+        """Torchmetrics of every stage (see the class docstring)."""
+        metrics = self._metrics()
+        self.train_metrics = metrics.clone(prefix='train_')
+        # validation metrics are computed once per epoch on the predictions gathered
+        # from every process, so they must not synchronise again
+        self.val_metrics = self._metrics(sync_on_compute=False).clone(prefix='val_')
+        self.test_metrics = metrics.clone(prefix='test_')
+        self.city_metrics = nn.ModuleDict()
+        self.test_loss_mean = MeanMetric()
+        self.val_logits = CatMetric()
+        self.val_targets = CatMetric()
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """AdamW with learning-rate reduction on a ``val_loss`` plateau.
+
+        Returns:
+            The optimiser and scheduler (skipped with a warning when no validation
+            runs).
+        """
+        optimizer = AdamW(self.parameters(), lr=self.hparams['lr'])
+        scheduler = ReduceLROnPlateau(optimizer, patience=self.hparams['patience'])
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {
+                'scheduler': scheduler,
+                'monitor': self.monitor,
+                'strict': False,
+            },
+        }
+
+    def setup(self, stage: str) -> None:
+        """Check the data module matches, and set ``pos_weight='auto'`` for training.
+
+        Args:
+            stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+
+        Raises:
+            ArgumentError: if the data module's modalities or labels do not fit the
+                task, or ``pos_weight='auto'`` has no data module to count on.
+        """
+        datamodule = getattr(self.trainer, 'datamodule', None)
+        modalities = check_modalities(self.hparams['modalities'])
+        if datamodule is not None and hasattr(datamodule, 'modalities'):
+            if tuple(datamodule.modalities) != modalities:
+                raise ArgumentError(
+                    f'the data module gives modalities {list(datamodule.modalities)} '
+                    f'but the model uses {list(modalities)}; set the same in both'
+                )
+            num_classes = getattr(datamodule, 'num_classes', None)
+            if num_classes is not None and num_classes != max(2, self.num_outputs):
+                raise ArgumentError(
+                    f"task={self.hparams['task']!r} needs the data module's scheme="
+                    f'{"four" if self.num_outputs > 1 else "binary"!r}'
+                )
+        if stage != 'fit' or self.hparams['pos_weight'] != 'auto':
+            return
+        statistics = getattr(datamodule, 'statistics', None)
+        counts = getattr(statistics, 'class_counts', None)
+        if counts is None:
+            raise ArgumentError(
+                "pos_weight='auto' counts the training labels of a "
+                'SARDamageDataModule; train with one or give a number'
+            )
+        self.set_class_weights(counts)
+
+    def set_class_weights(self, counts: Sequence[int]) -> None:
+        """Set the loss weights from training class counts (``pos_weight='auto'``).
+
+        Args:
+            counts: buildings per class (index = label).
+        """
+        n = torch.tensor(counts, dtype=torch.float64).clamp(min=1)
+        criterion = self.criterion
+        if isinstance(criterion, nn.BCEWithLogitsLoss | BinaryFocalLoss):
+            assert criterion.pos_weight is not None
+            criterion.pos_weight.fill_(float(n[0] / n[1]))
+        elif isinstance(criterion, nn.CrossEntropyLoss):
+            assert criterion.weight is not None
+            weight = n.sum() / (len(n) * n)
+            criterion.weight.copy_(weight.to(criterion.weight))
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.hparams['task'] == 'binary':
+            loss: Tensor = self.criterion(logits.squeeze(1), labels.float())
+        else:
+            loss = self.criterion(logits, labels)
+        return loss
+
+    def _scores(self, logits: Tensor) -> Tensor:
+        """Scores for the metrics: damage probability recentred on the threshold.
+
+        torchmetrics thresholds binary probabilities at 0.5;
+        ``sigmoid(logit - logit(threshold))`` is at least 0.5 exactly where the
+        probability is at least :attr:`threshold`, and ranks buildings as the
+        probability does (so AUROC and average precision are unchanged).
+        """
+        if self.hparams['task'] == 'binary':
+            threshold = self.threshold.clamp(1e-6, 1 - 1e-6)
+            return torch.sigmoid(logits.squeeze(1).float() - torch.logit(threshold))
+        return logits.float().softmax(dim=1)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Damage probability ``[B]`` (binary) or grade probabilities ``[B, 4]``.
+
+        Args:
+            logits: the model's output.
+
+        Returns:
+            The probabilities.
+        """
+        if self.hparams['task'] == 'binary':
+            return torch.sigmoid(logits.squeeze(1).float())
+        return logits.float().softmax(dim=1)
+
+    def training_step(
+        self, batch: Sample, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Compute the training loss and update the training metrics.
+
+        Args:
+            batch: a model batch.
+            batch_idx: index of the batch.
+            dataloader_idx: index of the dataloader.
+
+        Returns:
+            The loss.
+        """
+        labels = batch['label']
+        logits = self(batch)
+        keep = labels >= 0
+        loss = self._loss(logits[keep], labels[keep])
+        self.train_metrics.update(self._scores(logits[keep]), labels[keep])
+        self.log('train_loss', loss, batch_size=int(keep.sum()))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the training metrics (already gathered from every process)."""
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
+        self.train_metrics.reset()
+
+    def validation_step(
+        self, batch: Sample, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Compute the validation loss and keep the predictions for the epoch's end.
+
+        Args:
+            batch: a model batch.
+            batch_idx: index of the batch.
+            dataloader_idx: index of the dataloader.
+        """
+        labels = batch['label']
+        logits = self(batch)
+        keep = labels >= 0
+        loss = self._loss(logits[keep], labels[keep])
+        self.log('val_loss', loss, batch_size=int(keep.sum()), sync_dist=True)
+        self.val_logits.update(logits[keep].float())
+        self.val_targets.update(labels[keep].float())
+
+    def on_validation_epoch_end(self) -> None:
+        """Choose the threshold on all validation predictions and log the metrics."""
+        if not self.val_targets.update_called:
+            return
+        logits = self.val_logits.compute().reshape(-1, self.num_outputs)
+        targets = self.val_targets.compute().reshape(-1).long()
+        self.val_logits.reset()
+        self.val_targets.reset()
+        if self.hparams['task'] == 'binary' and not self.trainer.sanity_checking:
+            threshold = best_f1_threshold(self.probabilities(logits), targets)
+            self.threshold.fill_(threshold)
+        self.log('val_threshold', self.threshold, sync_dist=True)
+        self.val_metrics.update(self._scores(logits), targets)
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)
+        self.val_metrics.reset()
+
+    def _city(self, dataloader_idx: int) -> str:
+        datamodule = getattr(self.trainer, 'datamodule', None)
+        cities = getattr(datamodule, 'test_cities', None) or []
+        if dataloader_idx < len(cities):
+            return str(cities[dataloader_idx])
+        return f'dataloader{dataloader_idx}'
+
+    def test_step(self, batch: Sample, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Compute the test loss and update the pooled and per-city metrics.
+
+        Args:
+            batch: a model batch.
+            batch_idx: index of the batch.
+            dataloader_idx: index of the dataloader (the test city).
+        """
+        labels = batch['label']
+        logits = self(batch)
+        keep = labels >= 0
+        loss = self._loss(logits[keep], labels[keep])
+        city = self._city(dataloader_idx)
+        self.log(
+            f'test_{city}_loss',
+            loss,
+            batch_size=int(keep.sum()),
+            add_dataloader_idx=False,
+            sync_dist=True,
+        )
+        self.test_loss_mean.update(loss, weight=int(keep.sum()))
+        scores = self._scores(logits[keep])
+        self.test_metrics.update(scores, labels[keep])
+        if city not in self.city_metrics:
+            new = self._metrics().clone(prefix=f'test_{city}_')
+            self.city_metrics[city] = new.to(self.device)
+        metrics = self.city_metrics[city]
+        assert isinstance(metrics, MetricCollection)
+        metrics.update(scores, labels[keep])
+
+    def on_test_epoch_end(self) -> None:
+        """Log the pooled and per-city test metrics."""
+        self.log('test_loss', self.test_loss_mean.compute(), add_dataloader_idx=False)
+        self.test_loss_mean.reset()
+        self.log_dict(
+            self.test_metrics.compute(), add_dataloader_idx=False, sync_dist=True
+        )
+        self.test_metrics.reset()
+        for metrics in self.city_metrics.values():
+            assert isinstance(metrics, MetricCollection)
+            self.log_dict(metrics.compute(), add_dataloader_idx=False, sync_dist=True)
+            metrics.reset()
+
+    # returns a dict (ids, probabilities, classes), not the bare probabilities
+    def predict_step(  # type: ignore[override]
+        self, batch: Sample, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """Predict the damage of every building of a batch.
+
+        Args:
+            batch: a model batch.
+            batch_idx: index of the batch.
+            dataloader_idx: index of the dataloader (the test city).
+
+        Returns:
+            ``building_id`` ``[B]``, ``probability`` (``[B]`` probability of damage,
+            or ``[B, 4]`` grade probabilities) and ``prediction`` ``[B]`` (damaged at
+            the stored threshold, or the most probable grade).
+        """
+        probability = self.probabilities(self(batch))
+        if self.hparams['task'] == 'binary':
+            prediction = (probability >= self.threshold).long()
+        else:
+            prediction = probability.argmax(dim=1)
+        return {
+            'building_id': batch['building_id'],
+            'probability': probability,
+            'prediction': prediction,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the decision threshold at the checkpoint's top level too.
+
+        Args:
+            checkpoint: the checkpoint being saved.
+        """
+        checkpoint['decision_threshold'] = float(self.threshold)
