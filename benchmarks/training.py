@@ -1,0 +1,127 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Training throughput of FusionNet at 64 x 64 with ResNet-18, with and without augmentation.
+
+Issue 5 asks for training samples/s at 64 x 64 with ResNet-18 (on a GPU when the device
+tool lends one). This script times optimiser steps of the full model on synthetic
+batches that follow the model-batch contract (``docs/design/step3_interfaces.md``), for
+several modality sets and fusions; the plain alternative in the same run is the same
+step without the accelerator-side Kornia augmentation, so the ratio is its overhead.
+On CUDA it also times automatic mixed precision (``--amp``), which is what
+``--trainer.precision 16-mixed`` does in Lightning.
+
+Usage::
+
+    python benchmarks/training.py [--device cpu|cuda] [--batch-size 32] [--steps 5] [--amp]
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from torch import Tensor
+
+from torchgeo_sar_damage.models import FusionNet
+from torchgeo_sar_damage.transforms import (
+    RandomDecibelGain,
+    RandomSpeckle,
+    sar_geometric_augmentation,
+)
+
+CONFIGS = (
+    (('sar',), 'late'),
+    (('sar', 'osm', 'dsm', 'gem'), 'early'),
+    (('sar', 'osm', 'dsm', 'gem'), 'late'),
+    (('sar', 'osm', 'dsm', 'gem'), 'attention'),
+)
+TABULAR = {'osm': 3, 'dsm': 3, 'gem': 25}
+
+
+def batch(size: int, pixels: int, device: torch.device) -> dict[str, Tensor]:
+    """A random model batch of the contract's shapes."""
+    target = torch.zeros(size, 1, pixels, pixels, device=device)
+    target[..., pixels // 3 : 2 * pixels // 3, pixels // 3 : 2 * pixels // 3] = 1
+    return {
+        'sar': torch.randn(size, 1, pixels, pixels, device=device),
+        'sar_valid': torch.ones(size, 1, pixels, pixels, device=device),
+        'footprint': torch.cat([target, torch.zeros_like(target)], dim=1),
+        'dsm': torch.randn(size, 1, pixels, pixels, device=device),
+        'tabular': torch.randn(size, 31, device=device),
+        'label': torch.randint(0, 2, (size,), device=device),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description='FusionNet training throughput')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu'
+    )
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--pixels', type=int, default=64)
+    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--amp', action='store_true', help='autocast to float16 (CUDA)')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    geometric = sar_geometric_augmentation('azimuth').to(device)
+    speckle = RandomSpeckle(looks=(1.0, 4.0), p=0.5).to(device)
+    gain = RandomDecibelGain(p=0.5).to(device)
+    results = []
+    for modalities, fusion in CONFIGS:
+        features = sum(TABULAR.get(m, 0) for m in modalities)
+        model = FusionNet(modalities, fusion=fusion, tabular_features=features).to(
+            device
+        )
+        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        rates = {}
+        for augment in (False, True):
+            data = batch(args.batch_size, args.pixels, device)
+            data['tabular'] = data['tabular'][:, :features]
+            for step in range(args.steps + 1):
+                if step == 1:  # the first step warms up
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                x = dict(data)
+                if augment:
+                    x['sar'] = gain(speckle(x['sar']))
+                    x = geometric(x)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+                    logits = model(x)[:, 0]
+                    loss = loss_fn(logits, x['label'].float())
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            rates[augment] = (
+                args.steps * args.batch_size / (time.perf_counter() - start)
+            )
+        results.append(
+            {
+                'modalities': '+'.join(modalities),
+                'fusion': fusion,
+                'train_samples_per_s': round(rates[False], 1),
+                'train_samples_per_s_with_augmentation': round(rates[True], 1),
+                'augmentation_cost': round(rates[False] / rates[True], 2),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                'device': str(device),
+                'threads': torch.get_num_threads(),
+                'amp': args.amp,
+                'batch': args.batch_size,
+                'pixels': args.pixels,
+                'results': results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == '__main__':
+    main()
