@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
+import torch
 
 from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.simulation.cities import CITIES
@@ -142,14 +144,42 @@ def test_simulate_prints_a_summary(
     assert manifest['cities']['adiyaman']['buildings'] == 40
 
 
-def test_demo_writes_scene_and_quicklook(
+def test_demo_writes_its_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / 'demo'
-    assert main(['demo', '--out', str(out), '--buildings', '30', '--quiet']) == 0
-    assert (out / 'scene' / 'scene.json').is_file()
-    png = out / 'quicklook_kahramanmaras.png'
-    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert str(png) in capsys.readouterr().out
-    # running it again replaces its own outputs
-    assert main(['demo', '--out', str(out), '--buildings', '30', '--quiet']) == 0
+    args = ['demo', '--out', str(out), '--buildings', '60', '--epochs', '1', '--quiet']
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert 'unseen town antakya' in text
+    for name in ('model.ckpt', 'predictions.gpkg', 'map.png', 'metrics.json'):
+        assert str(out / name) in text
+    metrics = json.loads((out / 'metrics.json').read_text(encoding='utf-8'))
+    assert metrics['test_city'] == 'antakya'
+    assert 'antakya' not in metrics['train_cities']
+    for key in (
+        'f1score',
+        'auroc',
+        'averageprecision',
+        'cohenkappa',
+        'precision',
+        'recall',
+    ):
+        assert 0.0 <= metrics[key] <= 1.0 or key == 'cohenkappa'
+    predictions = gpd.read_file(out / 'predictions.gpkg')
+    footprints = gpd.read_file(
+        out / 'scene' / 'antakya' / 'hotosm_tur_buildings_polygons.gpkg'
+    )
+    assert len(predictions) == len(footprints)
+    assessed = predictions['damage_prob'].notna()
+    assert assessed.sum() == metrics['buildings_predicted'] > 0
+    assert predictions.loc[assessed, 'damage_prob'].between(0, 1).all()
+    assert (out / 'map.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    checkpoint = torch.load(out / 'model.ckpt', weights_only=False, map_location='cpu')
+    assert 'state_dict' in checkpoint
+    threshold = float(checkpoint['decision_threshold'])
+    assert metrics['threshold'] == pytest.approx(threshold, abs=1e-4)
+    damage = predictions.loc[assessed, 'damage'].astype(int)
+    expected = (predictions.loc[assessed, 'damage_prob'] >= threshold).astype(int)
+    assert (damage == expected).all()
+    assert not list(out.glob('.*tmp*'))

@@ -13,7 +13,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -177,3 +178,116 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> No
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def plot_prediction_map(
+    sar_path: str | os.PathLike[str],
+    predictions: gpd.GeoDataFrame,
+    truth: gpd.GeoDataFrame | None = None,
+    out_png: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Map of predicted damage probability per footprint over the SAR backdrop.
+
+    Args:
+        sar_path: GTC GeoTIFF of the town (backdrop, in dB).
+        predictions: footprints with ``damage_prob`` (NaN: not assessed).
+        truth: optional footprints with ``grade`` (EMS-98) drawn beside, as damaged
+            (grade >= 4) or not.
+        out_png: where to save the figure (PNG), written atomically.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    db, extent, tags = read_sigma0_db(sar_path)
+    panels = 2 if truth is not None else 1
+    fig, axes = plt.subplots(
+        1,
+        panels,
+        figsize=(7 * panels, 7),
+        sharex=True,
+        sharey=True,
+        layout='constrained',
+        squeeze=False,
+    )
+    left, bottom, right, top = predictions.total_bounds
+    pad = 0.05 * max(right - left, top - bottom)
+    for ax in axes[0]:
+        ax.imshow(
+            db, extent=extent, cmap='gray', vmin=-22, vmax=2, interpolation='nearest'
+        )
+        ax.set_xlim(left - pad, right + pad)
+        ax.set_ylim(bottom - pad, top + pad)
+        ax.set_aspect('equal')
+        ax.ticklabel_format(useOffset=False, style='plain')
+        ax.set_xlabel('easting (m)')
+    axes[0, 0].set_ylabel('northing (m)')
+    assessed = predictions[predictions['damage_prob'].notna()]
+    missing = predictions[predictions['damage_prob'].isna()]
+    assessed.plot(
+        ax=axes[0, 0],
+        column='damage_prob',
+        cmap='inferno',
+        vmin=0,
+        vmax=1,
+        edgecolor='white',
+        linewidth=0.2,
+    )
+    if len(missing):
+        missing.plot(
+            ax=axes[0, 0],
+            facecolor='none',
+            edgecolor='cyan',
+            linewidth=0.5,
+            hatch='///',
+        )
+    mappable = ScalarMappable(cmap='inferno', norm=Normalize(0, 1))
+    fig.colorbar(
+        mappable, ax=axes[0, 0], shrink=0.6, label='predicted probability of damage'
+    )
+    axes[0, 0].set_title('predicted damage probability')
+    if truth is not None:
+        damaged = truth['grade'] >= 4
+        truth[~damaged].plot(
+            ax=axes[0, 1], color='#1a9850', edgecolor='black', linewidth=0.2
+        )
+        truth[damaged].plot(
+            ax=axes[0, 1], color='#d73027', edgecolor='black', linewidth=0.2
+        )
+        handles = [
+            Patch(
+                facecolor='#d73027',
+                edgecolor='black',
+                label='damaged (EMS-98 grade 4-5)',
+            ),
+            Patch(
+                facecolor='#1a9850', edgecolor='black', label='not damaged (grade 0-3)'
+            ),
+        ]
+        axes[0, 1].legend(
+            handles=handles, loc='lower right', fontsize=8, framealpha=0.8
+        )
+        axes[0, 1].set_title('true damage')
+    if len(missing):
+        axes[0, 0].legend(
+            handles=[
+                Patch(
+                    facecolor='none',
+                    edgecolor='cyan',
+                    hatch='///',
+                    label='not assessed',
+                )
+            ],
+            loc='lower right',
+            fontsize=8,
+        )
+    for ax in axes[0]:
+        add_scale_bar(ax)
+        add_north_arrow(ax)
+    start = tags.get('Scene_Sensing_Start_UTC', '')[:19]
+    product = f'{tags.get("Mission_ID", "")} {tags.get("Acquisition_Mode", "")} {start} UTC'.strip()
+    fig.suptitle(f'{title}\n{product}' if title else product)
+    if out_png is not None:
+        save_figure(fig, out_png)
+    return fig
