@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Lightning accelerator (default: 'cpu'; 'auto' uses a GPU)",
     )
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
+
+    # listed for --help only: main() hands these to LightningCLI before parsing
+    lightning_help = {
+        'fit': 'train a damage model (LightningCLI; see sardamage fit --help)',
+        'validate': 'evaluate on the validation cities (LightningCLI)',
+        'test': 'evaluate on the test cities, per city (LightningCLI)',
+        'predict': 'predict every building of the test cities (LightningCLI)',
+    }
+    for name, text in lightning_help.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 

@@ -316,6 +316,9 @@ class _City:
             self.tabular_names += TABULAR_FEATURES['gem']
         else:
             self.missing.append('gem')
+        #: The inputs only: prediction covers every building the SAR sees.
+        self.inputs = dataset
+        #: Inputs and labels: their intersection is the labels' area of interest.
         self.dataset = dataset & self.labels
 
 
@@ -535,11 +538,12 @@ class SARDamageDataModule(LightningDataModule):
         if key not in self._chips:
             city = self.city(slug)
             mask = city.labels.labelled(city.osm.buildings) if labelled else None
-            sampler = BuildingSampler(
-                city.dataset, city.osm, self.size_m, labelled=mask
-            )
+            # prediction leaves the labels out, so that buildings outside the
+            # grading's area of interest are assessed too
+            dataset = city.dataset if labelled else city.inputs
+            sampler = BuildingSampler(dataset, city.osm, self.size_m, labelled=mask)
             self._chips[key] = BuildingChips(
-                city.dataset, sampler, self.chips_root, progress=self.progress
+                dataset, sampler, self.chips_root, progress=self.progress
             )
         return self._chips[key]
 
@@ -784,7 +788,10 @@ class SARDamageDataModule(LightningDataModule):
             'footprint': footprint,
             'dsm': dsm,
             'tabular': tabular,
-            'label': batch['label'],
+            # unlabelled (prediction) batches carry -1, the ignore value
+            'label': batch['label']
+            if 'label' in batch
+            else torch.full_like(batch['building_id'], -1),
             'building_id': batch['building_id'],
         }
 
