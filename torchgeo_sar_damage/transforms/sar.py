@@ -26,7 +26,7 @@ Apply the radiometric ones to sigma nought *before* standardising it (on the raw
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import kornia.augmentation as K
 import torch
@@ -71,7 +71,90 @@ def _check_range(
     return a, b
 
 
-class PowerToDecibel(IntensityAugmentationBase2D):
+class _ToDecibel(IntensityAugmentationBase2D):
+    """Base of the conversions to decibels: ``scale * log10(max(x, eps))``."""
+
+    #: 10 for power, 20 for amplitude.
+    scale: ClassVar[float] = 10.0
+    #: Default smallest value kept, in linear units (sets the dB floor).
+    default_eps: ClassVar[float] = 1e-10
+
+    def __init__(self, eps: float | None = None, keepdim: bool = False) -> None:
+        """Initialize a new conversion to decibels.
+
+        Args:
+            eps: smallest value kept, in linear units; it sets the dB floor (the
+                class's ``default_eps`` when None).
+            keepdim: whether to keep the output shape the same as input (True) or
+                broadcast it to the batch form (False).
+
+        Raises:
+            ArgumentError: if *eps* is not positive.
+        """
+        super().__init__(p=1, keepdim=keepdim)
+        eps = self.default_eps if eps is None else eps
+        if not eps > 0:
+            raise ArgumentError(f'eps must be positive, not {eps}')
+        self.flags = {'eps': eps}
+
+    def apply_transform(
+        self,
+        input: Tensor,
+        params: dict[str, Tensor],
+        flags: dict[str, Any],
+        transform: Tensor | None = None,
+    ) -> Tensor:
+        """Apply the transform.
+
+        Args:
+            input: the input tensor, in linear units
+            params: generated parameters
+            flags: static parameters
+            transform: the geometric transformation tensor
+
+        Returns:
+            the input in dB
+        """
+        return self.scale * torch.log10(input.clamp(min=flags['eps']))
+
+
+class _FromDecibel(IntensityAugmentationBase2D):
+    """Base of the conversions from decibels: ``10^(x / scale)``."""
+
+    #: 10 for power, 20 for amplitude.
+    scale: ClassVar[float] = 10.0
+
+    def __init__(self, keepdim: bool = False) -> None:
+        """Initialize a new conversion from decibels.
+
+        Args:
+            keepdim: whether to keep the output shape the same as input (True) or
+                broadcast it to the batch form (False).
+        """
+        super().__init__(p=1, keepdim=keepdim)
+
+    def apply_transform(
+        self,
+        input: Tensor,
+        params: dict[str, Tensor],
+        flags: dict[str, Any],
+        transform: Tensor | None = None,
+    ) -> Tensor:
+        """Apply the transform.
+
+        Args:
+            input: the input tensor, in dB
+            params: generated parameters
+            flags: static parameters
+            transform: the geometric transformation tensor
+
+        Returns:
+            the input in linear units
+        """
+        return torch.pow(10.0, input / self.scale)
+
+
+class PowerToDecibel(_ToDecibel):
     r"""Convert SAR power (intensity) to decibels.
 
     .. math::
@@ -82,108 +165,39 @@ class PowerToDecibel(IntensityAugmentationBase2D):
     gamma nought as ratios (m²/m²) or detected intensity :math:`|s|^2`. For amplitudes
     (:math:`|s|`, detected digital numbers) use :class:`AmplitudeToDecibel`.
 
-    Values at or below *eps* (zero or negative power after noise subtraction) become
-    :math:`10 \log_{10} \varepsilon` (−100 dB for the default). ``NaN`` (nodata)
+    Values at or below *eps* (default 1e-10: zero or negative power after noise
+    subtraction) become :math:`10 \log_{10} \varepsilon` (−100 dB). ``NaN`` (nodata)
     stays ``NaN``. Applied to every channel, always (``p=1``).
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, eps: float = 1e-10, keepdim: bool = False) -> None:
-        """Initialize a new PowerToDecibel instance.
-
-        Args:
-            eps: smallest power kept, in linear units; it sets the dB floor.
-            keepdim: whether to keep the output shape the same as input (True) or
-                broadcast it to the batch form (False).
-
-        Raises:
-            ArgumentError: if *eps* is not positive.
-        """
-        super().__init__(p=1, keepdim=keepdim)
-        if not eps > 0:
-            raise ArgumentError(f'eps must be positive, not {eps}')
-        self.flags = {'eps': eps}
-
-    def apply_transform(
-        self,
-        input: Tensor,
-        params: dict[str, Tensor],
-        flags: dict[str, Any],
-        transform: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the transform.
-
-        Args:
-            input: the input tensor, power in linear units
-            params: generated parameters
-            flags: static parameters
-            transform: the geometric transformation tensor
-
-        Returns:
-            the power in dB
-        """
-        return 10 * torch.log10(input.clamp(min=flags['eps']))
+    scale = 10.0
+    default_eps = 1e-10
 
 
-class AmplitudeToDecibel(IntensityAugmentationBase2D):
+class AmplitudeToDecibel(_ToDecibel):
     r"""Convert SAR amplitude to decibels.
 
     .. math::
 
-       x_\text{dB} = 20 \log_{10} \max(x, \varepsilon)
+       x_\text{dB} = 20 \log_{10} \max(A, \varepsilon)
 
-    Amplitude is the square root of power, :math:`A = \sqrt{P}`, so this gives the
-    same decibels as :class:`PowerToDecibel` applied to :math:`A^2`. Use it for
-    detected amplitude digital numbers (e.g. COSMO-SkyMed DGM/GEC/GTC amplitude
-    products) or :math:`|s|` of a complex image; apply the product's calibration
-    constant before or after (it is an additive offset in dB).
+    Use it for amplitudes :math:`A = |s|` (detected digital numbers of CSK/CSG
+    products, amplitude GeoTIFFs); 20 log10 A equals 10 log10 A², the power in dB.
 
-    Values at or below *eps* become :math:`20 \log_{10} \varepsilon` (−100 dB for
-    the default). ``NaN`` (nodata) stays ``NaN``. Applied to every channel, always.
+    Values at or below *eps* (default 1e-5) become −100 dB. ``NaN`` (nodata) stays
+    ``NaN``. Applied to every channel, always (``p=1``).
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, eps: float = 1e-5, keepdim: bool = False) -> None:
-        """Initialize a new AmplitudeToDecibel instance.
-
-        Args:
-            eps: smallest amplitude kept, in linear units; it sets the dB floor.
-            keepdim: whether to keep the output shape the same as input (True) or
-                broadcast it to the batch form (False).
-
-        Raises:
-            ArgumentError: if *eps* is not positive.
-        """
-        super().__init__(p=1, keepdim=keepdim)
-        if not eps > 0:
-            raise ArgumentError(f'eps must be positive, not {eps}')
-        self.flags = {'eps': eps}
-
-    def apply_transform(
-        self,
-        input: Tensor,
-        params: dict[str, Tensor],
-        flags: dict[str, Any],
-        transform: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the transform.
-
-        Args:
-            input: the input tensor, amplitude in linear units
-            params: generated parameters
-            flags: static parameters
-            transform: the geometric transformation tensor
-
-        Returns:
-            the amplitude in dB
-        """
-        return 20 * torch.log10(input.clamp(min=flags['eps']))
+    scale = 20.0
+    default_eps = 1e-5
 
 
-class DecibelToPower(IntensityAugmentationBase2D):
-    r"""Convert decibels to SAR power (intensity), the inverse of :class:`PowerToDecibel`.
+class DecibelToPower(_FromDecibel):
+    r"""Convert decibels to SAR power, the inverse of :class:`PowerToDecibel`.
 
     .. math::
 
@@ -196,37 +210,10 @@ class DecibelToPower(IntensityAugmentationBase2D):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, keepdim: bool = False) -> None:
-        """Initialize a new DecibelToPower instance.
-
-        Args:
-            keepdim: whether to keep the output shape the same as input (True) or
-                broadcast it to the batch form (False).
-        """
-        super().__init__(p=1, keepdim=keepdim)
-
-    def apply_transform(
-        self,
-        input: Tensor,
-        params: dict[str, Tensor],
-        flags: dict[str, Any],
-        transform: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the transform.
-
-        Args:
-            input: the input tensor, in dB
-            params: generated parameters
-            flags: static parameters
-            transform: the geometric transformation tensor
-
-        Returns:
-            the power in linear units
-        """
-        return torch.pow(10.0, input / 10)
+    scale = 10.0
 
 
-class DecibelToAmplitude(IntensityAugmentationBase2D):
+class DecibelToAmplitude(_FromDecibel):
     r"""Convert decibels to SAR amplitude, the inverse of :class:`AmplitudeToDecibel`.
 
     .. math::
@@ -238,34 +225,7 @@ class DecibelToAmplitude(IntensityAugmentationBase2D):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, keepdim: bool = False) -> None:
-        """Initialize a new DecibelToAmplitude instance.
-
-        Args:
-            keepdim: whether to keep the output shape the same as input (True) or
-                broadcast it to the batch form (False).
-        """
-        super().__init__(p=1, keepdim=keepdim)
-
-    def apply_transform(
-        self,
-        input: Tensor,
-        params: dict[str, Tensor],
-        flags: dict[str, Any],
-        transform: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the transform.
-
-        Args:
-            input: the input tensor, in dB
-            params: generated parameters
-            flags: static parameters
-            transform: the geometric transformation tensor
-
-        Returns:
-            the amplitude in linear units
-        """
-        return torch.pow(10.0, input / 20)
+    scale = 20.0
 
 
 class RandomSpeckle(IntensityAugmentationBase2D):
