@@ -39,3 +39,20 @@ def tiny_manifest(tiny_scene: Path) -> dict[str, Any]:
         (tiny_scene / 'scene.json').read_text(encoding='utf-8')
     )
     return manifest
+
+
+#: Towns of the shared training scene (three towns of 70 buildings at 1 m).
+TRAINING_CITIES = ('nurdagi', 'islahiye', 'adiyaman')
+
+
+@pytest.fixture(scope='session')
+def training_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three towns of 70 buildings at 1 m for datamodule and task tests (seed 0).
+
+    Tests must not modify it: copy it first (chip stores go beside it, in ``chips``).
+    """
+    out = tmp_path_factory.mktemp('training') / 'scene'
+    simulate(
+        out, cities=TRAINING_CITIES, n_buildings=70, seed=0, pixel_m=1.0, progress=False
+    )
+    return out

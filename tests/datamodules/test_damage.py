@@ -23,9 +23,8 @@ from torchgeo_sar_damage.datamodules import (
     leave_one_city_out,
 )
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
-from torchgeo_sar_damage.simulation.run import simulate
 
-CITIES = ('nurdagi', 'islahiye', 'adiyaman')
+CITIES = ('nurdagi', 'islahiye', 'adiyaman')  # the conftest's training scene
 SPLIT = {
     'train_cities': ['nurdagi'],
     'val_cities': ['islahiye'],
@@ -35,11 +34,9 @@ MODEL_KEYS = {'sar', 'sar_valid', 'footprint', 'dsm', 'tabular', 'label', 'build
 
 
 @pytest.fixture(scope='module')
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three towns of 70 buildings at 1 m."""
-    out = tmp_path_factory.mktemp('damage_dm') / 'scene'
-    simulate(out, cities=CITIES, n_buildings=70, seed=0, pixel_m=1.0, progress=False)
-    return out
+def scene(training_scene: Path) -> Path:
+    """Three towns of 70 buildings at 1 m (the shared training scene)."""
+    return training_scene
 
 
 def make(scene: Path, **kwargs: object) -> SARDamageDataModule:

@@ -20,14 +20,13 @@ from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import MODALITIES, SARDamageDataModule
 from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.models import FUSIONS
-from torchgeo_sar_damage.simulation.run import simulate
 from torchgeo_sar_damage.tasks import (
     BinaryFocalLoss,
     DamageClassification,
     best_f1_threshold,
 )
 
-CITIES = ('nurdagi', 'islahiye', 'adiyaman')
+CITIES = ('nurdagi', 'islahiye', 'adiyaman')  # the conftest's training scene
 SPLIT = {
     'train_cities': ['nurdagi'],
     'val_cities': ['islahiye'],
@@ -39,11 +38,9 @@ SMALL: dict[str, Any] = {'backbone': 'resnet10t', 'embed_dim': 16}
 
 
 @pytest.fixture(scope='module')
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three towns of 70 buildings at 1 m."""
-    out = tmp_path_factory.mktemp('damage_task') / 'scene'
-    simulate(out, cities=CITIES, n_buildings=70, seed=0, pixel_m=1.0, progress=False)
-    return out
+def scene(training_scene: Path) -> Path:
+    """Three towns of 70 buildings at 1 m (the shared training scene)."""
+    return training_scene
 
 
 def make_dm(scene: Path, **kwargs: object) -> SARDamageDataModule:
