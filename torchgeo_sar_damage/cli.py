@@ -23,7 +23,7 @@ never a traceback.
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import SARDamageError
@@ -33,24 +33,23 @@ from .simulation.cities import CITIES
 LIGHTNING_COMMANDS = ('fit', 'validate', 'test', 'predict')
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'must be positive, not {value}')
-    return value
+def _int_at_least(minimum: int, words: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (``words`` names the rule)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be {words}, not {value}')
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be non-negative, not {value}')
-    return value
+_positive_int = _int_at_least(1, 'positive')
+_non_negative_int = _int_at_least(0, 'non-negative')
 
 
 def _pixel(text: str) -> float:

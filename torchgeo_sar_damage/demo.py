@@ -21,7 +21,7 @@ Everything runs on the CPU by default (a few minutes on two cores).
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class DemoConfig:
         fusion: fusion type of the model.
         seed: random seed (simulation and training).
         accelerator: Lightning accelerator (``cpu``, ``gpu``, ``auto``).
+        modalities: inputs of the model (all four by default).
     """
 
     train_cities: tuple[str, ...] = ('kahramanmaras', 'islahiye')
@@ -69,7 +70,7 @@ class DemoConfig:
     fusion: str = 'late'
     seed: int = 0
     accelerator: str = 'cpu'
-    modalities: tuple[str, ...] = field(default=('sar', 'osm', 'dsm', 'gem'))
+    modalities: tuple[str, ...] = ('sar', 'osm', 'dsm', 'gem')
 
 
 def _say(message: str, quiet: bool) -> None:

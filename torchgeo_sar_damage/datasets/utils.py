@@ -89,8 +89,6 @@ def footprint_sigma0_statistics(
     return stats.reindex(range(len(footprints)))
 
 
-#: Keys every TorchGeo sample carries; they must agree between combined datasets.
-SHARED_KEYS = ('bounds', 'transform')
 #: Keys whose values are concatenated (in dataset order) when datasets are combined.
 CONCATENATED_KEYS = ('tabular',)
 
@@ -139,7 +137,7 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
                 merged[key] = value
             elif key == 'bounds':
                 merged[key] = _merge_bounds(merged[key], value)
-            elif key in SHARED_KEYS:
+            elif key == 'transform':
                 if not torch.allclose(
                     torch.as_tensor(merged[key]), torch.as_tensor(value)
                 ):

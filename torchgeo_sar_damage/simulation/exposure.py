@@ -91,8 +91,9 @@ def exposure_tables(
             * buildings['storeys'].to_numpy(),
         }
     )
-    occ = frame['TAXONOMY'].map(lambda t: parse_taxonomy(t).occupancy or 'RES')
-    macro = frame['TAXONOMY'].map(lambda t: parse_taxonomy(t).macro_class)
+    taxa = frame['TAXONOMY'].map(parse_taxonomy)
+    occ = taxa.map(lambda t: t.occupancy or 'RES')
+    macro = taxa.map(lambda t: t.macro_class)
     frame['cost'] = frame['area'] * macro.map(lambda m: _COST_PER_SQM.get(m, 350.0))
     names = districts.drop(columns='geometry').set_index('ID_2')
     tables = {}
