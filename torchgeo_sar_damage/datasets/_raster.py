@@ -5,6 +5,9 @@
 
 import functools
 import math
+import os
+import struct
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
@@ -86,6 +89,90 @@ def read_window(
     return out
 
 
+#: Advice appended to GDAL's message when it cannot open a file.
+UNREADABLE = 'is it truncated or corrupt? Download or copy it again'
+
+
+#: Bytes per value of each TIFF field type (TIFF 6.0 and BigTIFF).
+_TIFF_TYPE_SIZES = {
+    1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+    13: 4, 16: 8, 17: 8, 18: 8,
+}  # fmt: skip
+
+
+def _tiff_header_end(path: Path) -> int:
+    """End (in bytes) of a TIFF's first directory and of the tag values it points to.
+
+    Args:
+        path: a (Big)TIFF file.
+
+    Returns:
+        The largest byte offset the first image file directory refers to.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(16)
+        order = '<' if head[:2] == b'II' else '>'
+        big = struct.unpack(order + 'H', head[2:4])[0] == 43
+        count_format, entry_format, inline = (
+            ('Q', 'HHQ8s', 8) if big else ('H', 'HHI4s', 4)
+        )
+        first = struct.unpack(
+            order + ('Q' if big else 'I'), head[8:16] if big else head[4:8]
+        )[0]
+        f.seek(first)
+        raw = f.read(struct.calcsize(order + count_format))
+        if len(raw) < struct.calcsize(order + count_format):
+            return first + len(raw) + 1
+        (entries,) = struct.unpack(order + count_format, raw)
+        size = struct.calcsize(order + entry_format)
+        table = f.read(entries * size)
+    end = first + len(raw) + entries * size
+    for i in range(len(table) // size):
+        _, kind, count, value = struct.unpack_from(
+            order + entry_format, table, i * size
+        )
+        length = _TIFF_TYPE_SIZES.get(kind, 1) * count
+        if length > inline:
+            (offset,) = struct.unpack(order + ('Q' if big else 'I'), value)
+            end = max(end, offset + length)
+    return end
+
+
+def check_complete(src: Source, path: Path) -> None:
+    """Raise if a GeoTIFF's last image block lies beyond the end of the file.
+
+    A GeoTIFF cut short (an interrupted download or copy) often still opens and
+    fails only when the missing blocks are read, or loses the tags stored after its
+    image data (its CRS, its calibration). The file's first directory and GDAL's
+    ``BLOCK_OFFSET``/``BLOCK_SIZE`` metadata of the last block tell without reading.
+
+    Args:
+        src: the opened raster.
+        path: the file, for the message.
+
+    Raises:
+        InputFileError: if the file ends before its last block or before the tag
+            values its first directory points to.
+    """
+    if src.driver != 'GTiff' or not os.path.isfile(path):
+        return
+    height, width = src.block_shapes[0]
+    row, col = (src.height - 1) // height, (src.width - 1) // width
+    end = _tiff_header_end(path)
+    for band in {1, src.count}:
+        offset = src.get_tag_item(f'BLOCK_OFFSET_{col}_{row}', 'TIFF', bidx=band)
+        size = src.get_tag_item(f'BLOCK_SIZE_{col}_{row}', 'TIFF', bidx=band)
+        if offset and size:
+            end = max(end, int(offset) + int(size))
+    length = os.path.getsize(path)
+    if end > length:
+        raise InputFileError(
+            path,
+            f'is truncated: its structure ends at byte {end} but the file has '
+            f'{length} bytes (an interrupted download or copy?); get it again',
+        )
+
+
 def check_georeferencing(src: Source, path: Path, advice: str = '') -> None:
     """Raise unless GDAL georeferences a raster (CRS and geotransform, or GCPs).
 
@@ -95,8 +182,10 @@ def check_georeferencing(src: Source, path: Path, advice: str = '') -> None:
         advice: what to do, appended to the message.
 
     Raises:
-        InputFileError: if the raster has no CRS, or no geotransform and no GCPs.
+        InputFileError: if the raster is truncated, has no CRS, or no geotransform
+            and no GCPs.
     """
+    check_complete(src, path)
     gcps, gcp_crs = src.gcps
     if gcps and gcp_crs is not None:
         return
@@ -298,6 +387,14 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
                 for fi in range(1, len(paths)):
                     hole = np.isnan(out)
                     out[hole] = values.pop((qi, fi))[hole]
+                if np.isnan(out).all():
+                    warnings.warn(
+                        f'{", ".join(paths)}: a window inside it holds only nodata '
+                        f'(outside the imaged area, or masked); its {self.sample_key!r}'
+                        ' is all NaN, so the buildings there have no such data',
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 yield (x, y, t), out
 
     def _source_window(

@@ -44,7 +44,8 @@ def read_table(path: str, layer: str | int | None = None) -> gpd.GeoDataFrame:
         Its features, in the file's own CRS.
 
     Raises:
-        InputFileError: if the file cannot be read or has no CRS.
+        InputFileError: if the file cannot be read, has no CRS, or has coordinates
+            that cannot be in its (geographic) CRS.
     """
     try:
         if pathlib.Path(path).suffix.lower() == '.parquet':
@@ -61,6 +62,17 @@ def read_table(path: str, layer: str | int | None = None) -> gpd.GeoDataFrame:
             'has no coordinate reference system (a Shapefile without its .prj?); '
             'add one, e.g. with `ogr2ogr -a_srs EPSG:4326`',
         )
+    crs = CRS.from_user_input(table.crs)
+    if crs.is_geographic and len(table) and not table.geometry.is_empty.all():
+        xmin, ymin, xmax, ymax = table.total_bounds
+        if xmin < -180.5 or xmax > 360.5 or ymin < -90.5 or ymax > 90.5:
+            raise InputFileError(
+                path,
+                f'declares the geographic CRS {crs.to_string()} but its coordinates '
+                f'({xmin:.0f}, {ymin:.0f}, {xmax:.0f}, {ymax:.0f}) are not degrees: '
+                'the CRS is declared wrongly; assign the right one, e.g. with '
+                '`ogr2ogr -a_srs EPSG:32637`',
+            )
     return table
 
 
@@ -77,6 +89,9 @@ def drop_bad_geometries(table: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
 
     Returns:
         The kept features, index reset.
+
+    Raises:
+        InputFileError: if every feature would be dropped.
     """
     geoms = table.geometry.array
     missing = np.asarray(shapely.is_missing(geoms) | shapely.is_empty(geoms))
@@ -94,6 +109,13 @@ def drop_bad_geometries(table: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
             (int(invalid.sum()), 'invalid'),
         ]
         detail = ', '.join(f'{n} {why}' for n, why in reasons if n)
+        if drop.all():
+            raise InputFileError(
+                path,
+                f'has no usable polygon: all {len(table)} geometries are unusable '
+                f'({detail}); fix them (e.g. in QGIS, Vector > Geometry Tools > Check '
+                'Validity) or give another file',
+            )
         warnings.warn(
             f'{path}: dropped {int(drop.sum())} of {len(table)} geometries ({detail})',
             UserWarning,
@@ -151,7 +173,8 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
 
         Raises:
             DatasetNotFoundError: if no file matches.
-            InputFileError: if a matching file cannot be read.
+            InputFileError: if a matching file cannot be read, has no usable
+                geometry, or every matching file is empty.
         """
         self.paths = paths
         self.transforms = transforms
@@ -162,6 +185,7 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         regex = re.compile(self.filename_regex, re.VERBOSE)
         tables = []
         files: list[str] = []
+        empty: list[str] = []
         for filepath in self.files:
             if not os.path.isfile(filepath):
                 continue
@@ -169,12 +193,18 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
                 continue
             table = self._load(filepath)
             if table is None or table.empty:
+                if table is not None:
+                    empty.append(filepath)
                 continue
             crs = crs or CRS.from_user_input(table.crs)
             table = table.to_crs(crs)
             table['_file'] = len(files)
             files.append(filepath)
             tables.append(table)
+        if not tables and empty:
+            raise InputFileError(
+                empty[0], 'has no features (an empty layer); give a file with some'
+            )
         if not tables:
             raise DatasetNotFoundError(self)
         assert crs is not None

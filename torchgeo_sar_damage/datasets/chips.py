@@ -128,7 +128,8 @@ class BuildingChips(Dataset[Sample]):
             progress: show a progress bar while building.
 
         Raises:
-            OutputError: if ``root`` cannot be written.
+            OutputError: if ``root`` cannot be written or writing fails (e.g. a
+                full disk); no partial store is left.
         """
         self.queries = list(sampler)
         self.building_ids = getattr(sampler, 'building_ids', None)
@@ -197,6 +198,13 @@ class BuildingChips(Dataset[Sample]):
                 shutil.rmtree(tmp)
             else:
                 os.replace(tmp, self.path)
+        except OSError as err:  # e.g. ENOSPC: no space left on device
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputError(
+                self.root,
+                f'writing the chip store failed ({err.strerror or err}); nothing was '
+                'kept, free some space or choose another root',
+            ) from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

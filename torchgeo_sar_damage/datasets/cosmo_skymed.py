@@ -25,7 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from torchgeo.datasets.utils import Path, Sample, disambiguate_timestamp
 
 from ..errors import ArgumentError, InputFileError
-from ._raster import Source, WindowedRasterDataset, check_georeferencing
+from ._raster import UNREADABLE, Source, WindowedRasterDataset, check_georeferencing
 
 
 def _number(meta: Mapping[str, str], key: str, path: str) -> float:
@@ -409,7 +409,9 @@ class COSMOSkyMed(WindowedRasterDataset):
                         sources[polarisation] = (path, i)
                         metadata[polarisation] = _group_metadata(tags, group)
         except rasterio.errors.RasterioIOError as err:
-            raise InputFileError(path, f'cannot be opened by GDAL ({err})') from None
+            raise InputFileError(
+                path, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
+            ) from None
         return _Product(sources, metadata)
 
     def _check_level(self, path: str, product: str, where: str) -> None:
@@ -444,7 +446,9 @@ class COSMOSkyMed(WindowedRasterDataset):
                 subdatasets = list(container.subdatasets)
                 single_image = container.count > 0
         except rasterio.errors.RasterioIOError as err:
-            raise InputFileError(path, f'cannot be opened by GDAL ({err})') from None
+            raise InputFileError(
+                path, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
+            ) from None
         mission = tags.get('Mission_ID', '')
         if mission.upper() not in ('CSK', 'CSG'):
             raise InputFileError(

@@ -18,7 +18,13 @@ from torchgeo.datasets import DatasetNotFoundError
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from ._raster import Source, WindowedRasterDataset, check_georeferencing, resolve_slice
+from ._raster import (
+    UNREADABLE,
+    Source,
+    WindowedRasterDataset,
+    check_georeferencing,
+    resolve_slice,
+)
 
 
 class DSM(WindowedRasterDataset):
@@ -107,8 +113,8 @@ class DSM(WindowedRasterDataset):
             cache: if True, cache file handles to speed up repeated sampling
 
         Raises:
-            InputFileError: if a file has more than one band or no georeferencing,
-                or no DTM file is found under *dtm*.
+            InputFileError: if a file is unreadable or truncated, has more than one
+                band or no georeferencing, or no DTM file is found under *dtm*.
             DatasetNotFoundError: if no DSM file is found.
         """
         if filename_glob is not None:
@@ -143,9 +149,16 @@ class DSM(WindowedRasterDataset):
             The opened (warped) file.
 
         Raises:
-            InputFileError: if the file has several bands or no georeferencing.
+            InputFileError: if the file is unreadable or truncated, has several
+                bands or no georeferencing.
         """
-        with rasterio.open(filepath) as src:
+        try:
+            src = rasterio.open(filepath)
+        except rasterio.errors.RasterioIOError as err:
+            raise InputFileError(
+                filepath, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
+            ) from None
+        with src:
             if src.count != 1:
                 raise InputFileError(
                     filepath,

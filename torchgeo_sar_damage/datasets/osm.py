@@ -200,7 +200,8 @@ class OSMBuildings(InMemoryVectorDataset):
 
         Raises:
             DatasetNotFoundError: if no file is found.
-            InputFileError: if a file cannot be read or has no CRS.
+            InputFileError: if a file cannot be read, has no (or a wrongly declared)
+                CRS or no usable footprint, or every file is empty.
         """
         super().__init__(paths, crs, res, transforms, layer)
 

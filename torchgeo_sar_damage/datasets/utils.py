@@ -12,7 +12,7 @@ import pandas as pd
 import rasterio
 import torch
 from rasterio import features
-from torchgeo.datasets import GeoDataset, IntersectionDataset
+from torchgeo.datasets import GeoDataset, IntersectionDataset, UnionDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
 
 from ..errors import InputFileError
@@ -154,6 +154,13 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
     return merged
 
 
+def _files(dataset: GeoDataset) -> list[str]:
+    """The files of a (combined) dataset, for messages."""
+    if isinstance(dataset, IntersectionDataset | UnionDataset):
+        return [f for member in dataset.datasets for f in _files(member)]
+    return [str(f) for f in getattr(dataset, 'files', [])]
+
+
 class ModalityIntersection(IntersectionDataset):
     """An intersection whose samples keep one key per modality.
 
@@ -176,10 +183,24 @@ class ModalityIntersection(IntersectionDataset):
             dataset2: the second dataset.
             collate_fn: how the two samples of a window are combined.
             transforms: a function/transform applied to the combined sample.
+
+        Raises:
+            InputFileError: if the two datasets do not overlap, naming the files of
+                the second (e.g. footprints of another area, or a wrong CRS).
         """
-        super().__init__(
-            dataset1, dataset2, collate_fn=collate_fn, transforms=transforms
-        )
+        try:
+            super().__init__(
+                dataset1, dataset2, collate_fn=collate_fn, transforms=transforms
+            )
+        except RuntimeError as err:
+            if 'have no spati' not in str(err):
+                raise  # pragma: no cover - other TorchGeo errors pass unchanged
+            raise InputFileError(
+                ', '.join(_files(dataset2)) or type(dataset2).__name__,
+                f'does not overlap {", ".join(_files(dataset1)) or "the other data"} '
+                f'in space and time ({dataset1.crs.to_string()}): is it of another '
+                'area or date, or is its CRS declared wrongly?',
+            ) from None
 
     def __and__(self, other: GeoDataset) -> 'ModalityIntersection':
         """Intersect with one more dataset, keeping per-modality keys.

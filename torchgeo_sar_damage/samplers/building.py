@@ -20,7 +20,27 @@ from torchgeo.datasets import (
 )
 from torchgeo.samplers import SpatialSampler
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, InputFileError
+
+
+def _outside(buildings: object, count: int, dataset: GeoDataset) -> None:
+    """Raise because no selected building lies inside the dataset.
+
+    Raises:
+        InputFileError: naming the footprint file, when ``buildings`` is a dataset.
+        ArgumentError: when ``buildings`` is a GeoDataFrame.
+    """
+    x, y, _ = dataset.bounds
+    box = ', '.join(f'{float(v):.1f}' for v in (x.start, y.start, x.stop, y.stop))
+    problem = (
+        f'none of its {count} selected buildings has its centre inside the other '
+        f'datasets ({box} in {dataset.crs.to_string()}): are the footprints of '
+        'another area, or is a CRS declared wrongly?'
+    )
+    files = getattr(buildings, 'files', None)
+    if files:
+        raise InputFileError(', '.join(map(str, files)), problem)
+    raise ArgumentError(f'buildings: {problem}')
 
 
 def _raster_origin(dataset: GeoDataset) -> tuple[float, float] | None:
@@ -91,6 +111,8 @@ class BuildingSampler(SpatialSampler):
         Raises:
             ArgumentError: if ``size`` is not positive, ``labelled`` has the wrong
                 length, a city is unknown, or ``buildings`` has no CRS.
+            InputFileError: if buildings were selected but none lies inside the
+                dataset (e.g. footprints of another area, or with a wrong CRS).
         """
         super().__init__(dataset, roi=roi)
         if not np.isfinite(size) or size <= 0:
@@ -127,9 +149,12 @@ class BuildingSampler(SpatialSampler):
         centroid = table.geometry.centroid
         inside = table.geometry.contains(centroid)
         centre = centroid.where(inside, table.geometry.representative_point())
+        selected = int(keep.sum())
         keep &= shapely.contains_xy(
             self.geometry, centre.x.to_numpy(), centre.y.to_numpy()
         )
+        if selected and not keep.any():
+            _outside(buildings, selected, dataset)
         self.size = float(size)
         self.res = dataset.res
         xres, yres = self.res

@@ -388,6 +388,7 @@ def simulate(
 
     Raises:
         ArgumentError: for a bad argument or an output that cannot be written.
+        OutputError: if writing fails (e.g. a full disk); nothing is left behind.
     """
     out = Path(out)
     if n_buildings <= 0:
@@ -449,6 +450,16 @@ def simulate(
             json.dump(manifest, f, indent=2, ensure_ascii=False)
             f.write('\n')
         _move_into_place(tmp, out)
+    except OutputError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as err:  # e.g. ENOSPC: no space left on device
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(
+            out,
+            f'writing failed ({err.strerror or err}); nothing was written, '
+            'free some space or choose another folder',
+        ) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
