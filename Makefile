@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format benchmarks clean install
+.PHONY: demo test lint format benchmarks clean install docs
 
 $(PYTHON):
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (install it, e.g. 'pyenv install 3.12')" >&2; exit 2; }
@@ -16,7 +16,7 @@ $(PYTHON):
 	$(PYTHON) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install --quiet -e '.[tests,style]'
+	$(PYTHON) -m pip install --quiet -e '.[tests,style,docs]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,12 @@ demo: $(STAMP)
 	$(VENV)/bin/sardamage demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PYTHON) -m pytest --cov=torchgeo_sar_damage --cov-report=term $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --cov=torchgeo_sar_damage --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
+
+# the documentation site (warnings are errors); docs/bad_inputs.md is regenerated from
+# the catalogue in tests/test_bad_inputs.py
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-fix .
@@ -40,4 +45,4 @@ benchmarks: $(STAMP)
 	$(PYTHON) benchmarks/simulate.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache .mypy_cache .coverage
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache .mypy_cache .coverage docs/_build
