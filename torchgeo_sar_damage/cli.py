@@ -248,7 +248,7 @@ def _lightning(argv: list[str] | None) -> int:
     from lightning.pytorch.cli import LightningCLI
 
     from .datamodules import SARDamageDataModule
-    from .tasks import DamageClassification
+    from .tasks import DamageClassification, ResumableRandomness
 
     class SARDamageCLI(LightningCLI):
         """LightningCLI with the data module and the task kept consistent."""
@@ -262,6 +262,8 @@ def _lightning(argv: list[str] | None) -> int:
         SARDamageDataModule,
         args=argv,
         save_config_kwargs={'overwrite': True},
+        # checkpoints carry the random generators: --ckpt_path resumes exactly
+        trainer_defaults={'callbacks': [ResumableRandomness()]},
     )
     return 0
 

@@ -4,5 +4,11 @@
 """Lightning tasks for post-event SAR damage assessment."""
 
 from .damage import BinaryFocalLoss, DamageClassification, best_f1_threshold
+from .resume import ResumableRandomness
 
-__all__ = ['BinaryFocalLoss', 'DamageClassification', 'best_f1_threshold']
+__all__ = [
+    'BinaryFocalLoss',
+    'DamageClassification',
+    'ResumableRandomness',
+    'best_f1_threshold',
+]
