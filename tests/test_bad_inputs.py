@@ -834,8 +834,61 @@ CASES: list[BadInput] = [
     ),
 ]
 
-#: Bad inputs of ``sardamage predict``, tested in tests/test_predict.py.
-PREDICT_CASES: list[tuple[str, str, str, str, str]] = []
+#: Bad inputs of ``sardamage predict``, tested in tests/test_predict.py:
+#: (input, bad input, what happens, the message says, test).
+_REFUSAL = 'tests/test_predict.py::test_refusals_exit_2'
+_EXIT_2 = 'exit code 2, one line on stderr'
+PREDICT_CASES: list[tuple[str, str, str, str, str]] = [
+    (
+        'sardamage predict',
+        'checkpoint trained with the DSM, no --dsm given (other modalities)',
+        _EXIT_2,
+        "'dsm' modality",
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        'checkpoint trained with GEM exposure, no --gem given',
+        _EXIT_2,
+        "'gem' modality",
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        '--checkpoint that is not a checkpoint',
+        _EXIT_2,
+        'cannot be read as a PyTorch checkpoint',
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        '--out exists (no --overwrite); kept as it was',
+        _EXIT_2,
+        'exists; pass --overwrite',
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        '--out is not a GeoPackage',
+        _EXIT_2,
+        'must be a GeoPackage',
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        'footprints wholly outside the SAR (100 km away)',
+        _EXIT_2,
+        'covers none of the',
+        _REFUSAL,
+    ),
+    (
+        'sardamage predict',
+        'interrupted while reading or writing: nothing is left in the output folder',
+        '`KeyboardInterrupt`',
+        '(no output file)',
+        'tests/test_predict.py::test_interrupted_run_leaves_nothing',
+    ),
+]
 
 
 @pytest.mark.parametrize('case', CASES, ids=[case.id for case in CASES])
