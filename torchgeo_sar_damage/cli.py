@@ -7,7 +7,9 @@ Subcommands:
 
 * ``simulate``: write simulated post-earthquake scenes in the real products' formats.
 * ``demo``: the end-to-end demonstration on simulated data.
-* ``fit``, ``validate``, ``test``, ``predict``: train and evaluate
+* ``predict``: city-scale prediction from raw files to a per-building GeoPackage
+  layer (and a PNG map), streamed; see :mod:`torchgeo_sar_damage.predict`.
+* ``fit``, ``validate``, ``test``: train and evaluate
   :class:`~torchgeo_sar_damage.tasks.DamageClassification` on a
   :class:`~torchgeo_sar_damage.datamodules.SARDamageDataModule` with LightningCLI,
   e.g. ``sardamage fit --config experiments/configs/sar.yaml``; ``--data.root DIR``
@@ -30,7 +32,7 @@ from .errors import SARDamageError
 from .simulation.cities import CITIES
 
 #: Subcommands handed to LightningCLI.
-LIGHTNING_COMMANDS = ('fit', 'validate', 'test', 'predict')
+LIGHTNING_COMMANDS = ('fit', 'validate', 'test')
 
 
 def _int_at_least(minimum: int, words: str) -> Callable[[str], int]:
@@ -171,12 +173,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
 
+    pred = sub.add_parser(
+        'predict',
+        help='per-building damage of a whole town from raw files (GeoPackage + map)',
+        description='Predict the damage of every building footprint from one '
+        'post-event COSMO-SkyMed/CSG product with a trained checkpoint. Writes the '
+        'footprints (input CRS, columns and row order) with damage_prob, damage, '
+        'uncertainty and status; streamed in raster-block order, written to a '
+        'temporary file renamed at the end.',
+    )
+    pred.add_argument(
+        '--sar',
+        required=True,
+        nargs='+',
+        type=Path,
+        metavar='FILE',
+        help='COSMO-SkyMed/CSG product(s): HDF5 or GTC GeoTIFF',
+    )
+    pred.add_argument(
+        '--buildings',
+        required=True,
+        type=Path,
+        metavar='FOOTPRINTS',
+        help='building footprints (GeoPackage, GeoJSON, Shapefile...; any CRS)',
+    )
+    pred.add_argument('--dsm', type=Path, metavar='F', help='pre-event DSM GeoTIFF')
+    pred.add_argument(
+        '--gem',
+        nargs='+',
+        type=Path,
+        default=[],
+        metavar='CSV',
+        help='GEM exposure CSV files',
+    )
+    pred.add_argument(
+        '--admin', type=Path, metavar='F', help='administrative unit polygons of --gem'
+    )
+    pred.add_argument(
+        '--checkpoint',
+        required=True,
+        type=Path,
+        metavar='CKPT',
+        help='checkpoint of a trained model (sardamage fit / demo)',
+    )
+    pred.add_argument(
+        '--out', required=True, type=Path, metavar='OUT.gpkg', help='output layer'
+    )
+    pred.add_argument('--map', type=Path, metavar='OUT.png', help='also draw a map')
+    pred.add_argument(
+        '--batch-size',
+        type=_positive_int,
+        default=256,
+        metavar='N',
+        help='buildings per chunk (default: 256)',
+    )
+    pred.add_argument(
+        '--device',
+        default='cpu',
+        metavar='D',
+        help="Lightning accelerator: 'cpu' (default), 'gpu' or 'auto'",
+    )
+    pred.add_argument(
+        '--devices',
+        type=_positive_int,
+        default=1,
+        metavar='N',
+        help='processes (DDP when more than one; default: 1)',
+    )
+    pred.add_argument(
+        '--num-workers',
+        type=_non_negative_int,
+        default=0,
+        metavar='W',
+        help='dataloader workers reading chunks (default: 0)',
+    )
+    pred.add_argument(
+        '--mc-samples',
+        type=_non_negative_int,
+        default=20,
+        metavar='T',
+        help='Monte Carlo dropout draws for uncertainty (default: 20)',
+    )
+    pred.add_argument(
+        '--overwrite', action='store_true', help='replace existing outputs'
+    )
+    pred.add_argument('--quiet', action='store_true', help='no progress bars')
+
     # listed for --help only: main() hands these to LightningCLI before parsing
     lightning_help = {
         'fit': 'train a damage model (LightningCLI; see sardamage fit --help)',
         'validate': 'evaluate on the validation cities (LightningCLI)',
         'test': 'evaluate on the test cities, per city (LightningCLI)',
-        'predict': 'predict every building of the test cities (LightningCLI)',
     }
     for name, text in lightning_help.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -230,13 +317,47 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict_buildings
+
+    summary = predict_buildings(
+        args.sar,
+        args.buildings,
+        args.checkpoint,
+        args.out,
+        dsm=args.dsm,
+        gem=args.gem,
+        admin=args.admin,
+        map_path=args.map,
+        batch_size=args.batch_size,
+        accelerator=args.device,
+        devices=args.devices,
+        num_workers=args.num_workers,
+        mc_samples=args.mc_samples,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    if summary is None:  # a non-zero rank of a distributed run
+        return 0
+    counts = ', '.join(f'{n} {name}' for name, n in summary.counts.items() if n)
+    print(
+        f'{summary.buildings} buildings ({counts}); {summary.damaged} predicted '
+        f'damaged at threshold {summary.threshold:.3f} (temperature '
+        f'{summary.temperature:.2f})'
+    )
+    print(f'  {summary.out}')
+    if summary.map is not None:
+        print(f'  {summary.map}')
+    return 0
+
+
 def _scheme(task: str) -> str:
     """The label scheme of the data module for a task."""
     return 'four' if task == 'multiclass' else 'binary'
 
 
 def _lightning(argv: list[str] | None) -> int:
-    """Run a LightningCLI subcommand (fit, validate, test, predict).
+    """Run a LightningCLI subcommand (fit, validate, test).
 
     Args:
         argv: the arguments, subcommand first (None: ``sys.argv[1:]``).
@@ -286,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(arguments)
-    handlers = {'simulate': _simulate, 'demo': _demo}
+    handlers = {'simulate': _simulate, 'demo': _demo, 'predict': _predict}
     try:
         return handlers[args.command](args)
     except SARDamageError as err:

@@ -273,6 +273,87 @@ class Normalisation:
         )
 
 
+def normalise_batch(
+    batch: Sample,
+    statistics: Normalisation,
+    modalities: Sequence[str],
+    raw_names: Sequence[str] | None = None,
+) -> Sample:
+    """Turn a raw batch into the model batch (``docs/design/step3_interfaces.md``).
+
+    Shared by :meth:`SARDamageDataModule.normalise` and city-scale prediction
+    (:mod:`torchgeo_sar_damage.predict`), which has no data module, only the
+    statistics stored in a checkpoint.
+
+    Args:
+        batch: a raw batch (``image``, ``dsm``, ``footprint``, ``tabular``,
+            ``label``, ``building_id``...).
+        statistics: the training-city statistics.
+        modalities: the model's modalities (decide the ``tabular`` columns).
+        raw_names: names of the columns of ``batch['tabular']`` (default: those the
+            statistics were fitted on, :attr:`Normalisation.tabular_names`).
+
+    Returns:
+        ``sar``, ``sar_valid``, ``footprint`` (2 channels: target, neighbours),
+        ``dsm``, ``tabular`` (the selected modalities' columns), ``label`` and
+        ``building_id``; standardised with the training-city statistics and with
+        NaN replaced by 0.
+
+    Raises:
+        ArgumentError: if the batch lacks a column the modalities need.
+    """
+    stats = statistics
+    image = batch['image'].float()
+    valid = torch.isfinite(image)
+    sar = torch.where(valid, (image - stats.sar_mean_db) / stats.sar_std_db, 0.0)
+    shape = (image.shape[0], 1, *image.shape[-2:])
+    zeros = image.new_zeros(shape)
+    if 'footprint' in batch:
+        mask = batch['footprint']
+        footprint = torch.cat([mask == 2, mask == 1], dim=1).float()
+    else:
+        footprint = image.new_zeros((shape[0], 2, *shape[2:]))
+    if 'dsm' in batch:
+        dsm = torch.nan_to_num(
+            dsm_relief(batch['dsm'].float()) / stats.dsm_scale_m,
+            nan=0.0,
+            posinf=0.0,
+            neginf=0.0,
+        )
+    else:
+        dsm = zeros
+    fitted = list(stats.tabular_names)
+    names = fitted if raw_names is None else list(raw_names)
+    wanted = feature_names(modalities)
+    missing = [n for n in wanted if n not in names or n not in fitted]
+    if missing:
+        raise ArgumentError(
+            f'the scene has no {missing}: the chosen modalities '
+            f'{list(modalities)} need files the scene does not list'
+        )
+    columns = [names.index(n) for n in wanted]
+    index = torch.tensor(columns, dtype=torch.long, device=image.device)
+    stat_index = [fitted.index(n) for n in wanted]
+    mean = torch.tensor([stats.tabular_mean[i] for i in stat_index])
+    std = torch.tensor([stats.tabular_std[i] for i in stat_index])
+    raw = batch['tabular'].float().index_select(1, index)
+    tabular = torch.nan_to_num(
+        (raw - mean.to(raw)) / std.to(raw), nan=0.0, posinf=0.0, neginf=0.0
+    )
+    return {
+        'sar': sar,
+        'sar_valid': valid.float(),
+        'footprint': footprint,
+        'dsm': dsm,
+        'tabular': tabular,
+        # unlabelled (prediction) batches carry -1, the ignore value
+        'label': batch['label']
+        if 'label' in batch
+        else torch.full_like(batch['building_id'], -1),
+        'building_id': batch['building_id'],
+    }
+
+
 class _City:
     """The combined datasets of one city, opened once."""
 
@@ -743,57 +824,9 @@ class SARDamageDataModule(LightningDataModule):
                 ``label``, ``building_id``...).
 
         Returns:
-            ``sar``, ``sar_valid``, ``footprint`` (2 channels: target, neighbours),
-            ``dsm``, ``tabular`` (the selected modalities' columns), ``label`` and
-            ``building_id``; standardised with the training-city statistics and with
-            NaN replaced by 0.
+            The model batch of :func:`normalise_batch` with the training statistics.
         """
-        stats = self.statistics
-        image = batch['image'].float()
-        valid = torch.isfinite(image)
-        sar = torch.where(valid, (image - stats.sar_mean_db) / stats.sar_std_db, 0.0)
-        shape = (image.shape[0], 1, *image.shape[-2:])
-        zeros = image.new_zeros(shape)
-        if 'footprint' in batch:
-            mask = batch['footprint']
-            footprint = torch.cat([mask == 2, mask == 1], dim=1).float()
-        else:
-            footprint = image.new_zeros((shape[0], 2, *shape[2:]))
-        if 'dsm' in batch:
-            dsm = torch.nan_to_num(
-                dsm_relief(batch['dsm'].float()) / stats.dsm_scale_m,
-                nan=0.0,
-                posinf=0.0,
-                neginf=0.0,
-            )
-        else:
-            dsm = zeros
-        names = list(stats.tabular_names)
-        wanted = self.feature_names
-        missing = [n for n in wanted if n not in names]
-        if missing:
-            raise ArgumentError(
-                f'the scene has no {missing}: the chosen modalities '
-                f'{list(self.modalities)} need files the scene does not list'
-            )
-        columns = [names.index(n) for n in wanted]
-        index = torch.tensor(columns, dtype=torch.long, device=image.device)
-        mean = torch.tensor(stats.tabular_mean, device=image.device)[index]
-        std = torch.tensor(stats.tabular_std, device=image.device)[index]
-        raw = batch['tabular'].float().index_select(1, index)
-        tabular = torch.nan_to_num((raw - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-        return {
-            'sar': sar,
-            'sar_valid': valid.float(),
-            'footprint': footprint,
-            'dsm': dsm,
-            'tabular': tabular,
-            # unlabelled (prediction) batches carry -1, the ignore value
-            'label': batch['label']
-            if 'label' in batch
-            else torch.full_like(batch['building_id'], -1),
-            'building_id': batch['building_id'],
-        }
+        return normalise_batch(batch, self.statistics, self.modalities)
 
     def augment(self, batch: Sample) -> Sample:
         """Augment a model batch (training only; see the class docstring).

@@ -216,6 +216,18 @@ class OSMBuildings(InMemoryVectorDataset):
             (the name of the file's folder), geometry.
         """
         raw = drop_bad_geometries(read_table(path, self.layer), path)
+        return self._normalise(raw, path)
+
+    def _normalise(self, raw: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
+        """Normalise the OSM columns of valid features read from one file.
+
+        Args:
+            raw: the features (or some of them), bad geometries already dropped.
+            path: the file they come from.
+
+        Returns:
+            As :meth:`_load`.
+        """
         ids = np.full(len(raw), np.nan)
         for name in ID_COLUMNS:  # GDAL's OSM driver: osm_id or osm_way_id per row
             column = find_column(raw, (name,))

@@ -30,6 +30,7 @@ from torchmetrics import (
 from torchmetrics.functional.classification import binary_precision_recall_curve
 from torchvision.ops import sigmoid_focal_loss
 
+from ..calibration import fit_temperature
 from ..datamodules.damage import check_modalities, feature_names
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
@@ -133,6 +134,17 @@ class DamageClassification(Classification):
       key ``'decision_threshold'``); validation metrics are reported at the new
       threshold, training, test metrics and predictions use the stored one.
       Threshold-free metrics (AUROC, average precision) do not depend on it.
+    * **Calibration**: at the end of every validation epoch, before the threshold, a
+      temperature is fitted on the validation-city logits
+      (:func:`~torchgeo_sar_damage.calibration.fit_temperature`, temperature scaling)
+      and kept in the buffer :attr:`temperature` (checkpoint key
+      ``'temperature'`` too); :meth:`probabilities` divides the logits by it, so the
+      threshold, predictions and metrics are on calibrated probabilities. Rankings
+      (AUROC, AP) are unchanged. Checkpoints saved before it existed load with 1.
+    * **Uncertainty**: :meth:`probabilities_with_uncertainty` runs the encoders once
+      and samples the dropout of the fusion head (Monte Carlo dropout, Gal and
+      Ghahramani, 2016); the uncertainty is the standard deviation of the sampled
+      calibrated probabilities.
     * :meth:`predict_step` returns ``building_id``, ``probability`` (of damage;
       ``[B, 4]`` grade probabilities for ``'multiclass'``) and ``prediction``.
 
@@ -256,6 +268,8 @@ class DamageClassification(Classification):
         )
         self.threshold: Tensor
         self.register_buffer('threshold', torch.tensor(0.5))
+        self.temperature: Tensor
+        self.register_buffer('temperature', torch.tensor(1.0))
 
     def configure_losses(self) -> None:
         """The loss; class weights are buffers, set from the training cities in setup."""
@@ -394,23 +408,63 @@ class DamageClassification(Classification):
         probability is at least :attr:`threshold`, and ranks buildings as the
         probability does (so AUROC and average precision are unchanged).
         """
+        logits = logits.float() / self.temperature
         if self.hparams['task'] == 'binary':
             threshold = self.threshold.clamp(1e-6, 1 - 1e-6)
-            return torch.sigmoid(logits.squeeze(1).float() - torch.logit(threshold))
-        return logits.float().softmax(dim=1)
+            return torch.sigmoid(logits.squeeze(1) - torch.logit(threshold))
+        return logits.softmax(dim=1)
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Damage probability ``[B]`` (binary) or grade probabilities ``[B, 4]``.
+        """Calibrated damage probability ``[B]`` (binary) or grade probabilities.
 
         Args:
             logits: the model's output.
 
         Returns:
-            The probabilities.
+            The probabilities of ``logits /`` :attr:`temperature` (``[B]`` for
+            binary, ``[B, 4]`` for the grades).
         """
+        logits = logits.float() / self.temperature
         if self.hparams['task'] == 'binary':
-            return torch.sigmoid(logits.squeeze(1).float())
-        return logits.float().softmax(dim=1)
+            return torch.sigmoid(logits.squeeze(1))
+        return logits.softmax(dim=1)
+
+    @torch.no_grad()
+    def probabilities_with_uncertainty(
+        self, batch: Sample, samples: int = 20
+    ) -> tuple[Tensor, Tensor]:
+        """Calibrated probabilities and their Monte Carlo dropout uncertainty.
+
+        The fused embedding is computed once in evaluation mode; the probability is
+        that of the head in evaluation mode (no dropout, as :meth:`predict_step`),
+        the uncertainty the standard deviation over ``samples`` passes of the head
+        with its dropout active (MC dropout restricted to the fusion head, so the
+        encoders run once). The model is left in evaluation mode.
+
+        Args:
+            batch: a model batch.
+            samples: number of dropout samples (0: uncertainty is NaN).
+
+        Returns:
+            ``probability`` and ``uncertainty``, ``[B]`` (binary: probability of
+            damage) or ``[B, 4]`` (grades).
+        """
+        model = self.model
+        model.eval()
+        model._check_batch(batch)
+        fused = model.fusion(batch)
+        head = model.head
+        probability = self.probabilities(head(fused))
+        if samples < 1:
+            return probability, torch.full_like(probability, float('nan'))
+        head.train()
+        try:
+            draws = torch.stack(
+                [self.probabilities(head(fused)) for _ in range(samples)]
+            )
+        finally:
+            head.eval()
+        return probability, draws.std(dim=0, correction=0)
 
     def training_step(
         self, batch: Sample, batch_idx: int, dataloader_idx: int = 0
@@ -464,9 +518,12 @@ class DamageClassification(Classification):
         targets = self.val_targets.compute().reshape(-1).long()
         self.val_logits.reset()
         self.val_targets.reset()
+        if not self.trainer.sanity_checking:
+            self.temperature.fill_(fit_temperature(logits, targets))
         if self.hparams['task'] == 'binary' and not self.trainer.sanity_checking:
             threshold = best_f1_threshold(self.probabilities(logits), targets)
             self.threshold.fill_(threshold)
+        self.log('val_temperature', self.temperature, sync_dist=True)
         self.log('val_threshold', self.threshold, sync_dist=True)
         self.val_metrics.update(self._scores(logits), targets)
         self.log_dict(self.val_metrics.compute(), sync_dist=True)
@@ -550,9 +607,20 @@ class DamageClassification(Classification):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the decision threshold at the checkpoint's top level too.
+        """Record the threshold and temperature at the checkpoint's top level too.
 
         Args:
             checkpoint: the checkpoint being saved.
         """
         checkpoint['decision_threshold'] = float(self.threshold)
+        checkpoint['temperature'] = float(self.temperature)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Give checkpoints saved before temperature scaling a temperature of 1.
+
+        Args:
+            checkpoint: the checkpoint being loaded.
+        """
+        state = checkpoint.get('state_dict')
+        if isinstance(state, dict) and 'temperature' not in state:
+            state['temperature'] = torch.tensor(1.0)

@@ -1,0 +1,409 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""City-scale prediction (``sardamage predict``) on a small simulated town."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import lightning
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+import torch
+
+from torchgeo_sar_damage import predict as predict_module
+from torchgeo_sar_damage.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    plot_reliability_diagram,
+    reliability_curve,
+)
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.datamodules import SARDamageDataModule
+from torchgeo_sar_damage.predict import STATUSES, load_checkpoint, predict_buildings
+from torchgeo_sar_damage.tasks import DamageClassification
+
+TOWN = 'adiyaman'  # never seen in training
+
+
+@pytest.fixture(scope='module')
+def model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained for one epoch on two towns of the training scene."""
+    out = tmp_path_factory.mktemp('predict_model')
+    lightning.seed_everything(0, verbose=False)
+    data = SARDamageDataModule(
+        training_scene,
+        train_cities=['nurdagi'],
+        val_cities=['islahiye'],
+        test_cities=[TOWN],
+        size_m=16.0,
+        batch_size=16,
+        progress=False,
+        chips_root=out / 'chips',
+    )
+    task = DamageClassification(backbone='resnet10t', embed_dim=16)
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        accelerator='cpu',
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    trainer.fit(task, datamodule=data)
+    trainer.save_checkpoint(out / 'model.ckpt')
+    return out / 'model.ckpt'
+
+
+@pytest.fixture(scope='module')
+def town(training_scene: Path) -> dict[str, Any]:
+    """Paths of the unseen town's files."""
+    manifest = json.loads((training_scene / 'scene.json').read_text())
+    files = manifest['cities'][TOWN]['files']
+    folder = training_scene / TOWN
+    return {
+        'sar': folder / files['sar_geotiff'],
+        'sar_hdf5': folder / files['sar_hdf5'],
+        'buildings': folder / files['osm'],
+        'dsm': folder / files['dsm'],
+        'gem': [folder / f for f in files['gem']],
+        'admin': folder / files['admin'],
+    }
+
+
+def run(
+    town: dict[str, Any], model: Path, out: Path, **kwargs: object
+) -> predict_module.PredictionSummary:
+    args: dict[str, Any] = {
+        'dsm': town['dsm'],
+        'gem': town['gem'],
+        'admin': town['admin'],
+        'progress': False,
+        'batch_size': 16,
+    }
+    args.update(kwargs)
+    sar = args.pop('sar', [town['sar']])
+    buildings = args.pop('buildings', town['buildings'])
+    summary = predict_buildings(sar, buildings, model, out, **args)
+    assert summary is not None
+    return summary
+
+
+@pytest.fixture(scope='module')
+def reference(
+    town: dict[str, Any], model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> gpd.GeoDataFrame:
+    """The single-process prediction of the unseen town."""
+    out = tmp_path_factory.mktemp('reference') / 'town.gpkg'
+    run(town, model, out)
+    return gpd.read_file(out)
+
+
+def test_end_to_end_keeps_every_footprint(
+    town: dict[str, Any], model: Path, reference: gpd.GeoDataFrame
+) -> None:
+    source = gpd.read_file(town['buildings'])
+    assert len(reference) == len(source)
+    assert list(reference.columns) == [
+        *[c for c in source.columns if c != 'geometry'],
+        'damage_prob',
+        'damage',
+        'uncertainty',
+        'status',
+        'geometry',
+    ]
+    assert reference.crs == source.crs
+    assert (reference['osm_id'].to_numpy() == source['osm_id'].to_numpy()).all()
+    assert reference.geometry.geom_equals_exact(source.geometry, 1e-6).all()
+    assert set(reference['status']) <= set(STATUSES)
+    ok = reference['status'] == 'ok'
+    assert ok.sum() > 0.9 * len(reference)
+    assert reference.loc[ok, 'damage_prob'].between(0, 1).all()
+    assert reference.loc[~ok, 'damage_prob'].isna().all()
+    assert (reference.loc[ok, 'uncertainty'] >= 0).all()
+    threshold = load_checkpoint(model).threshold
+    expected = (reference.loc[ok, 'damage_prob'] >= threshold).astype(int)
+    assert (reference.loc[ok, 'damage'].astype(int) == expected).all()
+
+
+def test_probabilities_match_the_task(
+    town: dict[str, Any], model: Path, reference: gpd.GeoDataFrame
+) -> None:
+    """The streamed path gives the task's own probabilities on the same windows."""
+    checkpoint = load_checkpoint(model)
+    chunks = predict_module.BuildingChunks(
+        [town['sar']],
+        town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=town['dsm'],
+        gem=town['gem'],
+        admin=town['admin'],
+        batch_size=1000,
+    )
+    item = chunks[0]
+    predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names)
+    probability, _ = predictor(item)
+    expected = reference['damage_prob'].to_numpy()[item['assessed'].numpy()]
+    np.testing.assert_allclose(probability.numpy(), expected, rtol=1e-5)
+
+
+def test_cli_writes_layer_and_map(
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, png = tmp_path / 'town.gpkg', tmp_path / 'town.png'
+    args = ['predict', '--sar', str(town['sar']), '--buildings']
+    args += [str(town['buildings']), '--dsm', str(town['dsm']), '--gem']
+    args += [*map(str, town['gem']), '--admin', str(town['admin'])]
+    args += ['--checkpoint', str(model), '--out', str(out), '--map', str(png)]
+    args += ['--quiet', '--batch-size', '8', '--mc-samples', '4']
+    assert main(args) == 0
+    assert 'predicted damaged at threshold' in capsys.readouterr().out
+    assert len(gpd.read_file(out)) == len(gpd.read_file(town['buildings']))
+    assert png.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['town.gpkg', 'town.png']
+
+
+def test_other_crs_gives_the_same_probabilities(
+    town: dict[str, Any], model: Path, reference: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    lonlat = tmp_path / 'footprints.geojson'
+    gpd.read_file(town['buildings']).to_crs(4326).to_file(lonlat)
+    out = tmp_path / 'lonlat.gpkg'
+    run(town, model, out, buildings=lonlat, sar=[town['sar_hdf5']])
+    result = gpd.read_file(out)
+    assert result.crs.to_epsg() == 4326
+    assert (result['status'] == reference['status']).all()
+    ok = (result['status'] == 'ok').to_numpy()
+    close = np.isclose(
+        result['damage_prob'].to_numpy()[ok],
+        reference['damage_prob'].to_numpy()[ok],
+        atol=0.02,
+    )
+    assert close.mean() > 0.95
+
+
+def test_unassessable_buildings_get_a_status(
+    town: dict[str, Any], model: Path, tmp_path: Path
+) -> None:
+    footprints = gpd.read_file(town['buildings'])
+    geoms = footprints.geometry.to_numpy().copy()
+    geoms[1] = shapely.affinity.translate(geoms[1], 50_000, 0)  # off the image
+    x0, y0 = geoms[2].centroid.x, geoms[2].centroid.y
+    geoms[2] = shapely.Polygon(  # bow-tie
+        [(x0, y0), (x0 + 5, y0 + 5), (x0 + 5, y0), (x0, y0 + 5)]
+    )
+    footprints = footprints.set_geometry(geoms)
+    path = tmp_path / 'footprints.gpkg'
+    footprints.to_file(path)
+    # blank the SAR over building 3 (DN 0 is the nodata value)
+    sar = tmp_path / 'sar' / town['sar'].name
+    sar.parent.mkdir()
+    shutil.copy(town['sar'], sar)
+    with rasterio.open(sar, 'r+') as src:
+        window = (
+            rasterio.windows.from_bounds(
+                *shapely.buffer(geoms[3], 20).bounds, transform=src.transform
+            )
+            .round_offsets()
+            .round_lengths()
+        )
+        src.write(
+            np.zeros((1, window.height, window.width), src.dtypes[0]), window=window
+        )
+    out = tmp_path / 'out.gpkg'
+    summary = run(town, model, out, buildings=path, sar=[sar])
+    result = gpd.read_file(out)
+    assert list(result['status'][1:4]) == [
+        'outside_sar',
+        'invalid_geometry',
+        'sar_nodata',
+    ]
+    assert result['damage_prob'][1:4].isna().all()
+    assert result['damage'][1:4].isna().all()
+    assert summary.counts['outside_sar'] == summary.counts['invalid_geometry'] == 1
+    assert summary.counts['sar_nodata'] >= 1  # building 3 and its close neighbours
+    assert sum(summary.counts.values()) == len(result)
+    assert (result['status'] == 'ok').sum() == summary.counts['ok']
+
+
+@pytest.mark.parametrize(
+    ('change', 'message'),
+    [
+        ({'dsm': None}, "'dsm' modality"),
+        ({'gem': []}, "'gem' modality"),
+        ({'dsm': Path('nowhere/dsm.tif')}, 'nowhere/dsm.tif: DSM file does not exist'),
+        ({'buildings': Path('nowhere.gpkg')}, 'nowhere.gpkg: footprint file'),
+        ({'checkpoint': 'buildings'}, 'cannot be read as a PyTorch checkpoint'),
+        ({'out': 'existing'}, 'exists; pass --overwrite'),
+        ({'out': 'town.shp'}, 'must be a GeoPackage'),
+        ({'buildings': 'far'}, 'covers none of the'),
+    ],
+)
+def test_refusals_exit_2(
+    change: dict[str, Any],
+    message: str,
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    values: dict[str, Any] = {
+        'dsm': town['dsm'],
+        'gem': town['gem'],
+        'buildings': town['buildings'],
+        'checkpoint': model,
+        'out': tmp_path / 'out.gpkg',
+    }
+    values.update(change)
+    if values['checkpoint'] == 'buildings':
+        values['checkpoint'] = town['buildings']
+    if values['out'] == 'existing':
+        values['out'] = tmp_path / 'out.gpkg'
+        values['out'].write_text('keep me')
+    elif isinstance(values['out'], str):
+        values['out'] = tmp_path / values['out']
+    if values['buildings'] == 'far':
+        far = gpd.read_file(town['buildings']).translate(0, 100_000)
+        values['buildings'] = tmp_path / 'far.gpkg'
+        gpd.GeoDataFrame(geometry=far).to_file(values['buildings'])
+    args = ['predict', '--sar', str(town['sar']), '--buildings']
+    args += [str(values['buildings']), '--checkpoint', str(values['checkpoint'])]
+    args += ['--out', str(values['out']), '--quiet']
+    if values['dsm'] is not None:
+        args += ['--dsm', str(values['dsm'])]
+    if values['gem']:
+        args += ['--gem', *map(str, values['gem']), '--admin', str(town['admin'])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('sardamage predict: error:')
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    if change.get('out') == 'existing':
+        assert values['out'].read_text() == 'keep me'
+    else:
+        assert not values['out'].exists()
+
+
+@pytest.mark.parametrize('where', ['reading', 'writing'])
+def test_interrupted_run_leaves_nothing(
+    where: str,
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = {'n': 0}
+    if where == 'reading':
+        original = predict_module.BuildingChunks.__getitem__
+
+        def getitem(self: predict_module.BuildingChunks, index: int) -> dict[str, Any]:
+            if index == 2:
+                raise KeyboardInterrupt
+            return original(self, index)
+
+        monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', getitem)
+    else:
+        monkeypatch.setattr(predict_module, 'WRITE_CHUNK', 10)
+        write = pyogrio.write_dataframe
+
+        def write_dataframe(*args: object, **kwargs: object) -> None:
+            calls['n'] += 1
+            if calls['n'] == 3:
+                raise KeyboardInterrupt
+            write(*args, **kwargs)
+
+        monkeypatch.setattr(pyogrio, 'write_dataframe', write_dataframe)
+    # Lightning turns an interrupt during Trainer.predict into SystemExit(1)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run(town, model, tmp_path / 'out.gpkg')
+    assert list(tmp_path.iterdir()) == []
+    if where == 'writing':
+        assert calls['n'] == 3  # it had started writing
+
+
+DDP_SCRIPT = """
+import sys
+from torchgeo_sar_damage.predict import predict_buildings
+
+sar, buildings, model, out, dsm, admin, *gem = sys.argv[1:]
+predict_buildings(
+    [sar], buildings, model, out, dsm=dsm, gem=gem, admin=admin,
+    batch_size=16, devices=2, strategy='ddp', accelerator='cpu', progress=False,
+)
+"""
+
+
+def test_two_processes_give_the_same_layer(
+    town: dict[str, Any], model: Path, reference: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    script = tmp_path / 'ddp_predict.py'
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    out = tmp_path / 'ddp.gpkg'
+    args = [str(town['sar']), str(town['buildings']), str(model), str(out)]
+    args += [str(town['dsm']), str(town['admin']), *map(str, town['gem'])]
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
+    subprocess.run(
+        [sys.executable, str(script), *args],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
+    merged = gpd.read_file(out)
+    assert list(merged.columns) == list(reference.columns)
+    for column in merged.columns:
+        if column == 'geometry':
+            assert merged.geometry.geom_equals_exact(reference.geometry, 0).all()
+        else:
+            a, b = merged[column], reference[column]
+            assert ((a == b) | (a.isna() & b.isna())).all(), column
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ddp.gpkg', 'ddp_predict.py']
+
+
+def test_temperature_scaling_and_calibration_error(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, generator=generator) * 2
+    targets = (torch.rand(4000, generator=generator) < torch.sigmoid(logits)).long()
+    # over-confident logits (x3) are fixed by T close to 3
+    temperature = fit_temperature(logits * 3, targets)
+    assert temperature == pytest.approx(3, rel=0.1)
+    over = torch.sigmoid(logits * 3)
+    fixed = torch.sigmoid(logits * 3 / temperature)
+    assert expected_calibration_error(fixed, targets) < 0.03
+    assert expected_calibration_error(over, targets) > expected_calibration_error(
+        fixed, targets
+    )
+    mean_p, freq, count = reliability_curve(fixed, targets, bins=10)
+    assert count.sum() == 4000
+    assert np.nanmax(np.abs(mean_p - freq)) < 0.1
+    assert fit_temperature(logits, torch.zeros(4000)) == 1.0
+    png = plot_reliability_diagram(fixed, targets, tmp_path / 'rel.png', 'test')
+    assert png.stat().st_size > 5_000
+
+
+def test_checkpoint_keeps_temperature(model: Path) -> None:
+    checkpoint = torch.load(model, weights_only=True)
+    assert checkpoint['temperature'] == pytest.approx(
+        float(checkpoint['state_dict']['temperature'])
+    )
+    del checkpoint['state_dict']['temperature']
+    task = DamageClassification(backbone='resnet10t', embed_dim=16)
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint['state_dict'])
+    assert float(task.temperature) == 1.0
