@@ -8,6 +8,7 @@ from .damage import (
     Normalisation,
     SARDamageDataModule,
     feature_names,
+    holdout_blocks,
     leave_one_city_out,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     'Normalisation',
     'SARDamageDataModule',
     'feature_names',
+    'holdout_blocks',
     'leave_one_city_out',
 ]

@@ -19,6 +19,7 @@ from torch.utils.data import (
     DataLoader,
     Dataset,
     Sampler,
+    Subset,
     WeightedRandomSampler,
 )
 from torchgeo.datasets import GeoDataset
@@ -134,6 +135,44 @@ def leave_one_city_out(cities: Sequence[str]) -> list[dict[str, list[str]]]:
         train = [c for c in cities if c not in (test, val)]
         folds.append({'train': train, 'val': [val], 'test': [test]})
     return folds
+
+
+def holdout_blocks(
+    centres: np.ndarray, fraction: float, block_m: float, seed: int | Sequence[int] = 0
+) -> np.ndarray:
+    """Choose spatial blocks of buildings to hold out of a training city.
+
+    The plane is cut into ``block_m`` squares; each square that holds a building is
+    held out with probability ``fraction`` (independently, from ``seed``), and every
+    building inside a held-out square is held out. Whole blocks rather than single
+    buildings keep neighbours, which share their shaking, stock and SAR look, on one
+    side of the split, so the held-out buildings measure performance on *seen cities*
+    without the leak of testing on a training building's next-door twin.
+
+    Args:
+        centres: ``[N, 2]`` building centres (x, y) in a projected CRS, in metres.
+        fraction: expected share of blocks held out, in ``[0, 1)``.
+        block_m: side of the blocks in metres.
+        seed: random seed (an int or a sequence of ints).
+
+    Returns:
+        ``[N]`` boolean mask, True for held-out buildings.
+
+    Raises:
+        ArgumentError: if ``fraction`` or ``block_m`` is out of range.
+    """
+    if not 0 <= fraction < 1:
+        raise ArgumentError(f'holdout fraction must be in [0, 1), not {fraction}')
+    if not np.isfinite(block_m) or block_m <= 0:
+        raise ArgumentError(f'holdout block size must be positive, not {block_m}')
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    if fraction == 0 or len(centres) == 0:
+        return np.zeros(len(centres), dtype=bool)
+    cells = np.floor(centres / block_m).astype(np.int64)
+    blocks, inverse = np.unique(cells, axis=0, return_inverse=True)
+    draws = np.random.default_rng(seed).random(len(blocks))
+    held: np.ndarray = draws[inverse.reshape(-1)] < fraction
+    return held
 
 
 def dsm_relief(dsm: Tensor) -> Tensor:
@@ -420,7 +459,10 @@ class SARDamageDataModule(LightningDataModule):
 
     **Splits are by city**: every building of a city belongs to the split of its city;
     train, validation and test use the labelled buildings only, prediction
-    (:meth:`predict_dataloader`) every building of the test cities.
+    (:meth:`predict_dataloader`) every building of the test cities. With
+    ``holdout`` > 0, spatial blocks of each training city are kept out of training and
+    tested as ``seen_<city>`` (:attr:`test_names`): the seen-city split that measures
+    the generalisation gap to unseen cities.
 
     **Normalisation** statistics (:class:`Normalisation`: SAR dB mean and standard
     deviation over valid pixels, DSM relief scale, per-column mean and standard
@@ -461,6 +503,9 @@ class SARDamageDataModule(LightningDataModule):
         positive: Sequence[str] | None = None,
         negative: Sequence[str] | None = None,
         progress: bool = True,
+        holdout: float = 0.0,
+        holdout_block_m: float = 250.0,
+        holdout_seed: int = 0,
     ) -> None:
         """Initialise a new SARDamageDataModule.
 
@@ -487,6 +532,11 @@ class SARDamageDataModule(LightningDataModule):
                 (see :class:`~torchgeo_sar_damage.datasets.DamageLabels`).
             negative: grades labelled 0 under ``'binary'``.
             progress: show progress bars while building chip stores.
+            holdout: share of each training city's ``holdout_block_m`` blocks held
+                out of training and tested as *seen-city* test sets (see
+                :func:`holdout_blocks`); 0 trains on every labelled building.
+            holdout_block_m: side of the held-out blocks in metres.
+            holdout_seed: random seed of the held-out blocks.
 
         Raises:
             ArgumentError: if a city is unknown or in two splits, there is no training
@@ -562,12 +612,19 @@ class SARDamageDataModule(LightningDataModule):
         if not self.train_cities:
             raise ArgumentError('train_cities is empty; give at least one city')
 
+        if holdout and not self.train_cities:
+            raise ArgumentError('holdout needs training cities')
+        holdout_blocks(np.zeros((0, 2)), holdout, holdout_block_m)  # validate
+        self.holdout = float(holdout)
+        self.holdout_block_m = float(holdout_block_m)
+        self.holdout_seed = int(holdout_seed)
+
         self.statistics_: Normalisation | None = None
         self._cities: dict[str, _City] = {}
         self._chips: dict[tuple[str, bool], BuildingChips] = {}
         self.train_dataset: ConcatDataset[Sample] | None = None
         self.val_dataset: ConcatDataset[Sample] | None = None
-        self.test_datasets: list[BuildingChips] = []
+        self.test_datasets: list[Dataset[Sample]] = []
         self.predict_datasets: list[BuildingChips] = []
 
     # -- files -------------------------------------------------------------------
@@ -628,6 +685,53 @@ class SARDamageDataModule(LightningDataModule):
             )
         return self._chips[key]
 
+    def heldout(self, slug: str) -> np.ndarray:
+        """Which labelled buildings of a city are held out of training.
+
+        Args:
+            slug: the city.
+
+        Returns:
+            ``[N]`` boolean mask over :meth:`chips` ``(slug)``; all False unless
+            ``holdout`` > 0 and ``slug`` is a training city.
+        """
+        chips = self.chips(slug)
+        if not self.holdout or slug not in self.train_cities:
+            return np.zeros(len(chips), dtype=bool)
+        centres = np.zeros((len(chips.queries), 2))
+        for i, query in enumerate(chips.queries):
+            assert isinstance(query, tuple) and len(query) >= 2
+            x, y = query[0], query[1]
+            centres[i] = ((x.start + x.stop) / 2, (y.start + y.stop) / 2)
+        # one stream per city and seed, independent of the other cities chosen
+        seed = [self.holdout_seed, *slug.encode()]
+        return holdout_blocks(centres, self.holdout, self.holdout_block_m, seed)
+
+    def training_part(self, slug: str) -> Dataset[Sample]:
+        """The labelled buildings of a training city that are trained on.
+
+        Args:
+            slug: a training city.
+
+        Returns:
+            Its chips without the held-out blocks.
+        """
+        chips = self.chips(slug)
+        if not self.holdout:
+            return chips
+        keep = np.flatnonzero(~self.heldout(slug))
+        return Subset(chips, keep.tolist())
+
+    @property
+    def test_names(self) -> list[str]:
+        """Names of the test sets, in dataloader order.
+
+        The test cities, then (with ``holdout`` > 0) ``seen_<city>`` for the held-out
+        blocks of each training city.
+        """
+        seen = [f'seen_{c}' for c in self.train_cities] if self.holdout else []
+        return [*self.test_cities, *seen]
+
     def _stage_chips(self, stage: str) -> list[tuple[str, bool]]:
         match stage:
             case 'fit':
@@ -656,7 +760,7 @@ class SARDamageDataModule(LightningDataModule):
         """
         if stage == 'fit':
             self.train_dataset = ConcatDataset(
-                [self.chips(c) for c in self.train_cities]
+                [self.training_part(c) for c in self.train_cities]
             )
             if self.statistics_ is None:  # before the first batch
                 self.fit_statistics()
@@ -664,6 +768,10 @@ class SARDamageDataModule(LightningDataModule):
             self.val_dataset = ConcatDataset([self.chips(c) for c in self.val_cities])
         if stage == 'test':
             self.test_datasets = [self.chips(c) for c in self.test_cities]
+            if self.holdout:
+                for slug in self.train_cities:
+                    held = np.flatnonzero(self.heldout(slug)).tolist()
+                    self.test_datasets.append(Subset(self.chips(slug), held))
         if stage == 'predict':
             self.predict_datasets = [self.chips(c, False) for c in self.test_cities]
 
@@ -701,7 +809,7 @@ class SARDamageDataModule(LightningDataModule):
                     'modalities; give every city the same kinds of files',
                 )
         dataset: ConcatDataset[Sample] = ConcatDataset(
-            [self.chips(c) for c in self.train_cities]
+            [self.training_part(c) for c in self.train_cities]
         )
         loader = DataLoader(dataset, batch_size=512, collate_fn=collate_buildings)
         self.statistics_ = Normalisation.fit(
@@ -712,7 +820,7 @@ class SARDamageDataModule(LightningDataModule):
     def training_labels(self) -> Tensor:
         """Labels of the training buildings, in training dataset order."""
         dataset: ConcatDataset[Sample] = ConcatDataset(
-            [self.chips(c) for c in self.train_cities]
+            [self.training_part(c) for c in self.train_cities]
         )
         loader = DataLoader(dataset, batch_size=512, collate_fn=collate_buildings)
         return torch.cat([batch['label'] for batch in loader])
@@ -791,13 +899,14 @@ class SARDamageDataModule(LightningDataModule):
         return self._loader(self.val_dataset)
 
     def test_dataloader(self) -> list[DataLoader[Sample]]:
-        """Labelled buildings of the test cities, one dataloader per city.
+        """Labelled buildings of the test sets, one dataloader per set.
 
         Returns:
-            The test dataloaders, in the order of :attr:`test_cities`.
+            The test dataloaders, in the order of :attr:`test_names` (the test
+            cities, then the held-out blocks of the training cities).
         """
         if not self.test_datasets:
-            if not self.test_cities:
+            if not self.test_names:
                 raise ArgumentError('no test_cities: there is nothing to test on')
             self.setup('test')
         return [self._loader(ds) for ds in self.test_datasets]

@@ -531,7 +531,11 @@ class DamageClassification(Classification):
 
     def _city(self, dataloader_idx: int) -> str:
         datamodule = getattr(self.trainer, 'datamodule', None)
-        cities = getattr(datamodule, 'test_cities', None) or []
+        cities = (
+            getattr(datamodule, 'test_names', None)
+            or getattr(datamodule, 'test_cities', None)
+            or []
+        )
         if dataloader_idx < len(cities):
             return str(cities[dataloader_idx])
         return f'dataloader{dataloader_idx}'

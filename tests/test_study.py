@@ -1,0 +1,224 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from torchgeo_sar_damage.datamodules import SARDamageDataModule, holdout_blocks
+from torchgeo_sar_damage.errors import ArgumentError, InputFileError
+from torchgeo_sar_damage.study import (
+    COLUMNS,
+    StudyConfig,
+    expected_calibration_error,
+    grid,
+    run_study,
+    scores,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script() -> Any:  # noqa: ANN401
+    spec = importlib.util.spec_from_file_location(
+        'study_script', REPO / 'experiments' / 'study.py'
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestHoldoutBlocks:
+    def test_whole_blocks_held_out(self) -> None:
+        rng = np.random.default_rng(0)
+        centres = rng.uniform(0, 1000, size=(2000, 2))
+        held = holdout_blocks(centres, 0.3, 100.0, seed=1)
+        cells = [tuple(c) for c in np.floor(centres / 100).astype(int)]
+        status: dict[tuple[int, ...], bool] = {}
+        for cell, h in zip(cells, held):
+            assert status.setdefault(cell, bool(h)) == bool(h)
+        share = np.mean(list(status.values()))
+        assert 0.15 < share < 0.45
+        assert np.array_equal(held, holdout_blocks(centres, 0.3, 100.0, seed=1))
+        assert not np.array_equal(held, holdout_blocks(centres, 0.3, 100.0, seed=2))
+
+    def test_zero_fraction(self) -> None:
+        assert not holdout_blocks(np.ones((5, 2)), 0.0, 100.0).any()
+
+    @pytest.mark.parametrize(
+        ('fraction', 'block'), [(1.0, 100.0), (-0.1, 100.0), (0.2, 0.0)]
+    )
+    def test_bad_arguments(self, fraction: float, block: float) -> None:
+        with pytest.raises(ArgumentError, match='holdout'):
+            holdout_blocks(np.ones((5, 2)), fraction, block)
+
+
+def test_datamodule_holds_out_seen_blocks(training_scene: Path, tmp_path: Path) -> None:
+    data = SARDamageDataModule(
+        root=training_scene,
+        train_cities=['nurdagi', 'islahiye'],
+        val_cities=['adiyaman'],
+        test_cities=[],
+        chips_root=tmp_path / 'chips',
+        progress=False,
+        holdout=0.4,
+        holdout_block_m=60.0,
+    )
+    assert data.test_names == ['seen_nurdagi', 'seen_islahiye']
+    data.setup('fit')
+    data.setup('test')
+    assert data.train_dataset is not None
+    held_total = 0
+    for slug, seen in zip(data.train_cities, data.test_datasets):
+        chips = data.chips(slug)
+        held = data.heldout(slug)
+        assert 0 < held.sum() < len(chips)
+        assert len(seen) == held.sum()  # type: ignore[arg-type]
+        trained = {int(s['building_id']) for s in data.training_part(slug)}  # type: ignore[attr-defined]
+        tested = {int(seen[i]['building_id']) for i in range(len(seen))}  # type: ignore[arg-type]
+        assert not trained & tested
+        assert len(trained) + len(tested) == len(chips)
+        held_total += len(tested)
+    total = sum(len(data.chips(c)) for c in data.train_cities)
+    assert len(data.train_dataset) == total - held_total
+    # validation and unseen cities are never split
+    assert not data.heldout('adiyaman').any()
+
+
+def test_scores_match_sklearn() -> None:
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.2])
+    y = np.array([0, 0, 1, 1, 1, 0])
+    result = scores(p, y, threshold=0.3)
+    predicted = (p >= 0.3).astype(int)
+    assert result['f1'] == pytest.approx(f1_score(y, predicted))
+    assert result['auroc'] == pytest.approx(roc_auc_score(y, p))
+    assert result['n_buildings'] == 6
+    assert result['n_damaged'] == 3
+    one_class = scores(p, np.zeros(6, dtype=int), threshold=0.3)
+    assert np.isnan(one_class['auroc'])
+
+
+def test_expected_calibration_error() -> None:
+    assert expected_calibration_error(np.array([0.2, 0.8]), np.array([0, 1])) == (
+        pytest.approx(0.2)
+    )
+    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([1, 1])) == 0
+    assert np.isnan(expected_calibration_error(np.zeros(0), np.zeros(0)))
+
+
+def test_grid_skips_what_does_not_apply() -> None:
+    config = StudyConfig(
+        modality_sets=[['sar'], ['sar', 'dsm'], ['sar', 'osm']],
+        fusions=['early', 'late', 'attention'],
+    )
+    assert grid(config) == [
+        ('sar', 'late'),
+        ('sar+dsm', 'early'),
+        ('sar+dsm', 'late'),
+        ('sar+osm', 'early'),
+        ('sar+osm', 'late'),
+        ('sar+osm', 'attention'),
+    ]
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / 'bad.yaml'
+    path.write_text('epochs: 1\nepoch: 2\n')
+    with pytest.raises(InputFileError, match=r'bad\.yaml.*unknown settings'):
+        StudyConfig.from_yaml(path)
+    path.write_text('cities: [nurdagi, islahiye]\n')
+    with pytest.raises(ArgumentError, match='at least three'):
+        StudyConfig.from_yaml(path)
+    path.write_text('modality_sets: [[osm, dsm]]\n')
+    with pytest.raises(ArgumentError, match='needs sar'):
+        StudyConfig.from_yaml(path)
+    assert load_script().main(['--config', str(tmp_path / 'missing.yaml')]) == 2
+
+
+def test_tiny_study_writes_table_and_figures(
+    training_scene: Path, tmp_path: Path
+) -> None:
+    config = StudyConfig(
+        name='tiny',
+        cities=['nurdagi', 'islahiye', 'adiyaman'],
+        scene=str(training_scene),
+        seeds=[0],
+        modality_sets=[['sar'], ['sar', 'osm']],
+        fusions=['late', 'attention'],
+        epochs=1,
+        holdout=0.3,
+        holdout_block_m=60.0,
+    )
+    calls: list[pd.DataFrame] = []
+    rows, predictions = run_study(config, tmp_path / 'work', False, calls.append)
+    # 3 folds x (3 deep models + 2 baselines), each tested on seen and unseen
+    assert len(calls) == 15
+    assert len(rows) == 30
+    assert list(rows.columns) == list(COLUMNS)
+    models = set(zip(rows.modalities, rows.fusion))
+    assert models == {
+        ('sar', 'late'),
+        ('sar+osm', 'late'),
+        ('sar+osm', 'attention'),
+        ('osm+dsm+gem', 'gbm'),
+        ('sar', 'gbm'),
+    }
+    assert set(rows.split) == {'seen', 'unseen'}
+    assert set(rows.held_out_city) == set(config.cities)
+    for metric in ('f1', 'precision', 'recall', 'kappa', 'ece'):
+        values = rows[metric].astype(float)
+        assert values.between(-1, 1).all(), metric
+    # every unseen row scores every labelled building of its held-out city
+    unseen = rows[rows.split == 'unseen']
+    assert (unseen.groupby('held_out_city').n_buildings.nunique() == 1).all()
+    assert len(predictions) == rows.n_buildings.sum()
+
+    out = tmp_path / 'results'
+    files = write_report(rows, predictions, config, out, seconds=12.0, command='x')
+    assert {f.name for f in files} == {
+        'study.csv',
+        'study.md',
+        'study_models.png',
+        'study_curves.png',
+        'study_reliability.png',
+    }
+    table = pd.read_csv(out / 'study.csv')
+    assert len(table) == 30
+    assert list(table.columns[:11]) == [
+        'modalities',
+        'fusion',
+        'split',
+        'held_out_city',
+        'seed',
+        'f1',
+        'precision',
+        'recall',
+        'auroc',
+        'ap',
+        'kappa',
+    ]
+    page = (out / 'study.md').read_text()
+    assert 'SAR only, ResNet-18 (QuickQuakeBuildings-style)' in page
+    assert 'context only (no SAR), gradient boosting' in page
+    assert 'SAR + OSM, attention fusion' in page
+    for city in config.cities:
+        assert f'| {city} |' in page
+    for name in ('study_models.png', 'study_curves.png', 'study_reliability.png'):
+        assert mpimg.imread(out / name).shape[0] > 100
+        assert f']({name})' in page
+    assert not list(out.glob('.*tmp*'))
+
+    # resuming runs nothing again and returns the same rows
+    again: list[pd.DataFrame] = []
+    rows2, _ = run_study(config, tmp_path / 'work', False, again.append)
+    assert not again
+    pd.testing.assert_frame_equal(rows, rows2)

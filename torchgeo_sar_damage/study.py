@@ -1,0 +1,1142 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""The paper's study: modality ablation x fusion x unseen cities x seeds, with baselines.
+
+Russo et al. (2025) claim that geospatial context (OSM footprints, DSM, GEM exposure)
+improves per-building damage detection from one post-event SAR image and, above all,
+generalisation to cities never seen in training. :func:`run_study` reruns that study
+on a scene folder (simulated by default):
+
+* **Splits.** Leave-one-city-out (:func:`~torchgeo_sar_damage.datamodules.
+  leave_one_city_out`): every city is the unseen test city once, the next city in the
+  list chooses the decision threshold (best F1), the others train. Inside each
+  training city, random spatial blocks (``holdout`` of them, ``holdout_block_m`` wide;
+  :func:`~torchgeo_sar_damage.datamodules.holdout_blocks`) are kept out of training
+  and form the *seen-city* test set. Every run is therefore tested twice: on the
+  held-out blocks of the cities it trained on (``split='seen'``) and on the city it
+  never saw (``split='unseen'``); both rows carry the fold's unseen city in
+  ``held_out_city`` so that they pair up.
+* **Models.** :class:`~torchgeo_sar_damage.models.FusionNet` trained by
+  :class:`~torchgeo_sar_damage.tasks.DamageClassification` for every modality set and
+  fusion (SAR alone has one image branch and no footprint, so early and late fusion
+  are the same network and attention fusion, which needs the footprint, does not
+  apply: it runs once, as ``late``; that is the QuickQuakeBuildings baseline, a
+  SAR-only ResNet-18 with late fusion). Two scikit-learn gradient-boosting baselines
+  (``fusion='gbm'``) on the same splits: **context only** (``osm+dsm+gem``: the 31
+  tabular features of DSM, footprint and GEM exposure, no SAR) and **SAR statistics**
+  (``sar``: mean, standard deviation, 90th percentile, maximum and bright-pixel share
+  of sigma nought in dB over each OSM footprint, see
+  :func:`~torchgeo_sar_damage.datasets.utils.footprint_sigma0_statistics`).
+* **Metrics** per run and split: F1, precision, recall (at the validation city's
+  threshold), AUROC, average precision, Cohen's kappa, and the expected calibration
+  error of the probabilities.
+
+:func:`write_report` turns the rows into ``study.csv``, ``study.md`` (mean +- std
+tables overall and per held-out city, the generalisation gap) and figures.
+``experiments/study.py`` is the command line.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import lightning
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import (
+    average_precision_score,
+    cohen_kappa_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from torch.utils.data import DataLoader, Dataset
+from torchgeo.datasets.utils import Sample
+from tqdm.auto import tqdm
+
+from .datamodules import MODALITIES, SARDamageDataModule, leave_one_city_out
+from .datamodules.damage import check_modalities
+from .datasets import OSMBuildings, collate_buildings
+from .datasets.utils import footprint_sigma0_statistics
+from .errors import ArgumentError, InputFileError
+from .models.fusion import FUSIONS
+from .simulation.run import simulate
+from .tasks import DamageClassification
+from .tasks.damage import best_f1_threshold
+
+#: Columns of ``study.csv``: the issue's contract first, then extras.
+COLUMNS = (
+    'modalities',
+    'fusion',
+    'split',
+    'held_out_city',
+    'seed',
+    'f1',
+    'precision',
+    'recall',
+    'auroc',
+    'ap',
+    'kappa',
+    'ece',
+    'threshold',
+    'n_buildings',
+    'n_damaged',
+    'seconds',
+)
+
+#: Metrics reported as mean +- std.
+METRICS = ('f1', 'precision', 'recall', 'auroc', 'ap', 'kappa', 'ece')
+
+#: Features of the SAR-statistics baseline (columns of footprint_sigma0_statistics).
+SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
+
+
+@dataclass
+class StudyConfig:
+    """Settings of a study (``experiments/study/*.yaml`` hold the named ones).
+
+    Attributes:
+        name: name of the configuration (written into the report).
+        cities: the cities of the leave-one-city-out folds (at least three).
+        buildings: buildings simulated per city.
+        pixel_m: simulated pixel size in metres.
+        scene_seed: seed of the simulated scene.
+        scene: an existing scene folder (with ``scene.json``) instead of simulating.
+        seeds: training seeds; every run is repeated with each.
+        modality_sets: the modality sets of the ablation.
+        fusions: fusion types (combinations that do not apply are skipped).
+        baselines: run the gradient-boosting baselines too.
+        epochs: training epochs.
+        size_m: window side in metres.
+        batch_size: training batch size.
+        lr: learning rate.
+        backbone: timm name of the image encoders.
+        holdout: share of each training city's blocks held out (seen-city split).
+        holdout_block_m: side of the held-out blocks in metres.
+        ece_bins: bins of the expected calibration error.
+    """
+
+    name: str = 'custom'
+    cities: list[str] = field(
+        default_factory=lambda: ['kahramanmaras', 'antakya', 'nurdagi', 'islahiye']
+    )
+    buildings: int = 400
+    pixel_m: float = 1.0
+    scene_seed: int = 0
+    scene: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    modality_sets: list[list[str]] = field(
+        default_factory=lambda: [
+            ['sar'],
+            ['sar', 'osm'],
+            ['sar', 'osm', 'dsm'],
+            ['sar', 'osm', 'dsm', 'gem'],
+        ]
+    )
+    fusions: list[str] = field(default_factory=lambda: ['early', 'late', 'attention'])
+    baselines: bool = True
+    epochs: int = 4
+    size_m: float = 32.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone: str = 'resnet18'
+    holdout: float = 0.2
+    holdout_block_m: float = 150.0
+    ece_bins: int = 10
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
+        """Read a configuration file.
+
+        Args:
+            path: a YAML file whose keys are attributes of this class.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            InputFileError: if the file cannot be read or has unknown keys.
+        """
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise InputFileError(path, f'cannot be read as YAML ({err})') from None
+        if not isinstance(values, dict):
+            raise InputFileError(path, 'must be a mapping of settings')
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputFileError(
+                path, f'unknown settings {unknown}; known: {", ".join(sorted(known))}'
+            )
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Validate the settings.
+
+        Raises:
+            ArgumentError: if a setting is out of range.
+        """
+        if len(set(self.cities)) < 3 or len(set(self.cities)) != len(self.cities):
+            raise ArgumentError(
+                f'cities must be at least three distinct cities, not {self.cities}'
+            )
+        if not self.seeds:
+            raise ArgumentError('seeds is empty; give at least one seed')
+        for modalities in self.modality_sets:
+            if 'sar' not in modalities:
+                raise ArgumentError(
+                    f'every modality set needs sar (the study is about SAR plus '
+                    f'context); got {modalities}'
+                )
+            check_modalities(modalities)
+        unknown = sorted(set(self.fusions) - set(FUSIONS))
+        if unknown:
+            raise ArgumentError(f'unknown fusions {unknown}; known: {sorted(FUSIONS)}')
+        if self.epochs < 1 or self.buildings < 1 or self.batch_size < 1:
+            raise ArgumentError('epochs, buildings and batch_size must be at least 1')
+        if not 0 < self.holdout < 1:
+            raise ArgumentError(
+                f'holdout must be in (0, 1) for the seen-city split, not {self.holdout}'
+            )
+
+
+def label(modalities: Sequence[str]) -> str:
+    """The name of a modality set in the study's tables (``'sar+osm'``)."""
+    return '+'.join(m for m in MODALITIES if m in modalities)
+
+
+def grid(config: StudyConfig) -> list[tuple[str, str]]:
+    """The (modality set, fusion) pairs of the deep models of a study.
+
+    Fusions that need a modality the set lacks are skipped, and SAR alone runs once as
+    ``late`` (one image branch: early and late fusion are the same network).
+
+    Args:
+        config: the study.
+
+    Returns:
+        ``(label, fusion)`` pairs, in the configuration's order.
+    """
+    pairs = []
+    for modalities in config.modality_sets:
+        name = label(modalities)
+        for fusion in config.fusions:
+            if not FUSIONS[fusion].required <= set(modalities):
+                continue
+            alone = tuple(check_modalities(modalities)) == ('sar',)
+            if alone and fusion != 'late' and 'late' in config.fusions:
+                continue
+            if (name, fusion) not in pairs:
+                pairs.append((name, fusion))
+    return pairs
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = 10
+) -> float:
+    """Expected calibration error with equal-width probability bins.
+
+    Args:
+        probabilities: predicted probabilities of damage ``[N]``.
+        targets: true labels ``[N]`` (0 or 1).
+        bins: number of bins over [0, 1].
+
+    Returns:
+        The share-weighted mean absolute gap between the mean probability and the
+        damaged share in each bin (NaN for no building).
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if len(p) == 0:
+        return float('nan')
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = index == b
+        if sel.any():
+            total += sel.mean() * abs(p[sel].mean() - y[sel].mean())
+    return float(total)
+
+
+def scores(
+    probabilities: np.ndarray, targets: np.ndarray, threshold: float, bins: int = 10
+) -> dict[str, float]:
+    """The study's metrics of one set of predictions.
+
+    Args:
+        probabilities: predicted probabilities of damage ``[N]``.
+        targets: true labels ``[N]`` (0 or 1).
+        threshold: decision threshold (damaged where probability >= threshold).
+        bins: bins of the expected calibration error.
+
+    Returns:
+        ``f1``, ``precision``, ``recall``, ``auroc``, ``ap``, ``kappa``, ``ece``,
+        ``n_buildings``, ``n_damaged``; AUROC and AP are NaN with one class only.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
+    predicted = (p >= threshold).astype(np.int64)
+    both = len(np.unique(y)) == 2
+    return {
+        'f1': float(f1_score(y, predicted, zero_division=0)),
+        'precision': float(precision_score(y, predicted, zero_division=0)),
+        'recall': float(recall_score(y, predicted, zero_division=0)),
+        'auroc': float(roc_auc_score(y, p)) if both else float('nan'),
+        'ap': float(average_precision_score(y, p)) if both else float('nan'),
+        'kappa': float(cohen_kappa_score(y, predicted)) if both else float('nan'),
+        'ece': expected_calibration_error(p, y, bins),
+        'n_buildings': len(y),
+        'n_damaged': int(y.sum()),
+    }
+
+
+@dataclass
+class _Predictions:
+    """Probabilities and labels of one test set."""
+
+    building_id: np.ndarray
+    probability: np.ndarray
+    label: np.ndarray
+
+
+def _loader(dataset: Dataset[Sample], batch_size: int) -> DataLoader[Sample]:
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_buildings)
+
+
+@torch.no_grad()
+def _predict(
+    model: DamageClassification, data: SARDamageDataModule, dataset: Dataset[Sample]
+) -> _Predictions:
+    model.eval()
+    ids, probs, labels = [], [], []
+    for batch in _loader(dataset, 256):
+        batch = data.normalise(batch)
+        probs.append(model.probabilities(model(batch)).cpu().numpy())
+        ids.append(batch['building_id'].numpy())
+        labels.append(batch['label'].numpy())
+    out = _Predictions(
+        np.concatenate(ids), np.concatenate(probs), np.concatenate(labels)
+    )
+    return _labelled(out)
+
+
+def _labelled(predictions: _Predictions) -> _Predictions:
+    """The predictions of buildings with a label (the ignore value -1 dropped)."""
+    keep = predictions.label >= 0
+    return _Predictions(
+        predictions.building_id[keep],
+        predictions.probability[keep],
+        predictions.label[keep],
+    )
+
+
+def _concat(parts: Sequence[_Predictions]) -> _Predictions:
+    return _Predictions(
+        np.concatenate([p.building_id for p in parts]),
+        np.concatenate([p.probability for p in parts]),
+        np.concatenate([p.label for p in parts]),
+    )
+
+
+def _datamodule(
+    config: StudyConfig,
+    root: Path,
+    fold: dict[str, list[str]],
+    modalities: Sequence[str],
+    chips: Path,
+    progress: bool,
+) -> SARDamageDataModule:
+    return SARDamageDataModule(
+        root=str(root),
+        train_cities=fold['train'],
+        val_cities=fold['val'],
+        test_cities=fold['test'],
+        modalities=list(modalities),
+        size_m=config.size_m,
+        batch_size=config.batch_size,
+        num_workers=0,
+        chips_root=str(chips),
+        progress=progress,
+        holdout=config.holdout,
+        holdout_block_m=config.holdout_block_m,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-run banners (hundreds of runs would drown the bar)."""
+    loggers = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*LeafSpec.*')
+            warnings.filterwarnings('ignore', message='.*does not have many workers.*')
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def train_fusion(
+    config: StudyConfig,
+    root: Path,
+    fold: dict[str, list[str]],
+    modalities: Sequence[str],
+    fusion: str,
+    seed: int,
+    chips: Path,
+) -> dict[str, _Predictions | float]:
+    """Train one fusion model on a fold and predict its seen and unseen test sets.
+
+    Args:
+        config: the study.
+        root: the scene folder.
+        fold: ``train``, ``val`` and ``test`` cities.
+        modalities: the model's modalities.
+        fusion: the fusion type.
+        seed: the training seed.
+        chips: folder of the chip stores (shared by all runs).
+
+    Returns:
+        ``unseen`` and ``seen`` predictions, and the ``threshold``.
+    """
+    lightning.seed_everything(seed, workers=True, verbose=False)
+    data = _datamodule(config, root, fold, modalities, chips, progress=False)
+    model = DamageClassification(
+        modalities=list(modalities),
+        fusion=fusion,
+        backbone=config.backbone,
+        lr=config.lr,
+    )
+    with _quiet_lightning():
+        trainer = lightning.Trainer(
+            max_epochs=config.epochs,
+            accelerator='cpu',
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+            num_sanity_val_steps=0,
+            # the threshold is chosen once, on the trained model
+            check_val_every_n_epoch=config.epochs,
+        )
+    with _quiet_lightning():
+        trainer.fit(model, datamodule=data)
+    data.setup('test')
+    names = data.test_names
+    predictions = [_predict(model, data, ds) for ds in data.test_datasets]
+    unseen = [p for n, p in zip(names, predictions) if not n.startswith('seen_')]
+    seen = [p for n, p in zip(names, predictions) if n.startswith('seen_')]
+    return {
+        'unseen': _concat(unseen),
+        'seen': _concat(seen),
+        'threshold': float(model.threshold),
+    }
+
+
+def _table(
+    data: SARDamageDataModule, slug: str, sar_statistics: pd.DataFrame | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features of the labelled buildings of a city (raw tabular or SAR statistics)."""
+    chips = data.chips(slug)
+    batches = list(_loader(chips, 1024))
+    ids = torch.cat([b['building_id'] for b in batches]).numpy()
+    labels = torch.cat([b['label'] for b in batches]).numpy()
+    if sar_statistics is None:
+        tabular = torch.cat([b['tabular'] for b in batches]).numpy()
+        frame = pd.DataFrame(tabular, columns=data.raw_feature_names)
+    else:
+        frame = sar_statistics.reindex(ids).reset_index(drop=True)
+    return frame, labels
+
+
+def _sar_statistics(root: Path, scene: dict[str, Any], slug: str) -> pd.DataFrame:
+    """SAR statistics over every OSM footprint of a city, indexed by building id."""
+    files = scene['cities'][slug]['files']
+    folder = root / slug
+    buildings: gpd.GeoDataFrame = OSMBuildings(paths=folder / files['osm']).buildings
+    stats = footprint_sigma0_statistics(folder / files['sar_geotiff'], buildings)
+    stats.index = buildings['building_id'].to_numpy()
+    return stats
+
+
+def train_gbm(
+    data: SARDamageDataModule,
+    fold: dict[str, list[str]],
+    seed: int,
+    sar_statistics: dict[str, pd.DataFrame] | None,
+) -> dict[str, _Predictions | float]:
+    """Train a gradient-boosting baseline on a fold (same splits as the deep models).
+
+    Args:
+        data: the fold's data module (chips, held-out blocks).
+        fold: ``train``, ``val`` and ``test`` cities.
+        seed: random seed of the learner.
+        sar_statistics: per city, SAR statistics by building id (the SAR-statistics
+            baseline), or None for the context-only baseline.
+
+    Returns:
+        ``unseen`` and ``seen`` predictions, and the ``threshold``.
+    """
+
+    def table(slug: str) -> tuple[pd.DataFrame, np.ndarray]:
+        stats = None if sar_statistics is None else sar_statistics[slug]
+        return _table(data, slug, stats)
+
+    x_train, y_train, x_seen, y_seen = [], [], [], []
+    for slug in fold['train']:
+        x, y = table(slug)
+        held = data.heldout(slug)
+        train = ~held & (y >= 0)
+        x_train.append(x[train])
+        y_train.append(y[train])
+        x_seen.append(x[held])
+        y_seen.append(y[held])
+    learner = HistGradientBoostingClassifier(random_state=seed, class_weight='balanced')
+    learner.fit(pd.concat(x_train), np.concatenate(y_train))
+
+    def predict(x: pd.DataFrame, y: np.ndarray) -> _Predictions:
+        p = learner.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
+        return _labelled(_Predictions(np.arange(len(y)), p, y))
+
+    val = [predict(*table(slug)) for slug in fold['val']]
+    threshold = best_f1_threshold(
+        torch.from_numpy(_concat(val).probability), torch.from_numpy(_concat(val).label)
+    )
+    unseen = [predict(*table(slug)) for slug in fold['test']]
+    seen = [predict(x, y) for x, y in zip(x_seen, y_seen)]
+    return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
+
+
+def prepare_scene(
+    config: StudyConfig, work: Path, progress: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """The study's scene: ``config.scene`` or a simulation under ``work/scene``.
+
+    A simulation is reused when ``work/scene/scene.json`` records the same cities,
+    buildings, pixel size and seed.
+
+    Args:
+        config: the study.
+        work: working folder.
+        progress: show progress bars.
+
+    Returns:
+        The scene folder and its ``scene.json`` content.
+
+    Raises:
+        InputFileError: if ``config.scene`` lacks a readable ``scene.json`` or a city.
+    """
+    if config.scene is not None:
+        root = Path(config.scene)
+        manifest = SARDamageDataModule._read_scene(root)
+    else:
+        root = work / 'scene'
+        wanted = {
+            'cities': sorted(config.cities),
+            'buildings': config.buildings,
+            'pixel_m': config.pixel_m,
+            'seed': config.scene_seed,
+        }
+        stamp = work / 'scene.settings.json'
+        ready = (root / 'scene.json').is_file() and stamp.is_file()
+        if ready and json.loads(stamp.read_text()) == wanted:
+            return root, SARDamageDataModule._read_scene(root)
+        work.mkdir(parents=True, exist_ok=True)
+        manifest = simulate(
+            root,
+            cities=config.cities,
+            n_buildings=config.buildings,
+            seed=config.scene_seed,
+            pixel_m=config.pixel_m,
+            overwrite=True,
+            progress=progress,
+        )
+        stamp.write_text(json.dumps(wanted))
+    missing = [c for c in config.cities if c not in manifest['cities']]
+    if missing:
+        raise InputFileError(root / 'scene.json', f'has no cities {missing}')
+    return root, manifest
+
+
+def _journal(path: Path) -> pd.DataFrame:
+    if path.is_file():
+        return pd.read_csv(path, keep_default_na=False, na_values=[''])
+    return pd.DataFrame(columns=list(COLUMNS))
+
+
+def run_study(
+    config: StudyConfig,
+    work: str | os.PathLike[str],
+    progress: bool = True,
+    on_run: Callable[[pd.DataFrame], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) a study.
+
+    Every finished run is appended to ``work/runs.csv`` and its test predictions to
+    ``work/predictions/``; an interrupted study resumes where it stopped (runs are
+    keyed by modalities, fusion, held-out city and seed).
+
+    Args:
+        config: the study.
+        work: working folder (scene, chip stores, journal, predictions).
+        progress: show progress bars.
+        on_run: called with the rows of each finished run.
+
+    Returns:
+        The rows (one per run and split, :data:`COLUMNS`) and the pooled test
+        predictions (``modalities``, ``fusion``, ``split``, ``held_out_city``,
+        ``seed``, ``probability``, ``label``).
+    """
+    config.check()
+    work = Path(work)
+    root, manifest = prepare_scene(config, work, progress)
+    chips = work / 'chips'
+    folds = leave_one_city_out(config.cities)
+    pairs = grid(config)
+    if config.baselines:
+        pairs += [('osm+dsm+gem', 'gbm'), ('sar', 'gbm')]
+    journal_path = work / 'runs.csv'
+    journal = _journal(journal_path)
+    done = {
+        (str(m), str(f), str(c), int(x))
+        for m, f, c, x in zip(
+            journal.modalities, journal.fusion, journal.held_out_city, journal.seed
+        )
+    }
+    predictions_dir = work / 'predictions'
+    predictions_dir.mkdir(parents=True, exist_ok=True)
+    runs = [
+        (fold, seed, name, fusion)
+        for fold in folds
+        for seed in config.seeds
+        for name, fusion in pairs
+    ]
+    sar_statistics: dict[str, pd.DataFrame] = {}
+    bar = tqdm(runs, desc='study', unit='run', disable=not progress)
+    for fold, seed, name, fusion in bar:
+        city = fold['test'][0]
+        key = (name, fusion, city, seed)
+        bar.set_postfix_str(f'{name} {fusion} unseen={city} seed={seed}')
+        if key in done:
+            continue
+        start = time.perf_counter()
+        if fusion == 'gbm':
+            data = _datamodule(config, root, fold, MODALITIES, chips, progress)
+            stats = None
+            if name == 'sar':
+                for slug in config.cities:
+                    if slug not in sar_statistics:
+                        sar_statistics[slug] = _sar_statistics(root, manifest, slug)
+                stats = sar_statistics
+            result = train_gbm(data, fold, seed, stats)
+        else:
+            result = train_fusion(
+                config, root, fold, name.split('+'), fusion, seed, chips
+            )
+        seconds = time.perf_counter() - start
+        threshold = result['threshold']
+        assert isinstance(threshold, float)
+        records = []
+        for split in ('seen', 'unseen'):
+            found = result[split]
+            assert isinstance(found, _Predictions)
+            records.append(
+                {
+                    'modalities': name,
+                    'fusion': fusion,
+                    'split': split,
+                    'held_out_city': city,
+                    'seed': seed,
+                    **scores(
+                        found.probability, found.label, threshold, config.ece_bins
+                    ),
+                    'threshold': threshold,
+                    'seconds': round(seconds, 2),
+                }
+            )
+            frame = pd.DataFrame(
+                {'probability': found.probability, 'label': found.label}
+            )
+            frame.to_csv(
+                predictions_dir / f'{name}_{fusion}_{split}_{city}_{seed}.csv.gz',
+                index=False,
+            )
+        new = pd.DataFrame(records, columns=list(COLUMNS))
+        journal = pd.concat([journal, new], ignore_index=True) if len(journal) else new
+        tmp = journal_path.with_suffix('.csv.tmp')
+        journal.to_csv(tmp, index=False)
+        os.replace(tmp, journal_path)
+        if on_run is not None:
+            on_run(new)
+    bar.close()
+    wanted = {
+        (name, fusion, fold['test'][0], seed)
+        for fold in folds
+        for seed in config.seeds
+        for name, fusion in pairs
+    }
+    keys = list(
+        zip(journal.modalities, journal.fusion, journal.held_out_city, journal.seed)
+    )
+    chosen = journal[[(m, f, c, int(s)) in wanted for m, f, c, s in keys]]
+    chosen = chosen.sort_values(
+        ['modalities', 'fusion', 'held_out_city', 'seed', 'split']
+    ).reset_index(drop=True)
+    return chosen, _read_predictions(predictions_dir, chosen)
+
+
+def _read_predictions(folder: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for row in rows.itertuples():
+        name = (
+            f'{row.modalities}_{row.fusion}_{row.split}_{row.held_out_city}_{row.seed}'
+        )
+        path = folder / f'{name}.csv.gz'
+        if path.is_file():
+            part = pd.read_csv(path)
+            for column in ('modalities', 'fusion', 'split', 'held_out_city', 'seed'):
+                part[column] = getattr(row, column)
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame(
+            columns=['probability', 'label', 'modalities', 'fusion', 'split']
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def iter_groups(
+    rows: pd.DataFrame, by: Sequence[str]
+) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
+    """Groups of rows in a stable order (modality sets by size, then fusion)."""
+    order = {name: i for i, name in enumerate(_model_order(rows))}
+    keys = sorted(
+        {tuple(r) for r in rows[list(by)].itertuples(index=False)},
+        key=lambda k: [order.get((k[0], k[1]), 99) if len(k) > 1 else 0, *map(str, k)],
+    )
+    for key in keys:
+        mask = np.ones(len(rows), dtype=bool)
+        for column, value in zip(by, key):
+            mask &= (rows[column] == value).to_numpy()
+        yield key, rows[mask]
+
+
+def _model_order(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    models = {(m, f) for m, f in zip(rows.modalities, rows.fusion)}
+    fusion_rank = {'gbm': -1, 'early': 0, 'late': 1, 'attention': 2}
+    return sorted(
+        models,
+        key=lambda mf: (
+            mf[1] != 'gbm',
+            len(mf[0].split('+')),
+            mf[0],
+            fusion_rank.get(mf[1], 9),
+        ),
+    )
+
+
+def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean and standard deviation of every metric per group.
+
+    Args:
+        rows: rows of ``study.csv``.
+        by: grouping columns.
+
+    Returns:
+        One row per group with ``runs`` and ``<metric>_mean``, ``<metric>_std``.
+    """
+    out = []
+    for key, group in iter_groups(rows, by):
+        record: dict[str, Any] = dict(zip(by, key))
+        record['runs'] = len(group)
+        for metric in METRICS:
+            values = group[metric].astype(float)
+            record[f'{metric}_mean'] = float(values.mean())
+            record[f'{metric}_std'] = float(values.std(ddof=1)) if len(group) > 1 else 0
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def describe_model(modalities: str, fusion: str) -> str:
+    """A readable name of a model of the study."""
+    if fusion == 'gbm':
+        if modalities == 'sar':
+            return 'SAR statistics, gradient boosting'
+        return 'context only (no SAR), gradient boosting'
+    if modalities == 'sar':
+        return 'SAR only, ResNet-18 (QuickQuakeBuildings-style)'
+    return f'{modalities.upper().replace("+", " + ")}, {fusion} fusion'
+
+
+def _cell(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return 'n/a'
+    return f'{mean:.3f} ± {std:.3f}'
+
+
+def markdown_table(
+    frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]
+) -> str:
+    """A :func:`summary` frame as a GitHub markdown table."""
+    header = ['model', *[b for b in by if b not in ('modalities', 'fusion')], 'runs']
+    header += list(metrics)
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for record in frame.to_dict('records'):
+        cells = [describe_model(record['modalities'], record['fusion'])]
+        cells += [str(record[b]) for b in by if b not in ('modalities', 'fusion')]
+        cells.append(str(record['runs']))
+        cells += [_cell(record[f'{m}_mean'], record[f'{m}_std']) for m in metrics]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Seen minus unseen F1 and AUROC per model, paired by run.
+
+    Args:
+        rows: rows of ``study.csv``.
+
+    Returns:
+        One row per model with the mean and std of the paired differences.
+    """
+    keys = ['modalities', 'fusion', 'held_out_city', 'seed']
+    seen = rows[rows.split == 'seen']
+    unseen = rows[rows.split == 'unseen']
+    both = seen.merge(unseen, on=keys, suffixes=('_seen', '_unseen'))
+    out = []
+    for model in _model_order(rows):
+        part = both[(both.modalities == model[0]) & (both.fusion == model[1])]
+        if not len(part):
+            continue
+        record: dict[str, Any] = {'modalities': model[0], 'fusion': model[1]}
+        record['runs'] = len(part)
+        for metric in ('f1', 'auroc'):
+            gap = part[f'{metric}_seen'].astype(float) - part[f'{metric}_unseen']
+            record[f'{metric}_gap_mean'] = float(gap.mean())
+            record[f'{metric}_gap_std'] = float(gap.std(ddof=1)) if len(gap) > 1 else 0
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def findings(rows: pd.DataFrame) -> list[str]:
+    """Sentences comparing the models, computed from the rows (never typed)."""
+    unseen = rows[rows.split == 'unseen']
+    means: dict[tuple[str, str], tuple[float, float]] = {}
+    for model in _model_order(unseen):
+        sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
+        means[model] = (float(sel.f1.mean()), float(sel.auroc.mean()))
+    lines = []
+    if ('sar', 'late') in means:
+        f1, auroc = means[('sar', 'late')]
+        lines.append(
+            f'SAR only (late, ResNet-18) on unseen cities: F1 {f1:.3f}, '
+            f'AUROC {auroc:.3f} (QuickQuakeBuildings on real Capella data: '
+            'F1 0.28, AUROC 0.77).'
+        )
+    deep = {k: v for k, v in means.items() if k[1] != 'gbm'}
+    if deep:
+        best = max(deep, key=lambda k: deep[k][0])
+        f1, auroc = deep[best]
+        lines.append(
+            f'Best deep model on unseen cities (by F1): {describe_model(*best)}, '
+            f'F1 {f1:.3f}, AUROC {auroc:.3f}.'
+        )
+        best_auroc = max(v[1] for v in deep.values())
+        for model in (('osm+dsm+gem', 'gbm'), ('sar', 'gbm')):
+            if model in means:
+                f1, auroc = means[model]
+                verdict = 'below' if auroc < best_auroc else 'AT OR ABOVE'
+                lines.append(
+                    f'{describe_model(*model).capitalize()}: F1 {f1:.3f}, AUROC '
+                    f"{auroc:.3f}, {verdict} the best deep model's AUROC "
+                    f'({best_auroc:.3f}).'
+                )
+    for record in gap_table(rows).to_dict('records'):
+        if record['fusion'] in ('late', 'gbm'):
+            lines.append(
+                'Generalisation gap (seen - unseen F1) of '
+                f'{describe_model(record["modalities"], record["fusion"])}: '
+                f'{record["f1_gap_mean"]:+.3f} ± {record["f1_gap_std"]:.3f}.'
+            )
+    return lines
+
+
+def plot_modalities(rows: pd.DataFrame, path: Path) -> None:
+    """F1 and AUROC by model, seen vs unseen cities (mean +- std over runs)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    models = _model_order(rows)
+    labels = [describe_model(*m).replace(', ', '\n', 1) for m in models]
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(models) + 4), 5.5))
+    x = np.arange(len(models))
+    for ax, metric, title in zip(axes, ('f1', 'auroc'), ('F1', 'AUROC')):
+        for offset, split, colour in (
+            (-0.17, 'seen', '#4c72b0'),
+            (0.17, 'unseen', '#dd8452'),
+        ):
+            means, stds = [], []
+            for model in models:
+                sel = rows[
+                    (rows.modalities == model[0])
+                    & (rows.fusion == model[1])
+                    & (rows.split == split)
+                ][metric].astype(float)
+                means.append(sel.mean())
+                stds.append(sel.std(ddof=1) if len(sel) > 1 else 0.0)
+            ax.bar(
+                x + offset,
+                means,
+                width=0.34,
+                yerr=stds,
+                color=colour,
+                capsize=2,
+                label=f'{split} cities',
+            )
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=7)
+        ax.set_title(f'{title} by model (mean ± std over folds and seeds)')
+        ax.set_ylim(0, 1)
+        ax.grid(axis='y', alpha=0.3)
+        if metric == 'auroc':
+            ax.axhline(0.5, color='grey', lw=0.8, ls='--')
+    axes[0].legend(loc='upper left')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
+    """ROC and precision-recall curves on unseen cities, pooled over folds and seeds."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    unseen = predictions[predictions.split == 'unseen']
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 5.5))
+    for model in _model_order(unseen):
+        if model[1] not in ('late', 'gbm'):
+            continue
+        sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
+        y = sel.label.to_numpy()
+        p = sel.probability.to_numpy()
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        precision, recall, _ = precision_recall_curve(y, p)
+        name = describe_model(*model)
+        style = '--' if model[1] == 'gbm' else '-'
+        roc.plot(fpr, tpr, style, label=f'{name} ({roc_auc_score(y, p):.2f})')
+        pr.plot(
+            recall,
+            precision,
+            style,
+            label=f'{name} ({average_precision_score(y, p):.2f})',
+        )
+    roc.plot([0, 1], [0, 1], color='grey', lw=0.8, ls=':')
+    roc.set(
+        xlabel='false positive rate',
+        ylabel='true positive rate',
+        title='ROC, unseen cities (AUROC)',
+    )
+    pr.set(xlabel='recall', ylabel='precision', title='Precision-recall, unseen (AP)')
+    if len(unseen):
+        pr.axhline(float(unseen.label.mean()), color='grey', lw=0.8, ls=':')
+    for ax in (roc, pr):
+        ax.legend(fontsize=7, loc='best')
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> None:
+    """Reliability diagram of every late-fusion model on unseen cities."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    unseen = predictions[predictions.split == 'unseen']
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    edges = np.linspace(0, 1, bins + 1)
+    for model in _model_order(unseen):
+        if model[1] not in ('late', 'gbm'):
+            continue
+        sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
+        p = sel.probability.to_numpy()
+        y = sel.label.to_numpy()
+        index = np.minimum((p * bins).astype(int), bins - 1)
+        xs, ys = [], []
+        for b in range(bins):
+            if (index == b).any():
+                xs.append(p[index == b].mean())
+                ys.append(y[index == b].mean())
+        ece = expected_calibration_error(p, y, bins)
+        style = 'o--' if model[1] == 'gbm' else 'o-'
+        ax.plot(xs, ys, style, ms=3, label=f'{describe_model(*model)} (ECE {ece:.3f})')
+    ax.plot(edges, edges, color='grey', lw=0.8, ls=':')
+    ax.set(
+        xlabel='predicted probability of damage',
+        ylabel='observed damaged share',
+        title='Reliability on unseen cities',
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    rows: pd.DataFrame,
+    predictions: pd.DataFrame,
+    config: StudyConfig,
+    out: str | os.PathLike[str],
+    seconds: float | None = None,
+    command: str | None = None,
+) -> list[Path]:
+    """Write ``study.csv``, ``study.md`` and the figures.
+
+    Args:
+        rows: rows of the study (:func:`run_study`).
+        predictions: pooled predictions (:func:`run_study`).
+        config: the study's configuration.
+        out: output folder (e.g. ``docs/results``).
+        seconds: wall time of the study, reported in the page.
+        command: the command that produced the results, quoted in the page.
+
+    Returns:
+        The files written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def replace(path: Path, write: Callable[[Path], None]) -> None:
+        tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
+        write(tmp)
+        os.replace(tmp, path)
+        written.append(path)
+
+    table = rows[list(COLUMNS)].copy()
+    for metric in METRICS:
+        table[metric] = table[metric].astype(float).round(4)
+    table['threshold'] = table['threshold'].astype(float).round(4)
+    replace(out / 'study.csv', lambda p: table.to_csv(p, index=False))
+    replace(out / 'study_models.png', lambda p: plot_modalities(rows, p))
+    replace(out / 'study_curves.png', lambda p: plot_curves(predictions, p))
+    replace(
+        out / 'study_reliability.png',
+        lambda p: plot_reliability(predictions, p, config.ece_bins),
+    )
+
+    overall = summary(rows, ['modalities', 'fusion', 'split'])
+    per_city = summary(
+        rows[rows.split == 'unseen'], ['modalities', 'fusion', 'held_out_city']
+    )
+    gaps = gap_table(rows)
+    settings = {k: v for k, v in asdict(config).items() if k != 'name'}
+    lines = [
+        '# The study: modality ablation x fusion x unseen cities',
+        '',
+        '*Written by `experiments/study.py`; do not edit by hand.*',
+        '',
+        f'Configuration **{config.name}**'
+        + (f', {seconds / 60:.1f} minutes' if seconds is not None else '')
+        + f', {len(rows) // 2} runs ({len(rows)} rows of [`study.csv`](study.csv)).'
+        + (f' Command: `{command}`.' if command else ''),
+        '',
+        'Leave-one-city-out over '
+        + ', '.join(config.cities)
+        + ': each city is the *unseen* test city once, the next one in the list '
+        'chooses the decision threshold (best F1) and the others train. '
+        f'{config.holdout:.0%} of the {config.holdout_block_m:.0f} m blocks of each '
+        'training city are kept out of training: the *seen* split. Both rows of a '
+        "run carry the fold's unseen city in `held_out_city`. Data: the simulated "
+        'scene (see [simulator.md](simulator.md)); '
+        f'{config.epochs} epochs, seeds {config.seeds}. The numbers describe the '
+        'simulator, not real COSMO-SkyMed data.',
+        '',
+        '<details><summary>all settings</summary>',
+        '',
+        '```yaml',
+        *[f'{key}: {json.dumps(value)}' for key, value in settings.items()],
+        '```',
+        '',
+        '</details>',
+        '',
+        '## Findings (computed from the table)',
+        '',
+        *[f'- {line}' for line in findings(rows)],
+        '',
+        '## Unseen cities (mean ± std over folds and seeds)',
+        '',
+        markdown_table(
+            overall[overall.split == 'unseen'], ['modalities', 'fusion'], METRICS
+        ),
+        '',
+        '## Seen cities: held-out blocks of the training cities',
+        '',
+        markdown_table(
+            overall[overall.split == 'seen'], ['modalities', 'fusion'], METRICS
+        ),
+        '',
+        '## Generalisation gap (seen - unseen, paired by run)',
+        '',
+        '| model | runs | F1 gap | AUROC gap |',
+        '|---|---|---|---|',
+        *[
+            f'| {describe_model(r["modalities"], r["fusion"])} | {r["runs"]} | '
+            f'{_cell(r["f1_gap_mean"], r["f1_gap_std"])} | '
+            f'{_cell(r["auroc_gap_mean"], r["auroc_gap_std"])} |'
+            for r in gaps.to_dict('records')
+        ],
+        '',
+        '## Per unseen city',
+        '',
+        markdown_table(
+            per_city, ['modalities', 'fusion', 'held_out_city'], ['f1', 'auroc', 'ap']
+        ),
+        '',
+        '## Figures',
+        '',
+        '![F1 and AUROC by model, seen vs unseen cities](study_models.png)',
+        '',
+        '![ROC and precision-recall curves on unseen cities](study_curves.png)',
+        '',
+        '![Reliability diagram on unseen cities](study_reliability.png)',
+        '',
+    ]
+
+    def page(path: Path) -> None:
+        path.write_text('\n'.join(lines), encoding='utf-8')
+
+    replace(out / 'study.md', page)
+    return written
