@@ -21,6 +21,7 @@ Everything runs on the CPU by default (a few minutes on two cores).
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import torch
 
 from .datamodules import SARDamageDataModule
 from .datasets import DamageLabels, OSMBuildings
+from .errors import OutputError
 from .plot import plot_prediction_map
 from .simulation.run import simulate
 from .simulation.writers import write_vector
@@ -71,6 +73,20 @@ class DemoConfig:
     seed: int = 0
     accelerator: str = 'cpu'
     modalities: tuple[str, ...] = ('sar', 'osm', 'dsm', 'gem')
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file beside it, removed on any failure."""
+    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f'cannot be written ({err.strerror or err})') from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -143,8 +159,7 @@ def run_demo(
     )
     trainer.fit(model, datamodule=data)
     checkpoint = out / 'model.ckpt'
-    trainer.save_checkpoint(out / '.model.tmp.ckpt')
-    os.replace(out / '.model.tmp.ckpt', checkpoint)
+    _write_atomic(checkpoint, trainer.save_checkpoint)
 
     _say(f'[3/4] testing on the unseen town {config.test_city}', quiet)
     results = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -181,10 +196,10 @@ def run_demo(
     predictions.loc[predictions['damage_prob'].isna(), 'damage'] = pd.NA
     predictions['label'] = np.where(labels >= 0, labels, -1)
     predictions = gpd.GeoDataFrame(predictions, geometry='geometry', crs=footprints.crs)
-    write_vector(
-        out / '.predictions.tmp.gpkg', predictions, layer='predictions', driver='GPKG'
+    _write_atomic(
+        out / 'predictions.gpkg',
+        lambda p: write_vector(p, predictions, layer='predictions', driver='GPKG'),
     )
-    os.replace(out / '.predictions.tmp.gpkg', out / 'predictions.gpkg')
     truth = gpd.read_file(town / files['truth'])
     plot_prediction_map(
         town / files['sar_geotiff'],
@@ -196,7 +211,6 @@ def run_demo(
     )
     metrics['buildings_predicted'] = int(predictions['damage_prob'].notna().sum())
     metrics['seconds'] = round(time.perf_counter() - start, 1)
-    tmp = out / '.metrics.json.tmp'
-    tmp.write_text(json.dumps(metrics, indent=2) + '\n', encoding='utf-8')
-    os.replace(tmp, out / 'metrics.json')
+    text = json.dumps(metrics, indent=2) + '\n'
+    _write_atomic(out / 'metrics.json', lambda p: p.write_text(text, encoding='utf-8'))
     return metrics
