@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format benchmarks clean install docs
+.PHONY: demo test lint format benchmarks clean install docs experiments experiments-quick
 
 $(PYTHON):
 	@test -n "$(PY312)" || { echo "error: Python 3.12 not found (install it, e.g. 'pyenv install 3.12')" >&2; exit 2; }
@@ -31,6 +31,14 @@ test: $(STAMP)
 # the catalogue in tests/test_bad_inputs.py
 docs: $(STAMP)
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# the paper's study (experiments/study.py): docs/results/study.{csv,md} and figures;
+# an interrupted study resumes from outputs/study/<name>
+experiments-quick: $(STAMP)
+	$(PYTHON) experiments/study.py --config experiments/study/quick.yaml
+
+experiments: $(STAMP)
+	$(PYTHON) experiments/study.py --config experiments/study/full.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-fix .

@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         config = StudyConfig.from_yaml(args.config)
         work = Path(args.work or Path('outputs/study') / config.name)
         start = time.perf_counter()
-        rows, predictions = run_study(config, work, progress=not args.quiet)
+        new: list[object] = []
+        rows, predictions = run_study(config, work, not args.quiet, new.append)
         seconds = time.perf_counter() - start
         command = f'python experiments/study.py --config {args.config}'
-        files = write_report(rows, predictions, config, args.out, seconds, command)
+        # a study resumed with nothing left to run reports no wall time
+        wall = seconds if new else None
+        files = write_report(rows, predictions, config, args.out, wall, command)
     except SARDamageError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.study import (
     COLUMNS,
     StudyConfig,
-    expected_calibration_error,
     grid,
     run_study,
     scores,
@@ -105,14 +104,6 @@ def test_scores_match_sklearn() -> None:
     assert result['n_damaged'] == 3
     one_class = scores(p, np.zeros(6, dtype=int), threshold=0.3)
     assert np.isnan(one_class['auroc'])
-
-
-def test_expected_calibration_error() -> None:
-    assert expected_calibration_error(np.array([0.2, 0.8]), np.array([0, 1])) == (
-        pytest.approx(0.2)
-    )
-    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([1, 1])) == 0
-    assert np.isnan(expected_calibration_error(np.zeros(0), np.zeros(0)))
 
 
 def test_grid_skips_what_does_not_apply() -> None:

@@ -18,6 +18,7 @@ diagram over equal-width probability bins.
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -80,6 +81,13 @@ def fit_temperature(logits: Tensor, targets: Tensor) -> float:
     return float(1 / math.exp((a + b) / 2))
 
 
+def _numpy(values: Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
+    """A NumPy copy of a tensor or an array-like (read-only arrays are fine)."""
+    if isinstance(values, Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def _confidence(
     probabilities: Tensor | npt.ArrayLike, targets: Tensor | npt.ArrayLike
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -88,8 +96,8 @@ def _confidence(
     Binary probabilities ``[N]`` are compared with the positive label; multiclass
     probabilities ``[N, C]`` by their top-label confidence and correctness.
     """
-    p = np.asarray(torch.as_tensor(probabilities).detach().cpu(), dtype=np.float64)
-    y = np.asarray(torch.as_tensor(targets).detach().cpu()).reshape(-1)
+    p = _numpy(probabilities).astype(np.float64)
+    y = _numpy(targets).reshape(-1)
     if p.ndim == 2 and p.shape[1] == 1:
         p = p[:, 0]
     keep = y >= 0

@@ -38,6 +38,7 @@ tables overall and per held-out city, the generalisation gap) and figures.
 """
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
+from .calibration import expected_calibration_error, reliability_curve
 from .datamodules import MODALITIES, SARDamageDataModule, leave_one_city_out
 from .datamodules.damage import check_modalities
 from .datasets import OSMBuildings, collate_buildings
@@ -153,8 +155,8 @@ class StudyConfig:
     batch_size: int = 32
     lr: float = 1e-3
     backbone: str = 'resnet18'
-    holdout: float = 0.2
-    holdout_block_m: float = 150.0
+    holdout: float = 0.3
+    holdout_block_m: float = 100.0
     ece_bins: int = 10
 
     @classmethod
@@ -247,33 +249,6 @@ def grid(config: StudyConfig) -> list[tuple[str, str]]:
     return pairs
 
 
-def expected_calibration_error(
-    probabilities: np.ndarray, targets: np.ndarray, bins: int = 10
-) -> float:
-    """Expected calibration error with equal-width probability bins.
-
-    Args:
-        probabilities: predicted probabilities of damage ``[N]``.
-        targets: true labels ``[N]`` (0 or 1).
-        bins: number of bins over [0, 1].
-
-    Returns:
-        The share-weighted mean absolute gap between the mean probability and the
-        damaged share in each bin (NaN for no building).
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    if len(p) == 0:
-        return float('nan')
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = index == b
-        if sel.any():
-            total += sel.mean() * abs(p[sel].mean() - y[sel].mean())
-    return float(total)
-
-
 def scores(
     probabilities: np.ndarray, targets: np.ndarray, threshold: float, bins: int = 10
 ) -> dict[str, float]:
@@ -361,8 +336,9 @@ def _datamodule(
     modalities: Sequence[str],
     chips: Path,
     progress: bool,
+    cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
 ) -> SARDamageDataModule:
-    return SARDamageDataModule(
+    data = SARDamageDataModule(
         root=str(root),
         train_cities=fold['train'],
         val_cities=fold['val'],
@@ -376,6 +352,11 @@ def _datamodule(
         holdout=config.holdout,
         holdout_block_m=config.holdout_block_m,
     )
+    if cache is not None:
+        # the opened datasets and chip stores of every city are the same in every
+        # run with these modalities: open them once per study
+        data._cities, data._chips = cache.setdefault(tuple(modalities), ({}, {}))
+    return data
 
 
 @contextlib.contextmanager
@@ -389,6 +370,8 @@ def _quiet_lightning() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*LeafSpec.*')
             warnings.filterwarnings('ignore', message='.*does not have many workers.*')
+            # validation runs once, after the last epoch (see train_fusion)
+            warnings.filterwarnings('ignore', message='.*ReduceLROnPlateau.*')
             yield
     finally:
         for logger, level in zip(loggers, levels):
@@ -403,6 +386,7 @@ def train_fusion(
     fusion: str,
     seed: int,
     chips: Path,
+    cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
 ) -> dict[str, _Predictions | float]:
     """Train one fusion model on a fold and predict its seen and unseen test sets.
 
@@ -414,12 +398,13 @@ def train_fusion(
         fusion: the fusion type.
         seed: the training seed.
         chips: folder of the chip stores (shared by all runs).
+        cache: opened datasets shared between runs (see :func:`run_study`).
 
     Returns:
         ``unseen`` and ``seen`` predictions, and the ``threshold``.
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
-    data = _datamodule(config, root, fold, modalities, chips, progress=False)
+    data = _datamodule(config, root, fold, modalities, chips, False, cache)
     model = DamageClassification(
         modalities=list(modalities),
         fusion=fusion,
@@ -633,6 +618,7 @@ def run_study(
         for name, fusion in pairs
     ]
     sar_statistics: dict[str, pd.DataFrame] = {}
+    cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] = {}
     bar = tqdm(runs, desc='study', unit='run', disable=not progress)
     for fold, seed, name, fusion in bar:
         city = fold['test'][0]
@@ -642,7 +628,7 @@ def run_study(
             continue
         start = time.perf_counter()
         if fusion == 'gbm':
-            data = _datamodule(config, root, fold, MODALITIES, chips, progress)
+            data = _datamodule(config, root, fold, MODALITIES, chips, progress, cache)
             stats = None
             if name == 'sar':
                 for slug in config.cities:
@@ -652,7 +638,7 @@ def run_study(
             result = train_gbm(data, fold, seed, stats)
         else:
             result = train_fusion(
-                config, root, fold, name.split('+'), fusion, seed, chips
+                config, root, fold, name.split('+'), fusion, seed, chips, cache
             )
         seconds = time.perf_counter() - start
         threshold = result['threshold']
@@ -689,6 +675,7 @@ def run_study(
         os.replace(tmp, journal_path)
         if on_run is not None:
             on_run(new)
+        gc.collect()  # trainer, model and data module hold each other in cycles
     bar.close()
     wanted = {
         (name, fusion, fold['test'][0], seed)
@@ -838,6 +825,10 @@ def gap_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def findings(rows: pd.DataFrame) -> list[str]:
     """Sentences comparing the models, computed from the rows (never typed)."""
     unseen = rows[rows.split == 'unseen']
@@ -867,7 +858,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
                 f1, auroc = means[model]
                 verdict = 'below' if auroc < best_auroc else 'AT OR ABOVE'
                 lines.append(
-                    f'{describe_model(*model).capitalize()}: F1 {f1:.3f}, AUROC '
+                    f'{_sentence(describe_model(*model))}: F1 {f1:.3f}, AUROC '
                     f"{auroc:.3f}, {verdict} the best deep model's AUROC "
                     f'({best_auroc:.3f}).'
                 )
@@ -961,9 +952,13 @@ def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
     roc.set(
         xlabel='false positive rate',
         ylabel='true positive rate',
-        title='ROC, unseen cities (AUROC)',
+        title='ROC on unseen cities, pooled over folds and seeds (AUROC)',
     )
-    pr.set(xlabel='recall', ylabel='precision', title='Precision-recall, unseen (AP)')
+    pr.set(
+        xlabel='recall',
+        ylabel='precision',
+        title='Precision-recall on unseen cities, pooled (AP)',
+    )
     if len(unseen):
         pr.axhline(float(unseen.label.mean()), color='grey', lw=0.8, ls=':')
     for ax in (roc, pr):
@@ -983,23 +978,18 @@ def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> N
 
     unseen = predictions[predictions.split == 'unseen']
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    edges = np.linspace(0, 1, bins + 1)
     for model in _model_order(unseen):
         if model[1] not in ('late', 'gbm'):
             continue
         sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
         p = sel.probability.to_numpy()
         y = sel.label.to_numpy()
-        index = np.minimum((p * bins).astype(int), bins - 1)
-        xs, ys = [], []
-        for b in range(bins):
-            if (index == b).any():
-                xs.append(p[index == b].mean())
-                ys.append(y[index == b].mean())
+        mean_p, observed, count = reliability_curve(p, y, bins)
+        xs, ys = mean_p[count > 0], observed[count > 0]
         ece = expected_calibration_error(p, y, bins)
         style = 'o--' if model[1] == 'gbm' else 'o-'
         ax.plot(xs, ys, style, ms=3, label=f'{describe_model(*model)} (ECE {ece:.3f})')
-    ax.plot(edges, edges, color='grey', lw=0.8, ls=':')
+    ax.plot([0, 1], [0, 1], color='grey', lw=0.8, ls=':')
     ax.set(
         xlabel='predicted probability of damage',
         ylabel='observed damaged share',
@@ -1057,6 +1047,8 @@ def write_report(
         lambda p: plot_reliability(predictions, p, config.ece_bins),
     )
 
+    runs = rows.drop_duplicates(['modalities', 'fusion', 'held_out_city', 'seed'])
+    run_minutes = float(runs['seconds'].astype(float).sum()) / 60
     overall = summary(rows, ['modalities', 'fusion', 'split'])
     per_city = summary(
         rows[rows.split == 'unseen'], ['modalities', 'fusion', 'held_out_city']
@@ -1068,9 +1060,15 @@ def write_report(
         '',
         '*Written by `experiments/study.py`; do not edit by hand.*',
         '',
-        f'Configuration **{config.name}**'
-        + (f', {seconds / 60:.1f} minutes' if seconds is not None else '')
-        + f', {len(rows) // 2} runs ({len(rows)} rows of [`study.csv`](study.csv)).'
+        f'Configuration **{config.name}**: {len(rows) // 2} runs ({len(rows)} rows of '
+        f'[`study.csv`](study.csv)), {run_minutes:.1f} minutes of training and '
+        "testing (the sum of the runs' `seconds`"
+        + (
+            f'; the last invocation took {seconds / 60:.1f} minutes of wall time'
+            if seconds is not None
+            else ''
+        )
+        + ').'
         + (f' Command: `{command}`.' if command else ''),
         '',
         'Leave-one-city-out over '

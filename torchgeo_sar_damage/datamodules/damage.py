@@ -700,7 +700,8 @@ class SARDamageDataModule(LightningDataModule):
             return np.zeros(len(chips), dtype=bool)
         centres = np.zeros((len(chips.queries), 2))
         for i, query in enumerate(chips.queries):
-            assert isinstance(query, tuple) and len(query) >= 2
+            assert isinstance(query, tuple)
+            assert len(query) >= 2
             x, y = query[0], query[1]
             centres[i] = ((x.start + x.stop) / 2, (y.start + y.stop) / 2)
         # one stream per city and seed, independent of the other cities chosen
