@@ -7,14 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pytest
+import rasterio.transform
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
 
 from torchgeo_sar_damage.datasets.chips import BuildingChips
-from torchgeo_sar_damage.datasets.utils import collate_buildings, merge_modalities
+from torchgeo_sar_damage.datasets.utils import (
+    collate_buildings,
+    from_origin,
+    merge_modalities,
+)
 from torchgeo_sar_damage.samplers import BuildingSampler
 
 
@@ -176,3 +182,46 @@ def test_merge_modalities() -> None:
         merge_modalities([sar, {'image': torch.ones(1, 2, 2)}])
     with pytest.raises(ValueError, match='disagree'):
         merge_modalities([sar, {'bounds': bounds + 1}])
+
+
+def test_merge_modalities_close_and_nan_bounds() -> None:
+    bounds = torch.arange(9.0)
+    close = bounds.clone()
+    close[1] += 1e-6  # not equal, but allclose: accepted, the first is kept
+    merged = merge_modalities([{'bounds': bounds}, {'bounds': close}])
+    assert torch.equal(merged['bounds'], bounds)
+    nan = bounds.clone()
+    nan[1] = float('nan')
+    with pytest.raises(ValueError, match='disagree'):
+        merge_modalities([{'bounds': nan}, {'bounds': nan.clone()}])
+    transform = torch.arange(9.0)
+    with pytest.raises(ValueError, match="disagree on 'transform'"):
+        merge_modalities([{'transform': transform}, {'transform': transform + 1}])
+    merged = merge_modalities(
+        [{'transform': transform}, {'transform': transform.clone()}]
+    )
+    assert merged['transform'] is transform
+
+
+def test_from_origin_is_rasterio_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    values: list[tuple[float, float, float, float]] = [
+        (0.0, 0.0, 1.0, 1.0),
+        (-0.0, -0.0, 0.5, 0.5),
+        (-0.0, 0.0, -1.0, -0.0),
+        (299000.0, 4116800.0, 0.5, 0.5),
+        (1e-300, -1e300, 1e-12, 3.0),
+    ]
+    for _ in range(2000):
+        x, y = rng.uniform(-1e7, 1e7, 2)
+        sx, sy = rng.uniform(1e-6, 100, 2)
+        values.append((float(x), float(y), float(sx), float(sy)))
+    for x, y, sx, sy in values:
+        fast = tuple(from_origin(x, y, sx, sy))
+        slow = tuple(rasterio.transform.from_origin(x, y, sx, sy))
+        assert np.array_equal(np.array(fast), np.array(slow))
+        assert np.array_equal(np.signbit(fast), np.signbit(slow))
+    x64, y64 = np.float64(2.5), np.float64(-3.25)
+    assert tuple(from_origin(x64, y64, 0.5, 2)) == tuple(
+        rasterio.transform.from_origin(x64, y64, 0.5, 2)
+    )

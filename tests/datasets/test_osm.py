@@ -3,6 +3,7 @@
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -182,6 +183,20 @@ class TestOSMBuildings:
             assert sample.keys() == expected.keys()
             for key in sample:
                 assert torch.equal(sample[key], expected[key]), key
+
+    def test_extract_holds_bounds_only_while_reading(
+        self, dataset: OSMBuildings
+    ) -> None:
+        bounds = dataset.bounds
+        samples = dataset.extract([window(5, 5), window(1000, 1000)])
+        next(samples)
+        assert dataset._held_bounds is None  # released between windows
+        with pytest.raises(
+            IndexError, match=re.escape('index: (slice(299984.0, 300016.0, 1)')
+        ):
+            next(samples)  # the message names the query as given
+        assert dataset._held_bounds is None
+        assert dataset.bounds == bounds
 
     def test_geojson_overpass_ids(self) -> None:
         ds = load(GEOJSON, crs=UTM)

@@ -28,7 +28,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from .utils import ModalityMixin
+from .utils import ModalityMixin, from_origin
 
 #: An open raster: a file read as it is, or a warped view of it in the dataset's CRS.
 type Source = DatasetReader | WarpedVRT
@@ -67,7 +67,7 @@ def read_window(
     south, north = max(y.start, bottom), min(y.stop, top)
     if west >= east or south >= north:
         return out
-    out_transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+    out_transform = from_origin(x.start, y.stop, x.step, y.step)
     dst = rasterio.windows.from_bounds(west, south, east, north, out_transform)
     row0 = math.floor(dst.row_off + 0.1)
     col0 = math.floor(dst.col_off + 0.1)
@@ -282,7 +282,7 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         self, x: slice, y: slice, t: slice, data: npt.NDArray[np.float32]
     ) -> Sample:
         """Wrap a window's data into a TorchGeo sample (as RasterDataset does)."""
-        transform = rasterio.transform.from_origin(x.start, y.stop, x.step, y.step)
+        transform = from_origin(x.start, y.stop, x.step, y.step)
         bounds = [
             x.start,
             x.stop,

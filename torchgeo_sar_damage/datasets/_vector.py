@@ -27,7 +27,7 @@ from torchgeo.datasets import DatasetNotFoundError, VectorDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from .utils import ModalityMixin
+from .utils import ModalityMixin, from_origin
 
 #: Polygonal geometry types kept by :func:`drop_bad_geometries`.
 POLYGON_TYPES = ('Polygon', 'MultiPolygon')
@@ -152,6 +152,9 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
 
     #: Table of all kept features, in the dataset CRS (set by :meth:`_set_table`).
     _table: gpd.GeoDataFrame
+
+    #: :attr:`bounds` while :meth:`extract` reads its windows (None otherwise).
+    _held_bounds: tuple[slice, slice, slice] | None = None
 
     def __init__(
         self,
@@ -312,7 +315,7 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
             )
         width = round((xmax - xmin) / x.step)
         height = round((ymax - ymin) / y.step)
-        transform = rasterio.transform.from_origin(xmin, ymax, x.step, y.step)
+        transform = from_origin(xmin, ymax, x.step, y.step)
         return (xmin, ymin, xmax, ymax), (height, width), transform
 
     def _in_window(self, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -385,8 +388,22 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
             sample = self.transforms(sample)
         return sample
 
+    @property
+    def bounds(self) -> tuple[slice, slice, slice]:
+        """Bounds of the index (see :attr:`torchgeo.datasets.GeoDataset.bounds`).
+
+        Returns:
+            Bounding x, y, and t slices.
+        """
+        if self._held_bounds is not None:
+            return self._held_bounds
+        return super().bounds
+
     def extract(self, queries: Iterable[GeoSlice]) -> Iterator[Sample]:
         """Samples of many windows, in query order (no file I/O: all in memory).
+
+        The dataset's :attr:`bounds` (which resolve partial queries) are computed
+        once rather than twice per query; nothing changes them meanwhile.
 
         Args:
             queries: windows, e.g. from a sampler.
@@ -394,5 +411,11 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         Yields:
             Exactly ``self[query]`` for each query.
         """
+        bounds = self.bounds
         for query in queries:
-            yield self[query]
+            self._held_bounds = bounds
+            try:
+                sample = self[query]
+            finally:
+                self._held_bounds = None
+            yield sample

@@ -19,7 +19,6 @@ import shapely
 import torch
 from matplotlib.figure import Figure
 from pyproj import CRS
-from rasterio.transform import from_origin
 from torchgeo.datasets import VectorDataset
 from torchgeo.datasets.errors import DatasetNotFoundError
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
@@ -27,7 +26,7 @@ from torchgeo.datasets.utils import GeoSlice, Path, Sample
 from ..errors import ArgumentError, InputFileError
 from ..taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
 from ._vector import read_table
-from .utils import ModalityMixin
+from .utils import ModalityMixin, from_origin
 
 __all__ = ['FEATURE_NAMES', 'GEMExposure']
 

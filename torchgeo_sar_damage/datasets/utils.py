@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import torch
+from affine import Affine
 from rasterio import features
 from torchgeo.datasets import GeoDataset, IntersectionDataset, UnionDataset
 from torchgeo.datasets.utils import GeoSlice, Sample
@@ -89,6 +90,41 @@ def footprint_sigma0_statistics(
     return stats.reindex(range(len(footprints)))
 
 
+def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
+    """:func:`rasterio.transform.from_origin`, without its per-call overhead.
+
+    Rasterio computes ``Affine.translation(west, north) * Affine.scale(xsize,
+    -ysize)``; this evaluates the same floating-point expressions of that product
+    (term by term, in the same order), so the result is bit-for-bit the same.
+
+    Args:
+        west: x of the upper-left corner.
+        north: y of the upper-left corner.
+        xsize: pixel width.
+        ysize: pixel height (positive: the transform is north up).
+
+    Returns:
+        The pixel transform.
+    """
+    # translation (1, 0, west, 0, 1, north) @ scale (xsize, 0, 0, 0, -ysize, 0)
+    neg = -ysize
+    return Affine(
+        1.0 * xsize + 0.0 * 0.0,
+        1.0 * 0.0 + 0.0 * neg,
+        1.0 * 0.0 + 0.0 * 0.0 + west,
+        0.0 * xsize + 1.0 * 0.0,
+        0.0 * 0.0 + 1.0 * neg,
+        0.0 * 0.0 + 1.0 * 0.0 + north,
+    )
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.allclose(a, b)``, answering from a cheap exact comparison first."""
+    if a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b):
+        return True  # equal elements (no NaN: torch.equal is False for NaN)
+    return torch.allclose(a, b)
+
+
 #: Keys whose values are concatenated (in dataset order) when datasets are combined.
 CONCATENATED_KEYS = ('tabular',)
 
@@ -100,7 +136,7 @@ def _merge_bounds(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dataset without dates reports an unbounded time range, so only the spatial part
     must agree and the time range is the intersection.
     """
-    if a.shape != b.shape or not torch.allclose(a[:6], b[:6]):
+    if a.shape != b.shape or not _same(a[:6], b[:6]):
         raise ValueError(f"datasets disagree on 'bounds': {a} != {b}")
     out = a.clone()
     if a.numel() >= 8:
@@ -138,9 +174,7 @@ def merge_modalities(samples: Sequence[Sample]) -> Sample:
             elif key == 'bounds':
                 merged[key] = _merge_bounds(merged[key], value)
             elif key == 'transform':
-                if not torch.allclose(
-                    torch.as_tensor(merged[key]), torch.as_tensor(value)
-                ):
+                if not _same(torch.as_tensor(merged[key]), torch.as_tensor(value)):
                     raise ValueError(
                         f'datasets disagree on {key!r}: {merged[key]} != {value}'
                     )
