@@ -21,7 +21,6 @@ Everything runs on the CPU by default (a few minutes on two cores).
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,11 @@ import torch
 
 from .datamodules import SARDamageDataModule
 from .datasets import DamageLabels, OSMBuildings
-from .errors import OutputError
 from .plot import plot_prediction_map
 from .simulation.run import simulate
 from .simulation.writers import write_vector
 from .tasks import DamageClassification
+from .utils import write_atomic
 
 #: Metrics written to ``metrics.json`` (names as the task logs them).
 METRICS = ('F1Score', 'AUROC', 'AveragePrecision', 'CohenKappa', 'Precision', 'Recall')
@@ -73,20 +72,6 @@ class DemoConfig:
     seed: int = 0
     accelerator: str = 'cpu'
     modalities: tuple[str, ...] = ('sar', 'osm', 'dsm', 'gem')
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file beside it, removed on any failure."""
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(path, f'cannot be written ({err.strerror or err})') from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -159,7 +144,7 @@ def run_demo(
     )
     trainer.fit(model, datamodule=data)
     checkpoint = out / 'model.ckpt'
-    _write_atomic(checkpoint, trainer.save_checkpoint)
+    write_atomic(checkpoint, trainer.save_checkpoint)
 
     _say(f'[3/4] testing on the unseen town {config.test_city}', quiet)
     results = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -196,7 +181,7 @@ def run_demo(
     predictions.loc[predictions['damage_prob'].isna(), 'damage'] = pd.NA
     predictions['label'] = np.where(labels >= 0, labels, -1)
     predictions = gpd.GeoDataFrame(predictions, geometry='geometry', crs=footprints.crs)
-    _write_atomic(
+    write_atomic(
         out / 'predictions.gpkg',
         lambda p: write_vector(p, predictions, layer='predictions', driver='GPKG'),
     )
@@ -212,5 +197,5 @@ def run_demo(
     metrics['buildings_predicted'] = int(predictions['damage_prob'].notna().sum())
     metrics['seconds'] = round(time.perf_counter() - start, 1)
     text = json.dumps(metrics, indent=2) + '\n'
-    _write_atomic(out / 'metrics.json', lambda p: p.write_text(text, encoding='utf-8'))
+    write_atomic(out / 'metrics.json', lambda p: p.write_text(text, encoding='utf-8'))
     return metrics

@@ -4,7 +4,6 @@
 """Maps and figures shared by the command line, the docs and the experiments."""
 
 import os
-from pathlib import Path
 
 import geopandas as gpd
 import matplotlib
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .datasets.utils import read_sigma0
+from .utils import write_atomic
 
 #: Colours of the EMS-98 damage grades 0 (none) to 5 (destruction).
 GRADE_COLOURS = ('#1a9850', '#91cf60', '#d9ef8b', '#fee08b', '#fc8d59', '#d73027')
@@ -170,14 +170,7 @@ def plot_truth_quicklook(
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> None:
     """Save a figure as PNG through a temporary file renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    try:
-        fig.savefig(tmp, dpi=dpi, format='png')
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format='png'))
 
 
 def plot_prediction_map(

@@ -46,11 +46,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import lightning
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -60,9 +62,11 @@ from sklearn.metrics import (
     average_precision_score,
     cohen_kappa_score,
     f1_score,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets.utils import Sample
@@ -75,9 +79,11 @@ from .datasets import OSMBuildings, collate_buildings
 from .datasets.utils import footprint_sigma0_statistics
 from .errors import ArgumentError, InputFileError
 from .models.fusion import FUSIONS
+from .plot import save_figure  # also selects the Agg backend
 from .simulation.run import simulate
 from .tasks import DamageClassification
 from .tasks.damage import best_f1_threshold
+from .utils import write_atomic
 
 #: Columns of ``study.csv``: the issue's contract first, then extras.
 COLUMNS = (
@@ -670,9 +676,7 @@ def run_study(
             )
         new = pd.DataFrame(records, columns=list(COLUMNS))
         journal = pd.concat([journal, new], ignore_index=True) if len(journal) else new
-        tmp = journal_path.with_suffix('.csv.tmp')
-        journal.to_csv(tmp, index=False)
-        os.replace(tmp, journal_path)
+        write_atomic(journal_path, partial(journal.to_csv, index=False))
         if on_run is not None:
             on_run(new)
         gc.collect()  # trainer, model and data module hold each other in cycles
@@ -874,11 +878,6 @@ def findings(rows: pd.DataFrame) -> list[str]:
 
 def plot_modalities(rows: pd.DataFrame, path: Path) -> None:
     """F1 and AUROC by model, seen vs unseen cities (mean +- std over runs)."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     models = _model_order(rows)
     labels = [describe_model(*m).replace(', ', '\n', 1) for m in models]
     fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(models) + 4), 5.5))
@@ -915,18 +914,12 @@ def plot_modalities(rows: pd.DataFrame, path: Path) -> None:
             ax.axhline(0.5, color='grey', lw=0.8, ls='--')
     axes[0].legend(loc='upper left')
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
     """ROC and precision-recall curves on unseen cities, pooled over folds and seeds."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     unseen = predictions[predictions.split == 'unseen']
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 5.5))
     for model in _model_order(unseen):
@@ -965,17 +958,12 @@ def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7, loc='best')
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> None:
     """Reliability diagram of every late-fusion model on unseen cities."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     unseen = predictions[predictions.split == 'unseen']
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for model in _model_order(unseen):
@@ -1000,7 +988,7 @@ def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> N
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -1030,9 +1018,7 @@ def write_report(
     written = []
 
     def replace(path: Path, write: Callable[[Path], None]) -> None:
-        tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-        write(tmp)
-        os.replace(tmp, path)
+        write_atomic(path, write)
         written.append(path)
 
     table = rows[list(COLUMNS)].copy()
@@ -1040,12 +1026,11 @@ def write_report(
         table[metric] = table[metric].astype(float).round(4)
     table['threshold'] = table['threshold'].astype(float).round(4)
     replace(out / 'study.csv', lambda p: table.to_csv(p, index=False))
-    replace(out / 'study_models.png', lambda p: plot_modalities(rows, p))
-    replace(out / 'study_curves.png', lambda p: plot_curves(predictions, p))
-    replace(
-        out / 'study_reliability.png',
-        lambda p: plot_reliability(predictions, p, config.ece_bins),
-    )
+    # the figures are saved atomically by plot.save_figure
+    plot_modalities(rows, out / 'study_models.png')
+    plot_curves(predictions, out / 'study_curves.png')
+    plot_reliability(predictions, out / 'study_reliability.png', config.ece_bins)
+    written += [out / f'study_{n}.png' for n in ('models', 'curves', 'reliability')]
 
     runs = rows.drop_duplicates(['modalities', 'fusion', 'held_out_city', 'seed'])
     run_minutes = float(runs['seconds'].astype(float).sum()) / 60

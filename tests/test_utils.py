@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from torchgeo_sar_damage.demo import _write_atomic
 from torchgeo_sar_damage.errors import OutputError
+from torchgeo_sar_damage.utils import write_atomic
 
 
 def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     path = tmp_path / 'metrics.json'
     path.write_text('old')
-    _write_atomic(path, lambda p: p.write_text('new'))
+    write_atomic(path, lambda p: p.write_text('new'))
     assert path.read_text() == 'new'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.json']
 
@@ -27,7 +27,7 @@ def test_full_disk_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
         raise OSError(errno.ENOSPC, 'No space left on device')
 
     with pytest.raises(OutputError, match=r'predictions\.gpkg.*No space left'):
-        _write_atomic(path, full_disk)
+        write_atomic(path, full_disk)
     assert path.read_bytes() == b'previous run'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['predictions.gpkg']
 
@@ -40,5 +40,5 @@ def test_interruption_leaves_no_temporary(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _write_atomic(path, interrupted)
+        write_atomic(path, interrupted)
     assert not list(tmp_path.iterdir())
