@@ -84,6 +84,31 @@ class Grid:
         left, bottom, right, top = self.bounds
         return Grid.from_bounds(left, bottom, right, top, pixel_m, self.crs)
 
+    def window(self, row: int, col: int, height: int, width: int) -> 'Grid':
+        """Return the sub-grid of a window of this grid's pixels.
+
+        The window's pixels are exactly this grid's pixels ``[row:row + height,
+        col:col + width]`` (same pixel size and CRS; the origin moves by whole
+        pixels), so rasters rendered on it line up with slices of full-grid rasters.
+
+        Args:
+            row: first row of the window (may lie outside the grid).
+            col: first column.
+            height: number of rows, positive.
+            width: number of columns, positive.
+
+        Returns:
+            The sub-grid.
+
+        Raises:
+            ValueError: if the window is empty.
+        """
+        if height <= 0 or width <= 0:
+            raise ValueError(f'window of {height} x {width} pixels is empty')
+        t = self.transform
+        transform = Affine(t.a, 0, t.c + col * t.a, 0, t.e, t.f + row * t.e)
+        return Grid(transform, width, height, self.crs)
+
     def xy(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the CRS coordinates of the pixel centres.
 

@@ -56,6 +56,7 @@ shadows.
 
 import enum
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -69,7 +70,17 @@ from rasterio.enums import MergeAlg
 from ..errors import ArgumentError
 from .grid import Grid
 
-__all__ = ['CLUTTER_SIGMA0_DB', 'LandCover', 'SARGeometry', 'SARImage', 'render_sigma0']
+__all__ = [
+    'CLUTTER_SIGMA0_DB',
+    'LandCover',
+    'SARGeometry',
+    'SARImage',
+    'Scatterers',
+    'building_scatterers',
+    'render_sigma0',
+    'render_sigma0_tiles',
+    'tile_margin_px',
+]
 
 
 class LandCover(enum.IntEnum):
@@ -524,6 +535,368 @@ def _fragment(
     )
 
 
+@dataclass
+class _Layer:
+    """Geometries to burn into a raster, with their values and bounding boxes."""
+
+    geometries: npt.NDArray[np.object_]
+    values: npt.NDArray[np.float64]
+    bounds: npt.NDArray[np.float64]  # (n, 4): left, bottom, right, top
+
+    @classmethod
+    def of(
+        cls,
+        geometries: npt.NDArray[np.object_],
+        values: npt.NDArray[np.float64] | None = None,
+    ) -> '_Layer':
+        """Make a layer; without values every geometry burns 1 (masks)."""
+        geometries = np.asarray(geometries, dtype=object)
+        if values is None:
+            values = np.ones(len(geometries), dtype=np.float64)
+        bounds = np.asarray(shapely.bounds(geometries), dtype=np.float64).reshape(-1, 4)
+        return cls(geometries, np.asarray(values, dtype=np.float64), bounds)
+
+    def within(self, bounds: tuple[float, float, float, float]) -> '_Layer':
+        """The geometries whose bounding box meets ``bounds``, in the same order."""
+        left, bottom, right, top = bounds
+        b = self.bounds
+        keep = (b[:, 0] <= right) & (b[:, 2] >= left)
+        keep &= (b[:, 1] <= top) & (b[:, 3] >= bottom)
+        return _Layer(self.geometries[keep], self.values[keep], b[keep])
+
+
+@dataclass
+class Scatterers:
+    """The buildings of a scene as SAR scatterers in map coordinates.
+
+    Everything random about the buildings (levels, collapse, rooftop clutter, debris,
+    broken double-bounce lines) is drawn once, by :func:`building_scatterers`; what is
+    left to render a raster is burning these geometries into a grid, plus the textures
+    and the speckle. Any window of a grid therefore gets exactly the building returns
+    of the whole grid, which is what tiled rendering (:func:`render_sigma0_tiles`)
+    relies on.
+
+    Attributes:
+        n_buildings: number of buildings of the scene.
+        occupied: true footprints (ground under them does not return clutter).
+        elevated: roofs, walls and storey rows (textured like roofs), with their
+            linear sigma nought.
+        layover: facade layover bands of standing walls.
+        debris: rubble-pile tops and their layover (heavy-tailed texture).
+        spill: debris spilled around collapsed footprints (ground level).
+        points_xy: ``(n, 2)`` positions of point scatterers (rooftop clutter, debris
+            points), already displaced by their layover.
+        points_value: linear sigma nought of each point scatterer.
+        shadow: ground swept by the shadows of the walls.
+        double_bounce: double-bounce lines at wall feet, with their sigma nought.
+    """
+
+    n_buildings: int
+    occupied: _Layer
+    elevated: _Layer
+    layover: _Layer
+    debris: _Layer
+    spill: _Layer
+    points_xy: npt.NDArray[np.float64]
+    points_value: npt.NDArray[np.float64]
+    shadow: _Layer
+    double_bounce: _Layer
+
+    def within(self, bounds: tuple[float, float, float, float]) -> 'Scatterers':
+        """The scatterers that can reach a window, in their original order.
+
+        Args:
+            bounds: ``(left, bottom, right, top)`` of the window in map units.
+
+        Returns:
+            The scatterers whose bounding box meets ``bounds`` (``n_buildings`` stays
+            the number of buildings of the scene).
+        """
+        left, bottom, right, top = bounds
+        x, y = self.points_xy[:, 0], self.points_xy[:, 1]
+        keep = (x >= left) & (x <= right) & (y >= bottom) & (y <= top)
+        return Scatterers(
+            n_buildings=self.n_buildings,
+            occupied=self.occupied.within(bounds),
+            elevated=self.elevated.within(bounds),
+            layover=self.layover.within(bounds),
+            debris=self.debris.within(bounds),
+            spill=self.spill.within(bounds),
+            points_xy=self.points_xy[keep],
+            points_value=self.points_value[keep],
+            shadow=self.shadow.within(bounds),
+            double_bounce=self.double_bounce.within(bounds),
+        )
+
+
+def building_scatterers(
+    geometry: SARGeometry,
+    buildings: gpd.GeoDataFrame,
+    rng: np.random.Generator,
+    *,
+    pixel_m: float,
+) -> Scatterers:
+    """Draw the scatterers of every building (the vector half of the renderer).
+
+    Args:
+        geometry: the acquisition geometry.
+        buildings: footprints with ``height_m`` and ``grade`` (see
+            :func:`render_sigma0`).
+        rng: random generator of the building draws.
+        pixel_m: pixel size of the grids they will be rendered on (sets the width of
+            the double-bounce lines).
+
+    Returns:
+        The scatterers, in map coordinates.
+    """
+    away = geometry.range_unit_vector
+    away_xy = np.array(away, dtype=np.float64)
+    cot = 1.0 / math.tan(math.radians(geometry.incidence_deg))
+    tan = math.tan(math.radians(geometry.incidence_deg))
+    px = pixel_m
+
+    # Per-building draws, always in the same order (determinism).
+    n = len(buildings)
+    height_m = buildings['height_m'].to_numpy(dtype=np.float64)
+    grade = buildings['grade'].to_numpy(dtype=np.int64)
+    roof_db = np.where(
+        rng.random(n) < _BRIGHT_ROOF_FRACTION,
+        rng.uniform(*_BRIGHT_ROOF_DB, n),
+        rng.uniform(*_ROOF_DB, n),
+    )
+    wall_lin = _db_to_linear(rng.uniform(*_WALL_DB, n))
+    double_bounce_lin = _db_to_linear(rng.uniform(*_DOUBLE_BOUNCE_DB, n))
+    debris_lin = _db_to_linear(rng.uniform(*_DEBRIS_DB, n))
+    pile_fraction = rng.uniform(*_PILE_FRACTION, n)
+    pancake = rng.random(n) < _PANCAKE_SHARE
+    spill_m = rng.uniform(*_SPILL_M, n) * np.where(pancake, 0.5, 1.0)
+    point_density = rng.uniform(*_ROOF_POINTS_PER_M2, n) * np.where(grade == 3, 2, 1)
+    roof_lin = _db_to_linear(roof_db)
+
+    if n == 0:
+        empty = _Layer.of(np.empty(0, dtype=object))
+        no_xy = np.empty((0, 2), dtype=np.float64)
+        return Scatterers(
+            0, empty, empty, empty, empty, empty, no_xy, no_xy[:, 0], empty, empty
+        )
+
+    footprints = np.asarray(buildings.geometry.values, dtype=object)
+    parts = _split_parts(buildings, height_m, grade, pile_fraction, rng)
+    layover_part = parts.height_m * cot
+    shadow_part = parts.height_m * tan
+    edges = _edges(parts, away)
+    owner = parts.building[edges.part]
+    rubble = parts.collapsed[edges.part]
+    edge_layover = layover_part[edges.part][:, None] * away_xy
+    edge_shadow = shadow_part[edges.part][:, None] * away_xy
+    zero = np.zeros_like(edge_layover)
+
+    # Roofs (and rubble-pile tops): footprints shifted towards the sensor.
+    roofs = _translate(parts.polygons, -layover_part[:, None] * away_xy)
+    intact = ~parts.collapsed
+    roof_value = roof_lin[parts.building]
+
+    # Walls facing the sensor are laid over onto the ground in front of them.
+    facing = (edges.facing > _EPS) & (layover_part[edges.part] > _EPS)
+    walls = _parallelograms(
+        edges.start[facing], edges.end[facing], zero[facing], -edge_layover[facing]
+    )
+    wall_value = wall_lin[owner[facing]] * edges.facing[facing]
+    standing_wall = ~rubble[facing]
+
+    # Storey rows (balconies, window rows) of standing walls: bright lines.
+    wall_index = np.flatnonzero(facing & ~rubble)
+    wall_height = parts.height_m[edges.part[wall_index]]
+    storeys = np.floor(np.maximum(wall_height - 0.5, 0.0) / _STOREY_M).astype(np.intp)
+    row_edge = np.repeat(wall_index, storeys)
+    level = np.arange(len(row_edge)) - np.repeat(np.cumsum(storeys) - storeys, storeys)
+    row_offset = (-(level + 1) * _STOREY_M * cot)[:, None] * away_xy
+    rows = (
+        shapely.linestrings(
+            np.stack(
+                [edges.start[row_edge] + row_offset, edges.end[row_edge] + row_offset],
+                axis=1,
+            )
+        )
+        if len(row_edge)
+        else np.empty(0, dtype=object)
+    )
+    row_value = (
+        wall_lin[owner[row_edge]]
+        * edges.facing[row_edge]
+        * _db_to_linear(rng.uniform(*_STOREY_GAIN_DB, len(row_edge)))
+    )
+
+    # A pancake collapse keeps its roof slab on top of the pile: it images like a
+    # low roof with a short, dim facade rather than as a rough rubble heap.
+    slab = parts.collapsed & pancake[parts.building]
+    heap = parts.collapsed & ~pancake[parts.building]
+    slab_wall = ~standing_wall & pancake[owner[facing]]
+    heap_wall = ~standing_wall & ~pancake[owner[facing]]
+    elevated = _Layer.of(
+        np.concatenate(
+            [roofs[intact | slab], walls[standing_wall], walls[slab_wall], rows]
+        ),
+        np.concatenate(
+            [
+                roof_value[intact | slab],
+                wall_value[standing_wall],
+                0.5 * wall_value[slab_wall],
+                row_value,
+            ]
+        ),
+    )
+    layover = _Layer.of(walls[standing_wall])
+
+    # Rubble: pile top and its (short) layover, plus debris spilled around.
+    rubble_index = np.flatnonzero(parts.collapsed)
+    spill = shapely.difference(
+        shapely.buffer(
+            parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
+        ),
+        footprints[parts.building[rubble_index]],
+    )
+    debris = _Layer.of(
+        np.concatenate([roofs[heap], walls[heap_wall]]),
+        np.concatenate(
+            [debris_lin[parts.building[heap]], debris_lin[owner[facing]][heap_wall]]
+        ),
+    )
+    spill_lin = debris_lin[parts.building[rubble_index]] * _db_to_linear(_SPILL_GAIN_DB)
+
+    # Point scatterers on intact roofs, shifted with the roof.
+    area = shapely.area(parts.polygons)
+    intact_index = np.flatnonzero(intact)
+    counts = rng.poisson(
+        point_density[parts.building[intact_index]] * area[intact_index]
+    )
+    roof_xy, which = _sample_in_polygons(rng, parts.polygons[intact_index], counts)
+    part = intact_index[which]
+    roof_xy -= layover_part[part][:, None] * away_xy
+    roof_points = _db_to_linear(rng.uniform(*_ROOF_POINT_DB, len(roof_xy)))
+
+    # Bright debris points over the pile and the spill, at random heights.
+    buffered = shapely.buffer(
+        parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
+    )
+    density = _DEBRIS_POINTS_PER_M2 * np.where(
+        pancake[parts.building[rubble_index]], _PANCAKE_DEBRIS, 1.0
+    )
+    counts = rng.poisson(density * area[rubble_index])
+    debris_xy, which = _sample_in_polygons(rng, buffered, counts)
+    part = rubble_index[which]
+    debris_xy -= (rng.random(len(debris_xy)) * layover_part[part])[:, None] * away_xy
+    debris_points = _db_to_linear(rng.uniform(*_DEBRIS_POINT_DB, len(debris_xy)))
+
+    # Ground not illuminated: swept away from the sensor by the walls behind.
+    behind = (edges.facing < -_EPS) & (shadow_part[edges.part] > _EPS)
+    shadows = _parallelograms(
+        edges.start[behind], edges.end[behind], zero[behind], edge_shadow[behind]
+    )
+
+    # Double bounce at the true wall foot of standing walls facing the sensor.
+    edge_height = parts.height_m[edges.part]
+    angle_deg = np.degrees(np.arccos(np.clip(edges.facing, -1.0, 1.0)))
+    strength = np.exp(-((angle_deg / _DOUBLE_BOUNCE_TAPER_DEG) ** 2))
+    candidate = (edges.facing > _EPS) & (strength > 1e-3) & (edge_height > _EPS)
+    mode = parts.double_bounce[edges.part]
+    continuous = np.flatnonzero(candidate & (mode == 1))
+    broken = np.flatnonzero(candidate & (mode == 2))
+    # Only the original outline of a partly collapsed building keeps a wall foot.
+    midpoint = (edges.start[broken] + edges.end[broken]) / 2
+    outline = shapely.boundary(footprints[owner[broken]])
+    on_outline = shapely.distance(shapely.points(midpoint), outline) < 1e-6
+    broken = broken[on_outline]
+    start_b, end_b, broken = _fragment(
+        rng, edges.start[broken], edges.end[broken], broken
+    )
+    start = np.concatenate([edges.start[continuous], start_b])
+    end = np.concatenate([edges.end[continuous], end_b])
+    which = np.concatenate([continuous, broken])
+    half = np.full((len(which), 1), 0.5 * _DOUBLE_BOUNCE_WIDTH_PX * px) * away_xy
+    lines = _parallelograms(start, end, -half, half)
+
+    return Scatterers(
+        n_buildings=n,
+        occupied=_Layer.of(footprints),
+        elevated=elevated,
+        layover=layover,
+        debris=debris,
+        spill=_Layer.of(spill, spill_lin),
+        points_xy=np.concatenate([roof_xy, debris_xy]),
+        points_value=np.concatenate([roof_points, debris_points]),
+        shadow=_Layer.of(shadows),
+        double_bounce=_Layer.of(
+            lines, double_bounce_lin[owner[which]] * strength[which]
+        ),
+    )
+
+
+def _textured_clutter(
+    landcover: npt.NDArray[np.uint8], rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """Mean ground clutter of every pixel from its land cover, with texture."""
+    lut = np.zeros(256, dtype=np.float32)
+    for cover, level_db in CLUTTER_SIGMA0_DB.items():
+        lut[int(cover)] = np.float32(_db_to_linear(level_db))
+    ground = lut[landcover]
+    ground *= _lognormal_texture(rng, landcover.shape, _CLUTTER_TEXTURE_DB)
+    return ground
+
+
+def _compose(
+    grid: Grid,
+    ground: npt.NDArray[np.float32],
+    scatterers: Scatterers,
+    rng: np.random.Generator,
+    *,
+    looks: float,
+    nesz_db: float,
+    speckle_correlation_px: float,
+) -> SARImage:
+    """Burn the scatterers into the grid over the ground clutter, then add speckle."""
+    shape = grid.shape
+    if scatterers.n_buildings > 0:
+        s = scatterers
+        occupied = _rasterize_mask(s.occupied.geometries, grid)
+        elevated = _rasterize_add(s.elevated.geometries, s.elevated.values, grid)
+        layover_mask = _rasterize_mask(s.layover.geometries, grid)
+        debris = _rasterize_add(s.debris.geometries, s.debris.values, grid)
+        ground_debris = _rasterize_add(s.spill.geometries, s.spill.values, grid)
+        points = np.zeros(shape, dtype=np.float32)
+        _add_points(points, grid, s.points_xy, s.points_value)
+        shadow_mask = _rasterize_mask(s.shadow.geometries, grid) & ~occupied
+        double_bounce = _rasterize_add(
+            s.double_bounce.geometries, s.double_bounce.values, grid
+        )
+        ground += ground_debris * _lognormal_texture(rng, shape, _DEBRIS_TEXTURE_DB)
+        del ground_debris
+    else:
+        occupied = np.zeros(shape, dtype=bool)
+        layover_mask = np.zeros(shape, dtype=bool)
+        shadow_mask = np.zeros(shape, dtype=bool)
+        elevated = np.zeros(shape, dtype=np.float32)
+        debris = np.zeros(shape, dtype=np.float32)
+        points = np.zeros(shape, dtype=np.float32)
+        double_bounce = np.zeros(shape, dtype=np.float32)
+
+    ground[shadow_mask | occupied] = 0.0
+    mean = ground
+    mean += elevated * _lognormal_texture(rng, shape, _ROOF_TEXTURE_DB)
+    mean += debris * _lognormal_texture(rng, shape, _DEBRIS_TEXTURE_DB)
+    mean += points
+    mean += double_bounce
+    mean += np.float32(_db_to_linear(nesz_db))
+    sigma0 = mean * _speckle(rng, shape, looks, speckle_correlation_px)
+    return SARImage(
+        sigma0=sigma0,
+        mean_sigma0=mean,
+        layover=layover_mask,
+        shadow=shadow_mask,
+        double_bounce=double_bounce > 0,
+    )
+
+
 def render_sigma0(
     grid: Grid,
     geometry: SARGeometry,
@@ -536,6 +909,9 @@ def render_sigma0(
     speckle_correlation_px: float = 2.0,
 ) -> SARImage:
     """Render the sigma nought of a VHR X-band SAR image of a scene.
+
+    The whole grid is rendered at once (about 50 bytes of memory per pixel); see
+    :func:`render_sigma0_tiles` for grids too large for that.
 
     Args:
         grid: the output grid (north-up, ground-range geocoded like a GTC product).
@@ -559,230 +935,138 @@ def render_sigma0(
             grid or out of range.
     """
     _check_inputs(grid, buildings, landcover, looks, speckle_correlation_px)
-    shape = grid.shape
-    away = geometry.range_unit_vector
-    away_xy = np.array(away, dtype=np.float64)
-    cot = 1.0 / math.tan(math.radians(geometry.incidence_deg))
-    tan = math.tan(math.radians(geometry.incidence_deg))
-    px = grid.pixel_m
-
-    # Ground clutter, textured.
-    lut = np.zeros(256, dtype=np.float32)
-    for cover, level_db in CLUTTER_SIGMA0_DB.items():
-        lut[int(cover)] = np.float32(_db_to_linear(level_db))
-    ground = lut[landcover]
-    ground *= _lognormal_texture(rng, shape, _CLUTTER_TEXTURE_DB)
-
-    # Per-building draws, always in the same order (determinism).
-    n = len(buildings)
-    height_m = buildings['height_m'].to_numpy(dtype=np.float64)
-    grade = buildings['grade'].to_numpy(dtype=np.int64)
-    roof_db = np.where(
-        rng.random(n) < _BRIGHT_ROOF_FRACTION,
-        rng.uniform(*_BRIGHT_ROOF_DB, n),
-        rng.uniform(*_ROOF_DB, n),
-    )
-    wall_lin = _db_to_linear(rng.uniform(*_WALL_DB, n))
-    double_bounce_lin = _db_to_linear(rng.uniform(*_DOUBLE_BOUNCE_DB, n))
-    debris_lin = _db_to_linear(rng.uniform(*_DEBRIS_DB, n))
-    pile_fraction = rng.uniform(*_PILE_FRACTION, n)
-    pancake = rng.random(n) < _PANCAKE_SHARE
-    spill_m = rng.uniform(*_SPILL_M, n) * np.where(pancake, 0.5, 1.0)
-    point_density = rng.uniform(*_ROOF_POINTS_PER_M2, n) * np.where(grade == 3, 2, 1)
-    roof_lin = _db_to_linear(roof_db)
-
-    elevated = np.zeros(shape, dtype=np.float32)  # roofs, walls (textured)
-    debris = np.zeros(shape, dtype=np.float32)  # rubble piles (heavy-tailed)
-    points = np.zeros(shape, dtype=np.float32)  # point scatterers
-    layover_mask = np.zeros(shape, dtype=bool)
-    shadow_mask = np.zeros(shape, dtype=bool)
-    occupied = np.zeros(shape, dtype=bool)
-    double_bounce = np.zeros(shape, dtype=np.float32)
-
-    if n > 0:
-        footprints = np.asarray(buildings.geometry.values, dtype=object)
-        occupied = _rasterize_mask(footprints, grid)
-        parts = _split_parts(buildings, height_m, grade, pile_fraction, rng)
-        layover_part = parts.height_m * cot
-        shadow_part = parts.height_m * tan
-        edges = _edges(parts, away)
-        owner = parts.building[edges.part]
-        rubble = parts.collapsed[edges.part]
-        edge_layover = layover_part[edges.part][:, None] * away_xy
-        edge_shadow = shadow_part[edges.part][:, None] * away_xy
-        zero = np.zeros_like(edge_layover)
-
-        # Roofs (and rubble-pile tops): footprints shifted towards the sensor.
-        roofs = _translate(parts.polygons, -layover_part[:, None] * away_xy)
-        intact = ~parts.collapsed
-        roof_value = roof_lin[parts.building]
-
-        # Walls facing the sensor are laid over onto the ground in front of them.
-        facing = (edges.facing > _EPS) & (layover_part[edges.part] > _EPS)
-        walls = _parallelograms(
-            edges.start[facing], edges.end[facing], zero[facing], -edge_layover[facing]
-        )
-        wall_value = wall_lin[owner[facing]] * edges.facing[facing]
-        standing_wall = ~rubble[facing]
-
-        # Storey rows (balconies, window rows) of standing walls: bright lines.
-        wall_index = np.flatnonzero(facing & ~rubble)
-        wall_height = parts.height_m[edges.part[wall_index]]
-        storeys = np.floor(np.maximum(wall_height - 0.5, 0.0) / _STOREY_M).astype(
-            np.intp
-        )
-        row_edge = np.repeat(wall_index, storeys)
-        level = np.arange(len(row_edge)) - np.repeat(
-            np.cumsum(storeys) - storeys, storeys
-        )
-        row_offset = (-(level + 1) * _STOREY_M * cot)[:, None] * away_xy
-        rows = (
-            shapely.linestrings(
-                np.stack(
-                    [
-                        edges.start[row_edge] + row_offset,
-                        edges.end[row_edge] + row_offset,
-                    ],
-                    axis=1,
-                )
-            )
-            if len(row_edge)
-            else np.empty(0, dtype=object)
-        )
-        row_value = (
-            wall_lin[owner[row_edge]]
-            * edges.facing[row_edge]
-            * _db_to_linear(rng.uniform(*_STOREY_GAIN_DB, len(row_edge)))
-        )
-
-        # A pancake collapse keeps its roof slab on top of the pile: it images like a
-        # low roof with a short, dim facade rather than as a rough rubble heap.
-        slab = parts.collapsed & pancake[parts.building]
-        heap = parts.collapsed & ~pancake[parts.building]
-        slab_wall = ~standing_wall & pancake[owner[facing]]
-        heap_wall = ~standing_wall & ~pancake[owner[facing]]
-        elevated = _rasterize_add(
-            np.concatenate(
-                [roofs[intact | slab], walls[standing_wall], walls[slab_wall], rows]
-            ),
-            np.concatenate(
-                [
-                    roof_value[intact | slab],
-                    wall_value[standing_wall],
-                    0.5 * wall_value[slab_wall],
-                    row_value,
-                ]
-            ),
-            grid,
-        )
-        layover_mask = _rasterize_mask(walls[standing_wall], grid)
-
-        # Rubble: pile top and its (short) layover, plus debris spilled around.
-        rubble_index = np.flatnonzero(parts.collapsed)
-        spill = shapely.difference(
-            shapely.buffer(
-                parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
-            ),
-            footprints[parts.building[rubble_index]],
-        )
-        debris = _rasterize_add(
-            np.concatenate([roofs[heap], walls[heap_wall]]),
-            np.concatenate(
-                [debris_lin[parts.building[heap]], debris_lin[owner[facing]][heap_wall]]
-            ),
-            grid,
-        )
-        spill_lin = debris_lin[parts.building[rubble_index]] * _db_to_linear(
-            _SPILL_GAIN_DB
-        )
-        ground_debris = _rasterize_add(spill, spill_lin, grid)
-
-        # Point scatterers on intact roofs, shifted with the roof.
-        area = shapely.area(parts.polygons)
-        intact_index = np.flatnonzero(intact)
-        counts = rng.poisson(
-            point_density[parts.building[intact_index]] * area[intact_index]
-        )
-        xy, which = _sample_in_polygons(rng, parts.polygons[intact_index], counts)
-        part = intact_index[which]
-        xy -= layover_part[part][:, None] * away_xy
-        _add_points(
-            points, grid, xy, _db_to_linear(rng.uniform(*_ROOF_POINT_DB, len(xy)))
-        )
-
-        # Bright debris points over the pile and the spill, at random heights.
-        buffered = shapely.buffer(
-            parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
-        )
-        density = _DEBRIS_POINTS_PER_M2 * np.where(
-            pancake[parts.building[rubble_index]], _PANCAKE_DEBRIS, 1.0
-        )
-        counts = rng.poisson(density * area[rubble_index])
-        xy, which = _sample_in_polygons(rng, buffered, counts)
-        part = rubble_index[which]
-        xy -= (rng.random(len(xy)) * layover_part[part])[:, None] * away_xy
-        _add_points(
-            points, grid, xy, _db_to_linear(rng.uniform(*_DEBRIS_POINT_DB, len(xy)))
-        )
-
-        # Ground not illuminated: swept away from the sensor by the walls behind.
-        behind = (edges.facing < -_EPS) & (shadow_part[edges.part] > _EPS)
-        shadows = _parallelograms(
-            edges.start[behind], edges.end[behind], zero[behind], edge_shadow[behind]
-        )
-        shadow_mask = _rasterize_mask(shadows, grid) & ~occupied
-
-        # Double bounce at the true wall foot of standing walls facing the sensor.
-        edge_height = parts.height_m[edges.part]
-        angle_deg = np.degrees(np.arccos(np.clip(edges.facing, -1.0, 1.0)))
-        strength = np.exp(-((angle_deg / _DOUBLE_BOUNCE_TAPER_DEG) ** 2))
-        candidate = (edges.facing > _EPS) & (strength > 1e-3) & (edge_height > _EPS)
-        mode = parts.double_bounce[edges.part]
-        continuous = np.flatnonzero(candidate & (mode == 1))
-        broken = np.flatnonzero(candidate & (mode == 2))
-        # Only the original outline of a partly collapsed building keeps a wall foot.
-        midpoint = (edges.start[broken] + edges.end[broken]) / 2
-        outline = shapely.boundary(footprints[owner[broken]])
-        on_outline = shapely.distance(shapely.points(midpoint), outline) < 1e-6
-        broken = broken[on_outline]
-        start_b, end_b, broken = _fragment(
-            rng, edges.start[broken], edges.end[broken], broken
-        )
-        start = np.concatenate([edges.start[continuous], start_b])
-        end = np.concatenate([edges.end[continuous], end_b])
-        which = np.concatenate([continuous, broken])
-        half = np.full((len(which), 1), 0.5 * _DOUBLE_BOUNCE_WIDTH_PX * px) * away_xy
-        lines = _parallelograms(start, end, -half, half)
-        double_bounce = _rasterize_add(
-            lines, double_bounce_lin[owner[which]] * strength[which], grid
-        )
-        ground += ground_debris * _lognormal_texture(rng, shape, _DEBRIS_TEXTURE_DB)
-
-    ground[shadow_mask | occupied] = 0.0
-    mean = ground
-    mean += elevated * _lognormal_texture(rng, shape, _ROOF_TEXTURE_DB)
-    mean += debris * _lognormal_texture(rng, shape, _DEBRIS_TEXTURE_DB)
-    mean += points
-    mean += double_bounce
-    mean += np.float32(_db_to_linear(nesz_db))
-    sigma0 = mean * _speckle(rng, shape, looks, speckle_correlation_px)
-    return SARImage(
-        sigma0=sigma0,
-        mean_sigma0=mean,
-        layover=layover_mask,
-        shadow=shadow_mask,
-        double_bounce=double_bounce > 0,
+    ground = _textured_clutter(landcover, rng)
+    scatterers = building_scatterers(geometry, buildings, rng, pixel_m=grid.pixel_m)
+    return _compose(
+        grid,
+        ground,
+        scatterers,
+        rng,
+        looks=looks,
+        nesz_db=nesz_db,
+        speckle_correlation_px=speckle_correlation_px,
     )
 
 
-def _check_inputs(
+def tile_margin_px(speckle_correlation_px: float = 2.0) -> int:
+    """Pixels rendered around each tile and cropped, so that tiles have no seams.
+
+    Building returns are burnt from vectors drawn for the whole scene and the
+    textures are white, so only the speckle's impulse response reaches across a tile
+    edge: the margin is the radius of its Gaussian filter (4 standard deviations) plus
+    one pixel, at least 8.
+
+    Args:
+        speckle_correlation_px: as in :func:`render_sigma0`.
+
+    Returns:
+        The margin in pixels.
+    """
+    sigma_px = speckle_correlation_px / (2.0 * math.sqrt(math.log(2.0)))
+    return max(8, int(4.0 * sigma_px + 0.5) + 1)
+
+
+def render_sigma0_tiles(
     grid: Grid,
-    buildings: gpd.GeoDataFrame,
+    scatterers: Scatterers,
     landcover: npt.NDArray[np.uint8],
-    looks: float,
-    speckle_correlation_px: float,
-) -> None:
-    """Raise :class:`ArgumentError` for inputs that cannot be rendered."""
+    rng: np.random.Generator,
+    *,
+    tile_px: int,
+    looks: float = 1.0,
+    nesz_db: float = -20.0,
+    speckle_correlation_px: float = 2.0,
+) -> Iterator[tuple[int, int, SARImage]]:
+    """Render a large grid tile by tile, with bounded memory.
+
+    Each tile of ``tile_px`` x ``tile_px`` pixels (smaller at the right and bottom
+    edges) is rendered with :func:`tile_margin_px` pixels around it, from the
+    scatterers that reach it, its slice of the land cover and its own random
+    generator, and the margin is cropped. Tiles come in row-major order, with
+    generators spawned from ``rng`` in that order, so the same ``rng`` state gives
+    the same tiles. Building returns and the masks are those of a whole-grid
+    rendering of the same scatterers pixel for pixel; clutter texture and speckle
+    are drawn per tile (same statistics, other values).
+
+    Args:
+        grid: the output grid.
+        scatterers: the scene's buildings (:func:`building_scatterers`, drawn with
+            ``pixel_m=grid.pixel_m``).
+        landcover: ``grid.shape`` array of :class:`LandCover` values (it may be a
+            memory map; only one tile of it is read at a time).
+        rng: source of the per-tile generators.
+        tile_px: side of the tiles in pixels, positive.
+        looks: as in :func:`render_sigma0`.
+        nesz_db: as in :func:`render_sigma0`.
+        speckle_correlation_px: as in :func:`render_sigma0`.
+
+    Yields:
+        ``(row, col, image)``: the tile's first row and column in ``grid`` and its
+        image (arrays are views into the rendering with margin).
+
+    Raises:
+        ArgumentError: (a :class:`ValueError`) if the land cover does not match the
+            grid, ``tile_px`` is not positive or an argument is out of range.
+    """
+    if landcover.shape != grid.shape:
+        msg = (
+            f'landcover has shape {landcover.shape} but the grid is {grid.shape}: '
+            'render the land cover on the same grid'
+        )
+        raise ArgumentError(msg)
+    if tile_px <= 0:
+        raise ArgumentError(f'tile_px={tile_px} must be positive')
+    _check_options(looks, speckle_correlation_px)
+    margin = tile_margin_px(speckle_correlation_px)
+    origins = [
+        (row, col)
+        for row in range(0, grid.height, tile_px)
+        for col in range(0, grid.width, tile_px)
+    ]
+    for (row, col), tile_rng in zip(origins, rng.spawn(len(origins))):
+        height = min(tile_px, grid.height - row)
+        width = min(tile_px, grid.width - col)
+        r0, c0 = max(0, row - margin), max(0, col - margin)
+        r1 = min(grid.height, row + height + margin)
+        c1 = min(grid.width, col + width + margin)
+        sub = grid.window(r0, c0, r1 - r0, c1 - c0)
+        cover = np.ascontiguousarray(landcover[r0:r1, c0:c1])
+        _check_landcover(sub, cover)
+        ground = _textured_clutter(cover, tile_rng)
+        del cover
+        left, bottom, right, top = sub.bounds
+        slack = sub.pixel_m
+        image = _compose(
+            sub,
+            ground,
+            scatterers.within(
+                (left - slack, bottom - slack, right + slack, top + slack)
+            ),
+            tile_rng,
+            looks=looks,
+            nesz_db=nesz_db,
+            speckle_correlation_px=speckle_correlation_px,
+        )
+        del ground
+        crop = (slice(row - r0, row - r0 + height), slice(col - c0, col - c0 + width))
+        yield (
+            row,
+            col,
+            SARImage(
+                sigma0=image.sigma0[crop],
+                mean_sigma0=image.mean_sigma0[crop],
+                layover=None if image.layover is None else image.layover[crop],
+                shadow=None if image.shadow is None else image.shadow[crop],
+                double_bounce=(
+                    None if image.double_bounce is None else image.double_bounce[crop]
+                ),
+            ),
+        )
+        del image
+
+
+def _check_landcover(grid: Grid, landcover: npt.NDArray[np.uint8]) -> None:
+    """Raise :class:`ArgumentError` unless the land cover fits the grid."""
     if landcover.shape != grid.shape:
         msg = (
             f'landcover has shape {landcover.shape} but the grid is {grid.shape}: '
@@ -793,12 +1077,28 @@ def _check_inputs(
     if not np.isin(landcover, valid).all():
         msg = f'landcover holds values outside LandCover {valid.tolist()}'
         raise ArgumentError(msg)
+
+
+def _check_options(looks: float, speckle_correlation_px: float) -> None:
+    """Raise :class:`ArgumentError` for a bad number of looks or speckle width."""
     if not looks > 0:
         msg = f'looks={looks} is invalid: the number of looks must be positive'
         raise ArgumentError(msg)
     if not speckle_correlation_px >= 0:
         msg = f'speckle_correlation_px={speckle_correlation_px} must be >= 0'
         raise ArgumentError(msg)
+
+
+def _check_inputs(
+    grid: Grid,
+    buildings: gpd.GeoDataFrame,
+    landcover: npt.NDArray[np.uint8],
+    looks: float,
+    speckle_correlation_px: float,
+) -> None:
+    """Raise :class:`ArgumentError` for inputs that cannot be rendered."""
+    _check_landcover(grid, landcover)
+    _check_options(looks, speckle_correlation_px)
     missing = {'height_m', 'grade'} - set(buildings.columns)
     if missing:
         msg = f'buildings lacks the column(s) {sorted(missing)}'
