@@ -87,8 +87,8 @@ import datetime
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -96,10 +96,13 @@ from typing import Any, ClassVar
 import geopandas
 import h5py
 import numpy as np
+import numpy.typing as npt
 import pyogrio
 import pyogrio.errors
 import rasterio
 from pyproj import CRS, Transformer
+from rasterio.io import DatasetWriter
+from rasterio.windows import Window
 
 from ..errors import ArgumentError, OutputError
 from .grid import Grid
@@ -109,6 +112,10 @@ __all__ = [
     'CSK_MODES',
     'Acquisition',
     'Calibration',
+    'TileSink',
+    'csg_geotiff_tiles',
+    'csk_hdf5_tiles',
+    'geotiff_tiles',
     'write_csg_geotiff',
     'write_csk_hdf5',
     'write_geotiff',
@@ -595,10 +602,19 @@ def _incidence_range_deg(grid: Grid, acquisition: Acquisition) -> tuple[float, f
     return acquisition.incidence_deg - half_deg, acquisition.incidence_deg + half_deg
 
 
+def _quicklook_step(shape: tuple[int, int]) -> int:
+    """Decimation of the quick-look: every ``step``-th row and column are kept."""
+    return max(1, math.ceil(max(shape) / QUICKLOOK_MAX_SIZE))
+
+
 def _quicklook(sigma0_linear: np.ndarray) -> np.ndarray:
     """8-bit quick-look: decimated sigma0, dB stretched over 1-255, 0 for nodata."""
-    step = max(1, math.ceil(max(sigma0_linear.shape) / QUICKLOOK_MAX_SIZE))
-    sub = np.asarray(sigma0_linear, dtype=np.float64)[::step, ::step]
+    step = _quicklook_step(np.shape(sigma0_linear))
+    return _quicklook_of(np.asarray(sigma0_linear[::step, ::step], dtype=np.float64))
+
+
+def _quicklook_of(sub: np.ndarray) -> np.ndarray:
+    """8-bit quick-look of already decimated float64 sigma0."""
     low_db, high_db = QUICKLOOK_RANGE_DB
     valid = np.isfinite(sub) & (sub > 0)
     sigma0_db = np.full(sub.shape, low_db)
@@ -735,16 +751,60 @@ def write_csk_hdf5(
         ArgumentError: if the inputs do not describe a CSK product on a UTM grid.
         OutputError: if ``path`` cannot be written.
     """
-    target = _check_output(path)
+    _check_output(path)
     acquisition._require('CSK')
     _check_sigma0(sigma0_linear, grid)
     _north_up(grid)
     dn = calibration.sigma0_to_dn(sigma0_linear).astype(np.float32)
+    with csk_hdf5_tiles(
+        path, grid, acquisition, calibration, quicklook=quicklook
+    ) as sink:
+        sink._write_dn(dn, sigma0_linear, 0, 0)
+
+
+@contextmanager
+def csk_hdf5_tiles(
+    path: str | os.PathLike[str],
+    grid: Grid,
+    acquisition: Acquisition,
+    calibration: Calibration,
+    *,
+    quicklook: bool = True,
+) -> Iterator['TileSink']:
+    """Write a CSK product tile by tile (:func:`write_csk_hdf5` for large grids).
+
+    Opens the product, yields a :class:`TileSink` that takes linear sigma0 tiles
+    (NaN = nodata), and completes the file (image attributes, quick-look computed from
+    the tiles as they pass) when the block ends. Only one tile is held in memory at a
+    time. The file has the same layout, types and attributes as one written by
+    :func:`write_csk_hdf5`, and the same bytes for the same pixels.
+
+    Args:
+        path: the output file, written in place (overwritten if it exists).
+        grid: north-up grid in a WGS84 / UTM CRS.
+        acquisition: a CSK acquisition.
+        calibration: the calibration constants to write and apply.
+        quicklook: also write ``/S01/QLK``.
+
+    Yields:
+        The sink; its tiles must not overlap and must cover the grid.
+
+    Raises:
+        ArgumentError: if the inputs do not describe a CSK product on a UTM grid, or
+            the tiles do not cover the grid.
+        OutputError: if ``path`` cannot be written. If the block raises, the
+            partly written file is removed.
+    """
+    target = _check_output(path)
+    acquisition._require('CSK')
+    _north_up(grid)
     root_attributes = _product_attributes(acquisition, grid, acquisition.csk_filename())
     root_attributes.update(calibration.hdf5_root_attributes())
     image_attributes = _image_attributes(grid, acquisition)
+    with _output_errors(path, 'HDF5'):
+        f = h5py.File(target, 'w', libver=('earliest', 'v110'))
     try:
-        with h5py.File(target, 'w', libver=('earliest', 'v110')) as f:
+        with _output_errors(path, 'HDF5'):
             _set_attrs(f, root_attributes)
             group = h5py.Group(h5py.h5g.create(f.id, b'S01', gcpl=_no_times_gcpl()))
             _set_attrs(
@@ -754,14 +814,21 @@ def write_csk_hdf5(
                     'Calibration Constant': calibration.calibration_constant,
                 },
             )
-            image = group.create_dataset('SBI', data=dn, track_times=False)
+            # Written before its attributes, as create_dataset(data=...) does.
+            image = group.create_dataset(
+                'SBI', shape=grid.shape, dtype=np.float32, track_times=False
+            )
+        sink = _CskSink(path, grid, image, calibration, quicklook)
+        yield sink
+        sink._check_complete()
+        with _output_errors(path, 'HDF5'):
             _set_attrs(image, image_attributes)
             if quicklook:
-                group.create_dataset(
-                    'QLK', data=_quicklook(sigma0_linear), track_times=False
-                )
-    except OSError as error:
-        raise OutputError(path, f'cannot write HDF5: {error}') from error
+                group.create_dataset('QLK', data=sink.quicklook(), track_times=False)
+            f.close()
+    except BaseException:
+        _discard(f, target)
+        raise
 
 
 def write_geotiff(
@@ -792,7 +859,7 @@ def write_geotiff(
         ArgumentError: if the array does not match the grid.
         OutputError: if ``path`` cannot be written.
     """
-    target = _check_output(path)
+    _check_output(path)
     if np.shape(array) != grid.shape:
         raise ArgumentError(
             f'array has shape {np.shape(array)}, the grid has shape {grid.shape}'
@@ -800,13 +867,63 @@ def write_geotiff(
     data = np.asarray(array)
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
-    predictor = 3 if np.issubdtype(data.dtype, np.floating) else 2
+    with geotiff_tiles(
+        path,
+        grid,
+        data.dtype,
+        nodata=nodata,
+        tags=tags,
+        band_description=band_description,
+        band_tags=band_tags,
+    ) as sink:
+        sink.write(data, 0, 0)
+
+
+@contextmanager
+def geotiff_tiles(
+    path: str | os.PathLike[str],
+    grid: Grid,
+    dtype: npt.DTypeLike,
+    *,
+    nodata: float | None,
+    tags: dict[str, str] | None = None,
+    band_description: str | None = None,
+    band_tags: dict[str, str] | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator['TileSink']:
+    """Write a single-band GeoTIFF tile by tile (:func:`write_geotiff` for large grids).
+
+    Same profile as :func:`write_geotiff` (256 x 256 blocks, DEFLATE, floating-point
+    or horizontal predictor, no TIFFTAG_DATETIME); only one tile is held in memory at
+    a time, plus GDAL's block cache.
+
+    Args:
+        path: the output file, written in place (overwritten if it exists).
+        grid: the grid (CRS and transform).
+        dtype: the band's data type (not bool).
+        nodata: the nodata value to declare, or None.
+        tags: dataset metadata items (GDAL default domain).
+        band_description: description of the band.
+        band_tags: band metadata items.
+        convert: applied to every tile before it is written (e.g. sigma0 to DN).
+
+    Yields:
+        The sink; its tiles must not overlap and must cover the grid.
+
+    Raises:
+        ArgumentError: if the tiles do not cover the grid.
+        OutputError: if ``path`` cannot be written. If the block raises, the
+            partly written file is removed.
+    """
+    target = _check_output(path)
+    dtype = np.dtype(dtype)
+    predictor = 3 if np.issubdtype(dtype, np.floating) else 2
     profile = {
         'driver': 'GTiff',
         'width': grid.width,
         'height': grid.height,
         'count': 1,
-        'dtype': data.dtype.name,
+        'dtype': dtype.name,
         'crs': grid.crs,
         'transform': grid.transform,
         'nodata': nodata,
@@ -816,17 +933,23 @@ def write_geotiff(
         'compress': 'DEFLATE',
         'predictor': predictor,
     }
+    with _output_errors(path, 'GeoTIFF'):
+        dst = rasterio.open(target, 'w', **profile)
     try:
-        with rasterio.open(target, 'w', **profile) as dst:
-            dst.write(data, 1)
+        sink = _GeoTiffSink(path, grid, dst, dtype, convert)
+        yield sink
+        sink._check_complete()
+        with _output_errors(path, 'GeoTIFF'):
             if tags:
                 dst.update_tags(**tags)
             if band_tags:
                 dst.update_tags(1, **band_tags)
             if band_description is not None:
                 dst.set_band_description(1, band_description)
-    except OSError as error:
-        raise OutputError(path, f'cannot write GeoTIFF: {error}') from error
+            dst.close()
+    except BaseException:
+        _discard(dst, target)
+        raise
 
 
 def write_csg_geotiff(
@@ -862,6 +985,40 @@ def write_csg_geotiff(
     acquisition._require('CSG')
     _check_sigma0(sigma0_linear, grid)
     _north_up(grid)
+    dn = calibration.sigma0_to_dn(sigma0_linear).astype(np.float32)
+    with csg_geotiff_tiles(path, grid, acquisition, calibration) as sink:
+        sink._write_dn(dn, sigma0_linear, 0, 0)
+
+
+@contextmanager
+def csg_geotiff_tiles(
+    path: str | os.PathLike[str],
+    grid: Grid,
+    acquisition: Acquisition,
+    calibration: Calibration,
+) -> Iterator['TileSink']:
+    """Write a CSG GTC GeoTIFF tile by tile (:func:`write_csg_geotiff` for large grids).
+
+    Yields a :class:`TileSink` that takes linear sigma0 tiles (NaN = nodata); the file
+    has the same profile and metadata as one written by :func:`write_csg_geotiff`.
+
+    Args:
+        path: the output file, written in place (overwritten if it exists).
+        grid: north-up grid in a WGS84 / UTM CRS.
+        acquisition: a CSG acquisition.
+        calibration: the calibration constants to write and apply.
+
+    Yields:
+        The sink; its tiles must not overlap and must cover the grid.
+
+    Raises:
+        ArgumentError: if the inputs do not describe a CSG product on a UTM grid, or
+            the tiles do not cover the grid.
+        OutputError: if ``path`` cannot be written.
+    """
+    _check_output(path)
+    acquisition._require('CSG')
+    _north_up(grid)
     zone, _ = _utm_zone(grid.crs)
     centre_latitude_deg = float(_geodetic_corners(grid)['Centre'][0])
     product_filename = acquisition.csg_filename(
@@ -881,16 +1038,189 @@ def write_csg_geotiff(
         name.replace(' ', '_'): _gdal_value(_h5_value(value))
         for name, value in _image_attributes(grid, acquisition).items()
     }
-    dn = calibration.sigma0_to_dn(sigma0_linear).astype(np.float32)
-    write_geotiff(
+
+    def to_dn(sigma0: np.ndarray) -> np.ndarray:
+        return calibration.sigma0_to_dn(sigma0).astype(np.float32)
+
+    with geotiff_tiles(
         path,
-        dn,
         grid,
+        np.float32,
         nodata=0,
         tags=tags,
         band_description=acquisition.polarisation,
         band_tags=band_tags,
-    )
+        convert=to_dn,
+    ) as sink:
+        yield sink
+
+
+class TileSink:
+    """A raster file being written tile by tile.
+
+    Made by :func:`csk_hdf5_tiles`, :func:`csg_geotiff_tiles` and
+    :func:`geotiff_tiles`; :meth:`write` takes one tile at a time. The tiles must not
+    overlap, and must cover the grid when the block ends.
+    """
+
+    _format = 'raster'
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid) -> None:
+        """Prepare a sink over a grid (the file is opened by its context manager)."""
+        self.path = path
+        self.grid = grid
+        self._covered = 0
+
+    def write(self, array: np.ndarray, row: int, col: int) -> None:
+        """Write one tile.
+
+        Args:
+            array: 2-D tile (linear sigma0 with NaN for nodata for the SAR products).
+            row: the tile's first row in the grid.
+            col: the tile's first column.
+
+        Raises:
+            ArgumentError: if the tile does not lie inside the grid or its values
+                cannot be written (e.g. negative sigma0).
+            OutputError: if the file cannot be written.
+        """
+        self._check_window(array, row, col)
+        self._write_dn(self._convert(np.asarray(array)), array, row, col)
+
+    def _convert(self, array: np.ndarray) -> np.ndarray:
+        """The values stored for a tile (identity by default)."""
+        return array
+
+    def _check_window(self, array: np.ndarray, row: int, col: int) -> None:
+        """Raise ArgumentError unless the tile is 2-D and lies inside the grid."""
+        shape = np.shape(array)
+        if (
+            len(shape) != 2
+            or row < 0
+            or col < 0
+            or row + shape[0] > self.grid.height
+            or col + shape[1] > self.grid.width
+        ):
+            raise ArgumentError(
+                f'a tile of shape {shape} at row {row}, column {col} does not fit in '
+                f'the grid of shape {self.grid.shape}'
+            )
+
+    def _write_dn(
+        self, stored: np.ndarray, source: np.ndarray, row: int, col: int
+    ) -> None:
+        """Write converted values; ``source`` is the tile as given (for quick-looks)."""
+        self._check_window(stored, row, col)
+        with _output_errors(self.path, self._format):
+            self._store(stored, source, row, col)
+        self._covered += stored.shape[0] * stored.shape[1]
+
+    def _store(
+        self, stored: np.ndarray, source: np.ndarray, row: int, col: int
+    ) -> None:
+        raise NotImplementedError
+
+    def _check_complete(self) -> None:
+        """Raise ArgumentError unless the tiles written cover the grid."""
+        total = self.grid.width * self.grid.height
+        if self._covered != total:
+            raise ArgumentError(
+                f'{self.path}: the tiles written cover {self._covered} pixels, the '
+                f'grid has {total}'
+            )
+
+
+class _GeoTiffSink(TileSink):
+    """Tiles into band 1 of an open rasterio dataset."""
+
+    _format = 'GeoTIFF'
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        dataset: DatasetWriter,
+        dtype: np.dtype[Any],
+        convert: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        super().__init__(path, grid)
+        self._dataset = dataset
+        self._dtype = dtype
+        self._converter = convert
+
+    def _convert(self, array: np.ndarray) -> np.ndarray:
+        data = self._converter(array) if self._converter is not None else array
+        return data.astype(self._dtype, copy=False)
+
+    def _store(
+        self, stored: np.ndarray, source: np.ndarray, row: int, col: int
+    ) -> None:
+        height, width = stored.shape
+        window = Window(col, row, width, height)
+        self._dataset.write(stored, 1, window=window)
+
+
+class _CskSink(TileSink):
+    """DN tiles into ``/S01/SBI``, and the decimated sigma0 of the quick-look."""
+
+    _format = 'HDF5'
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        image: h5py.Dataset,
+        calibration: Calibration,
+        quicklook: bool,
+    ) -> None:
+        super().__init__(path, grid)
+        self._image = image
+        self._calibration = calibration
+        self._step = _quicklook_step(grid.shape)
+        self._decimated: np.ndarray | None = None
+        if quicklook:
+            self._decimated = np.zeros(
+                (-(-grid.height // self._step), -(-grid.width // self._step))
+            )
+
+    def _convert(self, array: np.ndarray) -> np.ndarray:
+        return self._calibration.sigma0_to_dn(array).astype(np.float32)
+
+    def _store(
+        self, stored: np.ndarray, source: np.ndarray, row: int, col: int
+    ) -> None:
+        height, width = stored.shape
+        self._image[row : row + height, col : col + width] = stored
+        if self._decimated is not None:
+            step = self._step
+            first_row, first_col = -row % step, -col % step
+            sub = np.asarray(source[first_row::step, first_col::step], dtype=np.float64)
+            r, c = (row + first_row) // step, (col + first_col) // step
+            self._decimated[r : r + sub.shape[0], c : c + sub.shape[1]] = sub
+
+    def quicklook(self) -> np.ndarray:
+        """The 8-bit quick-look of the tiles written."""
+        if self._decimated is None:
+            raise ArgumentError('this product is written without a quick-look')
+        return _quicklook_of(self._decimated)
+
+
+@contextmanager
+def _output_errors(path: str | os.PathLike[str], kind: str) -> Iterator[None]:
+    """Turn OSError (full disk, permissions) into OutputError for ``path``."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(path, f'cannot write {kind}: {error}') from error
+
+
+def _discard(file: h5py.File | DatasetWriter, target: Path) -> None:
+    """Close a half-written file, ignoring errors, and remove it."""
+    with suppress(Exception):
+        file.close()
+    target.unlink(missing_ok=True)
 
 
 _VECTOR_DRIVERS = {
