@@ -43,19 +43,19 @@ def render_dsm(
         float32 elevations in metres above the ellipsoid-free datum of the scene.
     """
     rows, cols = grid.shape
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    # Row and column coordinates broadcast instead of full grids: the same values
+    # element by element, a fraction of the memory (so are the banded loops below).
+    xx = np.arange(cols, dtype=np.float32)[None, :]
+    yy = np.arange(rows, dtype=np.float32)[:, None]
     slope = rng.uniform(-0.02, 0.02, 2) * grid.pixel_m
     coarse = max(1, round(200 / grid.pixel_m))
     small = gaussian_filter(
         rng.standard_normal((rows // coarse + 3, cols // coarse + 3)), 1.0
     )
-    undulation = zoom(small, coarse, order=1)[:rows, :cols] * 3.0
-    terrain = (
-        scene.elevation_m
-        + slope[0] * (xx - cols / 2)
-        + slope[1] * (yy - rows / 2)
-        + undulation
-    )
+    undulation = zoom(small, coarse, order=1)[:rows, :cols]
+    undulation *= 3.0
+    plane_x = scene.elevation_m + slope[0] * (xx - cols / 2)
+    plane_y = slope[1] * (yy - rows / 2)
 
     # trees: nearest-neighbour resampling of the land cover to the DSM grid
     x, y = grid.xy()
@@ -70,7 +70,10 @@ def render_dsm(
         landcover_grid.height - 1,
     )
     trees = landcover[np.ix_(row_idx, col_idx)] == LandCover.TREES
-    canopy = gaussian_filter(rng.uniform(5.0, 10.0, grid.shape).astype(np.float32), 2.0)
+    canopy = np.empty(grid.shape, dtype=np.float32)
+    for r0, r1 in _bands(rows):
+        canopy[r0:r1] = rng.uniform(5.0, 10.0, (r1 - r0, cols))
+    gaussian_filter(canopy, 2.0, output=canopy)
 
     order = np.argsort(scene.buildings['height_m'].to_numpy(), kind='stable')
     shapes = [
@@ -85,6 +88,16 @@ def render_dsm(
         dtype='float32',
         all_touched=False,
     )
-    above = np.where(heights > 0, heights, np.where(trees, canopy, 0.0))
-    noise = rng.normal(0.0, noise_m, grid.shape)
-    return (terrain + above + noise).astype(np.float32)
+    dsm = np.empty(grid.shape, dtype=np.float32)
+    for r0, r1 in _bands(rows):
+        h = heights[r0:r1]
+        above = np.where(h > 0, h, np.where(trees[r0:r1], canopy[r0:r1], 0.0))
+        terrain = plane_x + plane_y[r0:r1] + undulation[r0:r1]
+        noise = rng.normal(0.0, noise_m, (r1 - r0, cols))
+        dsm[r0:r1] = terrain + above + noise
+    return dsm
+
+
+def _bands(rows: int, size: int = 256) -> list[tuple[int, int]]:
+    """Consecutive row ranges of at most ``size`` rows covering ``rows`` rows."""
+    return [(r, min(rows, r + size)) for r in range(0, rows, size)]

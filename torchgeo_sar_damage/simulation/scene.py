@@ -636,7 +636,13 @@ def scene_from_footprints(
     )
 
 
-def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+#: Rows of the smooth land-cover field computed at once by ``landcover(low_memory=True)``.
+LANDCOVER_BAND_ROWS = 512
+
+
+def landcover(
+    scene: Scene, grid: Grid, rng: np.random.Generator, *, low_memory: bool = False
+) -> np.ndarray:
     """Rasterise the scene's surface classes.
 
     Outside the town: fields, grass and orchards in smooth patches. Inside: streets
@@ -647,6 +653,12 @@ def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
         scene: the scene.
         grid: output grid.
         rng: random generator.
+        low_memory: interpolate the smooth field in bands of
+            :data:`LANDCOVER_BAND_ROWS` rows and burn the town straight into the
+            result, so that memory stays near one byte per pixel instead of about
+            ten (for grids of hundreds of megapixels). The field then differs from
+            the whole-grid one by rounding only (about 1e-15), so classes agree except
+            for pixels exactly at a class threshold.
 
     Returns:
         uint8 array of :class:`~torchgeo_sar_damage.simulation.sar.LandCover` values.
@@ -656,10 +668,16 @@ def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     coarse = max(1, round(40 / grid.pixel_m))
     small = rng.standard_normal((grid.height // coarse + 2, grid.width // coarse + 2))
     small = gaussian_filter(small, 1.5)
-    field = zoom(small, coarse, order=1)[: grid.height, : grid.width]
-    lc = np.full(grid.shape, LandCover.BARE_SOIL, dtype=np.uint8)
-    lc[field > 0.15] = LandCover.GRASS
-    lc[field > 0.45] = LandCover.TREES
+    if low_memory:
+        lc = np.empty(grid.shape, dtype=np.uint8)
+        for row in range(0, grid.height, LANDCOVER_BAND_ROWS):
+            rows = min(LANDCOVER_BAND_ROWS, grid.height - row)
+            band = _zoom_linear(small, coarse, row, rows, grid.width)
+            lc[row : row + rows] = _field_classes(band)
+    else:
+        field = zoom(small, coarse, order=1)[: grid.height, : grid.width]
+        lc = _field_classes(field)
+        del field
     feet = scene.buildings.geometry
     town: BaseGeometry
     if scene.blocks:
@@ -672,7 +690,41 @@ def landcover(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     yard_geoms = feet.buffer(4.0, join_style='mitre')
     shapes += list(zip(yard_geoms, scene.buildings['yard'].astype(int)))
     shapes += [(g, int(LandCover.BUILDING)) for g in feet]
+    if low_memory:
+        # Burning in order over the field is what the where() below does.
+        features.rasterize(shapes, out=lc, transform=grid.transform)
+        return lc
     burned = features.rasterize(
         shapes, out_shape=grid.shape, transform=grid.transform, fill=255, dtype='uint8'
     )
     return np.where(burned == 255, lc, burned).astype(np.uint8)
+
+
+def _field_classes(field: np.ndarray) -> np.ndarray:
+    """Land-cover classes of the smooth field outside the town."""
+    lc = np.full(field.shape, LandCover.BARE_SOIL, dtype=np.uint8)
+    lc[field > 0.15] = LandCover.GRASS
+    lc[field > 0.45] = LandCover.TREES
+    return lc
+
+
+def _zoom_linear(
+    small: np.ndarray, factor: int, row: int, rows: int, width: int
+) -> np.ndarray:
+    """Rows ``row:row + rows`` (first ``width`` columns) of ``zoom(small, factor)``.
+
+    Bilinear interpolation with the coordinates of ``scipy.ndimage.zoom(order=1)``
+    (output index ``i`` samples input coordinate ``i (n - 1) / (n·factor - 1)``),
+    computed for a band of rows only.
+    """
+    n_rows, n_cols = small.shape
+    y = np.arange(row, row + rows) * ((n_rows - 1) / (n_rows * factor - 1))
+    i0 = np.floor(y).astype(np.intp)
+    t = (y - i0)[:, None]
+    i1 = np.minimum(i0 + 1, n_rows - 1)
+    lines = small[i0] * (1 - t) + small[i1] * t
+    x = np.arange(width) * ((n_cols - 1) / (n_cols * factor - 1))
+    j0 = np.floor(x).astype(np.intp)
+    u = x - j0
+    j1 = np.minimum(j0 + 1, n_cols - 1)
+    return np.asarray(lines[:, j0] * (1 - u) + lines[:, j1] * u)
