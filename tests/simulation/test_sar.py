@@ -11,13 +11,18 @@ import shapely
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
+from torchgeo_sar_damage.simulation import sar
 from torchgeo_sar_damage.simulation.grid import Grid
 from torchgeo_sar_damage.simulation.sar import (
     CLUTTER_SIGMA0_DB,
     LandCover,
     SARGeometry,
     SARImage,
+    Scatterers,
+    building_scatterers,
     render_sigma0,
+    render_sigma0_tiles,
+    tile_margin_px,
 )
 
 PIXEL_M = 0.5
@@ -446,3 +451,199 @@ def test_flat_building_has_no_walls() -> None:
     assert not image.double_bounce.any()
     # The roof sits on the footprint: no dark pixel at all.
     assert (image.mean_sigma0 > 10 ** (NESZ_DB / 10) * 1.01).all()
+
+
+def small_town(grades: tuple[int, ...] = (0, 1, 2, 3, 4, 5)) -> gpd.GeoDataFrame:
+    """Thirty buildings of the given grades over a 140 m x 60 m grid, some on seams."""
+    rng = np.random.default_rng(11)
+    polygons: list[BaseGeometry] = []
+    for i in range(30):
+        x, y = X0 + 4 + 13.5 * (i % 10), Y0 - 4 - 18 * (i // 10)
+        box = shapely.box(x, y - 9, x + 9, y)
+        polygons.append(shapely.affinity.rotate(box, rng.uniform(0, 90)))
+    return gpd.GeoDataFrame(
+        {
+            'height_m': rng.uniform(3, 25, 30),
+            'grade': [grades[i % len(grades)] for i in range(30)],
+        },
+        geometry=polygons,
+        crs='EPSG:32637',
+    )
+
+
+def mixed_cover(grid: Grid) -> npt.NDArray[np.uint8]:
+    rng = np.random.default_rng(5)
+    return rng.integers(0, 7, grid.shape).astype(np.uint8)
+
+
+def assemble(
+    tiles: list[tuple[int, int, SARImage]], grid: Grid
+) -> dict[str, np.ndarray]:
+    """Paste tiles into full-grid arrays, checking that they cover the grid once."""
+    names = ('sigma0', 'mean_sigma0', 'layover', 'shadow', 'double_bounce')
+    out: dict[str, np.ndarray] = {}
+    covered = np.zeros(grid.shape, dtype=int)
+    for row, col, image in tiles:
+        for name in names:
+            value = getattr(image, name)
+            assert value is not None
+            if name not in out:
+                out[name] = np.zeros(grid.shape, dtype=value.dtype)
+            h, w = value.shape
+            out[name][row : row + h, col : col + w] = value
+        h, w = image.sigma0.shape
+        covered[row : row + h, col : col + w] += 1
+    assert (covered == 1).all()
+    return out
+
+
+class TestTiles:
+    geometry = SARGeometry(35, 190)
+
+    @pytest.fixture
+    def no_texture(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Textures of 0 dB: mean sigma0 is then a function of the scatterers only."""
+        for name in ('_CLUTTER_TEXTURE_DB', '_ROOF_TEXTURE_DB', '_DEBRIS_TEXTURE_DB'):
+            monkeypatch.setattr(sar, name, 0.0)
+
+    def tiles(
+        self, grid: Grid, scatterers: Scatterers, tile_px: int, seed: int = 2
+    ) -> dict[str, np.ndarray]:
+        tiles = list(
+            render_sigma0_tiles(
+                grid,
+                scatterers,
+                mixed_cover(grid),
+                np.random.default_rng(seed),
+                tile_px=tile_px,
+                nesz_db=NESZ_DB,
+            )
+        )
+        assert len(tiles) == math.ceil(grid.height / tile_px) * math.ceil(
+            grid.width / tile_px
+        )
+        return assemble(tiles, grid)
+
+    @pytest.mark.usefixtures('no_texture')
+    def test_building_returns_cross_seams_unchanged(self) -> None:
+        grid = make_grid()
+        scatterers = building_scatterers(
+            self.geometry, small_town(), np.random.default_rng(1), pixel_m=PIXEL_M
+        )
+        whole = self.tiles(grid, scatterers, tile_px=1000)
+        tiled = self.tiles(grid, scatterers, tile_px=50)  # 3 x 6 tiles
+        for name in ('mean_sigma0', 'layover', 'shadow', 'double_bounce'):
+            np.testing.assert_array_equal(tiled[name], whole[name], err_msg=name)
+        # buildings do straddle the seams
+        seams = tiled['layover'][:, 49:51] | tiled['layover'][49:51, :].T[:120]
+        assert seams.any()
+        assert tiled['shadow'].any()
+        assert tiled['double_bounce'].any()
+        # speckle is drawn per tile, but with the same statistics
+        assert not np.array_equal(tiled['sigma0'], whole['sigma0'])
+        ratio = tiled['sigma0'] / tiled['mean_sigma0']
+        assert ratio.mean() == pytest.approx(1.0, abs=0.05)
+
+    def test_masks_match_whole_grid_rendering(self) -> None:
+        # grades 0-3: building geometry has nothing random, so render_sigma0 and a
+        # tiled rendering of other draws have the same masks pixel for pixel
+        grid = make_grid()
+        town = small_town(grades=(0, 1, 2, 3))
+        whole = render_sigma0(
+            grid,
+            self.geometry,
+            town,
+            mixed_cover(grid),
+            np.random.default_rng(0),
+            nesz_db=NESZ_DB,
+        )
+        scatterers = building_scatterers(
+            self.geometry, town, np.random.default_rng(1), pixel_m=PIXEL_M
+        )
+        tiled = self.tiles(grid, scatterers, tile_px=40)
+        for name in ('layover', 'shadow', 'double_bounce'):
+            np.testing.assert_array_equal(
+                tiled[name], getattr(whole, name), err_msg=name
+            )
+        # other draws, same statistics: speckle of mean 1 and mean -2.5 dB
+        # (exponential law), mean levels within the spread of the building draws
+        pairs = [
+            (tiled['sigma0'], tiled['mean_sigma0']),
+            (whole.sigma0, whole.mean_sigma0),
+        ]
+        for sigma0, mean in pairs:
+            speckle = sigma0 / mean
+            assert speckle.mean() == pytest.approx(1.0, abs=0.05)
+            assert np.mean(10 * np.log10(speckle)) == pytest.approx(-2.51, abs=0.15)
+        tiled_db = np.mean(10 * np.log10(tiled['mean_sigma0']))
+        whole_db = np.mean(10 * np.log10(whole.mean_sigma0))
+        assert tiled_db == pytest.approx(whole_db, abs=0.6)
+
+    def test_same_seed_same_tiles(self) -> None:
+        grid = make_grid()
+        scatterers = building_scatterers(
+            self.geometry, small_town(), np.random.default_rng(1), pixel_m=PIXEL_M
+        )
+        first = self.tiles(grid, scatterers, tile_px=64, seed=4)
+        again = self.tiles(grid, scatterers, tile_px=64, seed=4)
+        other = self.tiles(grid, scatterers, tile_px=64, seed=5)
+        np.testing.assert_array_equal(first['sigma0'], again['sigma0'])
+        assert not np.array_equal(first['sigma0'], other['sigma0'])
+
+    def test_speckle_is_correlated_up_to_tile_edges(self) -> None:
+        # the margin rendered around each tile gives its edge pixels the same
+        # neighbour correlation as its inner pixels (no wrap-around from the far edge)
+        grid = make_grid(400, 400)
+        scatterers = building_scatterers(
+            self.geometry, no_buildings(), np.random.default_rng(1), pixel_m=PIXEL_M
+        )
+        tiled = self.tiles(grid, scatterers, tile_px=100)
+        speckle = tiled['sigma0'] / tiled['mean_sigma0']
+
+        def correlation(a: np.ndarray, b: np.ndarray) -> float:
+            return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+        edge = [c for c in range(1, 399) if c % 100 in (1, 98)]
+        inner = [c for c in range(1, 399) if c % 100 in (40, 60)]
+        at_edges = correlation(speckle[:, edge], speckle[:, [c - 1 for c in edge]])
+        inside = correlation(speckle[:, inner], speckle[:, [c - 1 for c in inner]])
+        assert inside > 0.3
+        assert at_edges == pytest.approx(inside, abs=0.06)
+
+    def test_margin_covers_the_speckle_filter(self) -> None:
+        for width in (0.0, 2.0, 6.0):
+            sigma = width / (2 * math.sqrt(math.log(2)))
+            assert tile_margin_px(width) > int(4 * sigma + 0.5)
+
+    @pytest.mark.parametrize(
+        ('change', 'match'),
+        [
+            ({'landcover': np.zeros((10, 10), dtype=np.uint8)}, 'shape'),
+            ({'landcover': np.full((120, 280), 9, dtype=np.uint8)}, 'LandCover'),
+            ({'tile_px': 0}, 'tile_px'),
+            ({'looks': 0.0}, 'looks'),
+        ],
+    )
+    def test_invalid_arguments(self, change: dict[str, object], match: str) -> None:
+        grid = make_grid()
+        arguments: dict[str, object] = {
+            'grid': grid,
+            'scatterers': building_scatterers(
+                self.geometry, one_building(10), np.random.default_rng(0), pixel_m=0.5
+            ),
+            'landcover': grass(grid),
+            'rng': np.random.default_rng(0),
+            'tile_px': 64,
+        }
+        arguments.update(change)
+        with pytest.raises(ValueError, match=match):
+            list(render_sigma0_tiles(**arguments))  # type: ignore[arg-type]
+
+    def test_buildings_are_checked(self) -> None:
+        with pytest.raises(ValueError, match='EMS-98'):
+            building_scatterers(
+                self.geometry,
+                one_building(10, grade=7),
+                np.random.default_rng(0),
+                pixel_m=0.5,
+            )

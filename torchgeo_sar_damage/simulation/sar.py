@@ -648,7 +648,12 @@ def building_scatterers(
 
     Returns:
         The scatterers, in map coordinates.
+
+    Raises:
+        ArgumentError: (a :class:`ValueError`) if a building lacks a valid height or
+            grade.
     """
+    _check_buildings(buildings)
     away = geometry.range_unit_vector
     away_xy = np.array(away, dtype=np.float64)
     cot = 1.0 / math.tan(math.radians(geometry.incidence_deg))
@@ -1099,15 +1104,20 @@ def _check_inputs(
     """Raise :class:`ArgumentError` for inputs that cannot be rendered."""
     _check_landcover(grid, landcover)
     _check_options(looks, speckle_correlation_px)
-    missing = {'height_m', 'grade'} - set(buildings.columns)
-    if missing:
-        msg = f'buildings lacks the column(s) {sorted(missing)}'
-        raise ArgumentError(msg)
+    _check_buildings(buildings)
     if buildings.crs is not None and len(buildings) and buildings.crs != grid.crs:
         msg = (
             f'buildings are in {buildings.crs} but the grid is in {grid.crs}: '
             'reproject them with GeoDataFrame.to_crs first'
         )
+        raise ArgumentError(msg)
+
+
+def _check_buildings(buildings: gpd.GeoDataFrame) -> None:
+    """Raise :class:`ArgumentError` unless every building has a height and a grade."""
+    missing = {'height_m', 'grade'} - set(buildings.columns)
+    if missing:
+        msg = f'buildings lacks the column(s) {sorted(missing)}'
         raise ArgumentError(msg)
     grade = buildings['grade'].to_numpy()
     if len(grade) and ((grade < 0) | (grade > 5)).any():
