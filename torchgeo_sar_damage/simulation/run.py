@@ -38,12 +38,14 @@ from .exposure import exposure_tables, write_exposure_csv
 from .fragility import FragilityCurve, fragility_curve, sample_grades
 from .grid import Grid
 from .observation import ems_grading, osm_footprints
-from .sar import SARGeometry, render_sigma0
+from .sar import SARGeometry, building_scatterers, render_sigma0, render_sigma0_tiles
 from .scene import Scene, generate_scene, landcover, scene_from_footprints
 from .shaking import Shaking, simulate_pga
 from .writers import (
     Acquisition,
     Calibration,
+    csg_geotiff_tiles,
+    csk_hdf5_tiles,
     write_csg_geotiff,
     write_csk_hdf5,
     write_geotiff,
@@ -54,6 +56,10 @@ from .writers import (
 ORBIT_INCLINATION_DEG = 97.86
 #: Resolution of the simulated DSM (metres).
 DSM_PIXEL_M = 1.0
+#: SAR grids with more pixels than this are rendered and written tile by tile.
+SAR_WHOLE_GRID_MAX_PIXELS = 64_000_000
+#: Side, in pixels, of the tiles of a tiled SAR rendering (about 1 GB of memory each).
+SAR_TILE_PX = 4096
 #: Margin (m) kept inside the SAR swath around the outermost buildings.
 SWATH_MARGIN_M = 40.0
 #: File names inside each town's folder (SAR names follow the products' conventions).
@@ -199,6 +205,51 @@ def shake_and_damage(scene: Scene, streams: dict[str, np.random.Generator]) -> D
     return Damage(shaking, taxa, curves, grades)
 
 
+def _write_sar_tiles(
+    h5_path: Path,
+    tif_path: Path,
+    grid: Grid,
+    geometry: SARGeometry,
+    buildings: gpd.GeoDataFrame,
+    lc: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    swath: tuple[tuple[float, float], float],
+    products: tuple[Acquisition, Acquisition],
+    calibration: Calibration,
+) -> None:
+    """Render the SAR image tile by tile into the CSK HDF5 and the CSG GeoTIFF.
+
+    The buildings' scatterers are drawn once for the whole scene from the first
+    generator spawned from ``rng``, the tiles' textures and speckle from generators
+    spawned from the second (:func:`~.sar.render_sigma0_tiles`); each tile is cut to
+    the swath and written into both products before the next is rendered.
+    """
+    centre, radius = swath
+    csk, csg = products
+    scatterers_rng, tiles_rng = rng.spawn(2)
+    scatterers = building_scatterers(
+        geometry, buildings, scatterers_rng, pixel_m=grid.pixel_m
+    )
+    with (
+        csk_hdf5_tiles(h5_path, grid, csk, calibration) as h5,
+        csg_geotiff_tiles(tif_path, grid, csg, calibration) as tif,
+    ):
+        tiles = render_sigma0_tiles(
+            grid, scatterers, lc, tiles_rng, tile_px=SAR_TILE_PX, looks=1.0
+        )
+        for row, col, image in tiles:
+            height, width = image.sigma0.shape
+            inside = _swath_mask(
+                grid.window(row, col, height, width), centre, radius, csk.heading_deg
+            )
+            sigma0 = np.where(inside, image.sigma0, np.float32(np.nan))
+            del image, inside
+            h5.write(sigma0, row, col)
+            tif.write(sigma0, row, col)
+            del sigma0
+
+
 def simulate_city(
     scene: Scene,
     folder: Path,
@@ -207,6 +258,28 @@ def simulate_city(
     streams: dict[str, np.random.Generator],
 ) -> dict[str, Any]:
     """Shake, damage, image and write one scene into ``folder``.
+
+    SAR grids of up to :data:`SAR_WHOLE_GRID_MAX_PIXELS` pixels are rendered at once
+    (:func:`~.sar.render_sigma0`, about 50 bytes per pixel). Larger ones (a town of
+    100,000 buildings at 0.5 m is about 390 megapixels) are rendered and written in
+    tiles of :data:`SAR_TILE_PX` pixels: the buildings' scatterers are drawn once for
+    the whole town, each tile burns those that reach it, draws its own texture and
+    speckle (from generators spawned from the town's ``sar`` stream in row-major
+    order) and goes straight into both SAR products
+    (:func:`~.writers.csk_hdf5_tiles`, :func:`~.writers.csg_geotiff_tiles`), so
+    memory is bounded by one tile. Tiles have no seams: building returns, layover,
+    shadow and double bounce cross tile edges unchanged, and a margin is rendered
+    around each tile for the speckle's correlation. The land cover of such grids is
+    computed with ``low_memory=True`` and the DSM in row bands. Tiled and whole-grid
+    renderings of a town have the same statistics but not the same pixel values; the
+    same seed gives the same bytes either way.
+
+    Args:
+        scene: the scene.
+        folder: the town's output folder (exists).
+        seed: the run's seed (the randomness comes from ``streams``, derived from it).
+        pixel_m: SAR pixel spacing in metres.
+        streams: the town's random streams (:func:`city_streams`).
 
     Returns:
         The town's entry of ``scene.json``.
@@ -227,7 +300,8 @@ def simulate_city(
 
     # SAR
     grid = scene.grid(pixel_m)
-    lc = landcover(scene, grid, streams['landcover'])
+    tiled = grid.width * grid.height > SAR_WHOLE_GRID_MAX_PIXELS
+    lc = landcover(scene, grid, streams['landcover'], low_memory=tiled)
     csk, csg = acquisitions(scene, lat, streams['sar'])
     geometry = SARGeometry(
         incidence_deg=csk.incidence_deg,
@@ -237,21 +311,39 @@ def simulate_city(
     sar_input = gpd.GeoDataFrame(
         {'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=crs
     )
-    image = render_sigma0(grid, geometry, sar_input, lc, streams['sar'], looks=1.0)
     radius = float(cent.distance(shapely.Point(scene.centre)).max())
-    sigma0 = np.where(
-        _swath_mask(grid, scene.centre, radius, csk.heading_deg), image.sigma0, np.nan
-    )
     calibration = Calibration(reference_incidence_deg=csk.incidence_deg)
     utm_zone = CRS.from_user_input(crs).utm_zone
     zone = int(utm_zone[:-1]) if utm_zone else 37
     sar_h5 = csk.csk_filename()
     sar_tif = csg.csg_filename('.tif', latitude_deg=lat, utm_zone=zone)
-    write_csk_hdf5(folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration)
-    write_csg_geotiff(
-        folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration
-    )
-    del image, sigma0
+    if tiled:
+        _write_sar_tiles(
+            folder / sar_h5,
+            folder / sar_tif,
+            grid,
+            geometry,
+            sar_input,
+            lc,
+            streams['sar'],
+            swath=(scene.centre, radius),
+            products=(csk, csg),
+            calibration=calibration,
+        )
+    else:
+        image = render_sigma0(grid, geometry, sar_input, lc, streams['sar'], looks=1.0)
+        sigma0 = np.where(
+            _swath_mask(grid, scene.centre, radius, csk.heading_deg),
+            image.sigma0,
+            np.nan,
+        )
+        write_csk_hdf5(
+            folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration
+        )
+        write_csg_geotiff(
+            folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration
+        )
+        del image, sigma0
 
     # DSM
     dsm_grid = grid.resample(DSM_PIXEL_M)
