@@ -22,6 +22,9 @@ from torchgeo_sar_damage.simulation.grid import Grid
 from torchgeo_sar_damage.simulation.writers import (
     Acquisition,
     Calibration,
+    csg_geotiff_tiles,
+    csk_hdf5_tiles,
+    geotiff_tiles,
     write_csg_geotiff,
     write_csk_hdf5,
     write_geotiff,
@@ -517,3 +520,111 @@ def test_path_is_directory(
 ) -> None:
     with pytest.raises(OutputError, match='directory'):
         write_csk_hdf5(tmp_path, sigma0_linear, grid, csk_acquisition(), Calibration())
+
+
+def tiles_of(array: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
+    """Row-major tiles of ``size`` x ``size`` pixels (smaller at the edges)."""
+    return [
+        (row, col, array[row : row + size, col : col + size])
+        for row in range(0, array.shape[0], size)
+        for col in range(0, array.shape[1], size)
+    ]
+
+
+@pytest.fixture
+def large_grid() -> Grid:
+    # 1100 x 700 pixels: the quick-look keeps every third row and column.
+    return Grid.from_bounds(318000, 4160000, 319100, 4160700, 1.0)
+
+
+@pytest.fixture
+def large_sigma0(large_grid: Grid) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    sigma0 = rng.gamma(1.0, 0.1, large_grid.shape).astype(np.float32)
+    sigma0[:, :40] *= 100  # bright columns
+    sigma0[-60:, :90] = np.nan  # nodata corner
+    return sigma0
+
+
+@pytest.mark.parametrize('tile_px', [97, 256, 2000])
+def test_tiles_write_the_same_products(
+    tmp_path: Path, large_grid: Grid, large_sigma0: np.ndarray, tile_px: int
+) -> None:
+    grid, sigma0 = large_grid, large_sigma0
+    whole_h5, tiled_h5 = tmp_path / 'whole.h5', tmp_path / 'tiled.h5'
+    write_csk_hdf5(whole_h5, sigma0, grid, csk_acquisition(), Calibration())
+    with csk_hdf5_tiles(tiled_h5, grid, csk_acquisition(), Calibration()) as sink:
+        for row, col, tile in tiles_of(sigma0, tile_px):
+            sink.write(tile, row, col)
+    # HDF5: the same bytes, quick-look included
+    assert tiled_h5.read_bytes() == whole_h5.read_bytes()
+    with h5py.File(tiled_h5) as f:
+        assert f['S01/QLK'].shape == (234, 367)
+
+    whole_tif, tiled_tif = tmp_path / 'whole.tif', tmp_path / 'tiled.tif'
+    write_csg_geotiff(whole_tif, sigma0, grid, csg_acquisition(), Calibration())
+    with csg_geotiff_tiles(tiled_tif, grid, csg_acquisition(), Calibration()) as sink:
+        for row, col, tile in tiles_of(sigma0, tile_px):
+            sink.write(tile, row, col)
+    # GeoTIFF: same profile, metadata and pixels (blocks may be stored in another
+    # order)
+    with rasterio.open(whole_tif) as a, rasterio.open(tiled_tif) as b:
+        assert b.profile == a.profile
+        assert b.tags() == a.tags()
+        assert b.tags(1) == a.tags(1)
+        assert b.descriptions == a.descriptions
+        assert b.block_shapes == a.block_shapes
+        assert b.compression == a.compression
+        np.testing.assert_array_equal(b.read(1), a.read(1))
+
+
+def test_tiles_must_cover_the_grid(
+    tmp_path: Path, large_grid: Grid, large_sigma0: np.ndarray
+) -> None:
+    h5 = tmp_path / 'x.h5'
+    with (
+        pytest.raises(ArgumentError, match='cover'),
+        csk_hdf5_tiles(h5, large_grid, csk_acquisition(), Calibration()) as sink,
+    ):
+        sink.write(large_sigma0[:256, :256], 0, 0)
+    assert not h5.exists()  # no half-written product
+    tif = tmp_path / 'x.tif'
+    with (
+        pytest.raises(ArgumentError, match='cover'),
+        geotiff_tiles(tif, large_grid, np.float32, nodata=None) as sink,
+    ):
+        sink.write(large_sigma0[:256], 0, 0)
+    assert not tif.exists()
+
+
+def test_tile_outside_the_grid(
+    tmp_path: Path, large_grid: Grid, large_sigma0: np.ndarray
+) -> None:
+    tif = tmp_path / 'x.tif'
+    with (
+        pytest.raises(ArgumentError, match='does not fit'),
+        csg_geotiff_tiles(tif, large_grid, csg_acquisition(), Calibration()) as sink,
+    ):
+        sink.write(large_sigma0[:100, :100], 650, 0)
+    assert not tif.exists()
+
+
+def test_failure_while_writing_tiles_removes_the_file(
+    tmp_path: Path, large_grid: Grid, large_sigma0: np.ndarray
+) -> None:
+    h5 = tmp_path / 'x.h5'
+
+    def interrupted() -> None:
+        with csk_hdf5_tiles(h5, large_grid, csk_acquisition(), Calibration()) as sink:
+            sink.write(large_sigma0[:256, :256], 0, 0)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert not h5.exists()
+    with (
+        pytest.raises(ArgumentError, match='linear power'),
+        csk_hdf5_tiles(h5, large_grid, csk_acquisition(), Calibration()) as sink,
+    ):
+        sink.write(-large_sigma0, 0, 0)  # negative sigma0
+    assert not h5.exists()
