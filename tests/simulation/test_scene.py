@@ -15,6 +15,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Polygon, box
 
 from torchgeo_sar_damage.errors import InputFileError
+from torchgeo_sar_damage.simulation import scene as scene_module
 from torchgeo_sar_damage.simulation.cities import CITIES
 from torchgeo_sar_damage.simulation.sar import LandCover
 from torchgeo_sar_damage.simulation.scene import (
@@ -343,3 +344,20 @@ def test_landcover(scenes: dict[str, Scene]) -> None:
     assert building_m2 == pytest.approx(footprint_m2, rel=0.05)
     # the same generator state gives the same raster
     np.testing.assert_array_equal(lc, landcover(scene, grid, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize('pixel_m', [1.0, 0.5])
+def test_landcover_low_memory(
+    scenes: dict[str, Scene], monkeypatch: pytest.MonkeyPatch, pixel_m: float
+) -> None:
+    # banded field and town burnt into the result: the same classes as whole-grid
+    monkeypatch.setattr(scene_module, 'LANDCOVER_BAND_ROWS', 37)
+    scene = scenes['adiyaman']
+    grid = scene.grid(pixel_m)
+    whole = landcover(scene, grid, np.random.default_rng(4))
+    banded = landcover(scene, grid, np.random.default_rng(4), low_memory=True)
+    assert banded.dtype == np.uint8
+    assert grid.height > 37 * 3
+    assert np.mean(banded == whole) > 0.99999
+    for cover in LandCover:
+        assert (banded == cover).sum() == pytest.approx((whole == cover).sum(), abs=5)
