@@ -70,8 +70,8 @@ from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
 from .datamodules.damage import Normalisation, check_modalities, normalise_batch
-from .datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings, collate_buildings
-from .datasets.utils import extract, merge_modalities
+from .datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings
+from .datasets.utils import extract_batch, merge_batches
 from .errors import ArgumentError, InputFileError, OutputError
 from .samplers import BuildingSampler
 from .tasks import DamageClassification
@@ -246,7 +246,7 @@ class BuildingChunks(Dataset[Sample]):
     the model), ``assessed`` (positions of the buildings in the raw batch, in its
     order) and, when there are any, the raw batch keys (``image``, ``footprint``,
     ``dsm``, ``tabular``, ...; see
-    :func:`~torchgeo_sar_damage.datasets.collate_buildings`).
+    :func:`~torchgeo_sar_damage.datasets.extract_batch`).
 
     .. versionadded:: 0.1
     """
@@ -494,7 +494,7 @@ class BuildingChunks(Dataset[Sample]):
             covered &= ~outside
         targets = targets.loc[covered]
         sampled: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
-        samples: list[Sample] = []
+        batch: Sample | None = None
         if len(targets):
             sampler = BuildingSampler(
                 inputs.base, targets, self.size_m, id_column='_position'
@@ -507,14 +507,13 @@ class BuildingChunks(Dataset[Sample]):
                 footprints = _ChunkFootprints(frame, self.buildings, sar.crs, res)
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', UserWarning)
-                    streams = zip(
-                        extract(inputs.base, queries),
-                        extract(footprints, queries),
-                        strict=True,
+                    batch = merge_batches(
+                        [
+                            extract_batch(inputs.base, queries),
+                            extract_batch(footprints, queries),
+                        ]
                     )
-                    samples = [merge_modalities(list(parts)) for parts in streams]
-        if samples:
-            batch = collate_buildings(samples)
+        if batch is not None:
             image = batch['image']
             target = batch['footprint'] == 2
             valid = torch.isfinite(image) & target

@@ -10,7 +10,14 @@ from .gem import FEATURE_NAMES as GEM_FEATURE_NAMES
 from .gem import GEMExposure
 from .labels import DamageLabels
 from .osm import OSMBuildings
-from .utils import ModalityIntersection, collate_buildings, extract, merge_modalities
+from .utils import (
+    ModalityIntersection,
+    collate_buildings,
+    extract,
+    extract_batch,
+    merge_batches,
+    merge_modalities,
+)
 
 __all__ = [
     'DSM',
@@ -23,6 +30,8 @@ __all__ = [
     'OSMBuildings',
     'collate_buildings',
     'extract',
+    'extract_batch',
+    'merge_batches',
     'merge_modalities',
     'sigma0_per_dn2',
 ]

@@ -20,6 +20,7 @@ import rasterio.errors
 import rasterio.windows
 import shapely
 import torch
+from affine import Affine
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
@@ -32,6 +33,13 @@ from .utils import ModalityMixin, from_origin
 
 #: An open raster: a file read as it is, or a warped view of it in the dataset's CRS.
 type Source = DatasetReader | WarpedVRT
+
+#: Side (pixels) of the blocks in which windows are read together as one union.
+UNION_BLOCK_PIXELS = 512
+
+#: A block's union is read in one call unless it is more than this many times the
+#: area of its windows (sparse windows are read one by one).
+UNION_SPARSITY = 16
 
 
 def read_window(
@@ -226,6 +234,69 @@ def resolve_slice(
     return x, y, t
 
 
+#: Upsampling factors (source pixel / query pixel) at which windows are still read
+#: together: every position GDAL computes is then a binary fraction, so a window cut
+#: from a union equals the window read alone (tested for nearest, bilinear and cubic;
+#: a factor of 3 is not, and is read window by window).
+EXACT_UPSAMPLING = (1, 2, 4, 8)
+
+
+def _on_grids(x: slice, y: slice, grids: Sequence[Affine] | None) -> bool:
+    """Whether a query's window is the same wherever it is cut from.
+
+    True when, for every source grid, the query's pixels are the grid's own or an
+    :data:`EXACT_UPSAMPLING` subdivision of them and the query's corner is on a
+    corner of those pixels (within a millionth of a pixel); warped sources (None)
+    and any rotation never are.
+
+    Args:
+        x: ``xmin:xmax:xres`` of the query.
+        y: ``ymin:ymax:yres`` of the query.
+        grids: north-up pixel transforms, or None (a warped source).
+
+    Returns:
+        Whether windows of this query's grid may be read as part of a union.
+    """
+    if not grids:
+        return False
+    for grid in grids:
+        if grid.b != 0 or grid.d != 0:
+            return False
+        for size, step in ((grid.a, x.step), (-grid.e, y.step)):
+            if not any(
+                math.isclose(size, k * step, rel_tol=1e-12) for k in EXACT_UPSAMPLING
+            ):
+                return False
+        col = (x.start - grid.c) / x.step
+        row = (grid.f - y.stop) / y.step
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            return False
+    return True
+
+
+def stack_windows(
+    arrays: Sequence[npt.NDArray[np.float32]], key: str
+) -> npt.NDArray[np.float32]:
+    """Stack windows of the same shape, naming the key when their shapes differ.
+
+    Args:
+        arrays: the windows.
+        key: the sample key, for the message.
+
+    Returns:
+        The stacked windows.
+
+    Raises:
+        ValueError: if *arrays* is empty or the shapes differ.
+    """
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(
+            f'cannot batch {key!r}: windows have shapes {sorted(shapes) or "none"}'
+        )
+    return np.stack(arrays)
+
+
 class WindowedRasterDataset(ModalityMixin, RasterDataset):
     """A :class:`~torchgeo.datasets.RasterDataset` read window by window.
 
@@ -277,6 +348,27 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         """
         for (x, y, t), data in self._windows(queries):
             yield self._sample(x, y, t, data)
+
+    def extract_batch(self, queries: Sequence[GeoSlice]) -> Sample:
+        """The windows of many queries as one batch, ``{sample_key: (B, C, H, W)}``.
+
+        The arrays of :meth:`extract`, stacked, without building a sample per window
+        (see :func:`~torchgeo_sar_damage.datasets.extract_batch`).
+
+        Args:
+            queries: windows of the same pixel size.
+
+        Returns:
+            The batch.
+
+        Raises:
+            IndexError: if no file of the dataset intersects a query.
+            ValueError: if the windows differ in size.
+
+        .. versionadded:: 0.1
+        """
+        data = [values for _, values in self._windows(queries)]
+        return {self.sample_key: torch.from_numpy(stack_windows(data, self.sample_key))}
 
     def _sample(
         self, x: slice, y: slice, t: slice, data: npt.NDArray[np.float32]
@@ -357,23 +449,13 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         """Resolved slices and mosaicked, converted data of each query, in order."""
         for start in range(0, len(queries), self.chunk_size):
             plans = self._plan(queries[start : start + self.chunk_size], allow_empty)
-            reads = [
-                (path, -y.stop, x.start, qi, fi)
-                for qi, ((x, y, _), paths) in enumerate(plans)
-                for fi, path in enumerate(paths)
-            ]
-            reads.sort(key=lambda r: (r[0], r[1], r[2]))
-            groups: dict[tuple[str, tuple[int, ...]], list[tuple[int, int]]]
-            groups = defaultdict(list)
-            raw: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
-            for path, _, _, qi, fi in reads:
-                (x, y, _), _ = plans[qi]
-                raw[qi, fi] = self._read_raw(path, x, y)
-                groups[path, raw[qi, fi].shape].append((qi, fi))
+            by_path: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for qi, (_, paths) in enumerate(plans):
+                for fi, path in enumerate(paths):
+                    by_path[path].append((qi, fi))
             values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
-            for (path, _), keys in groups.items():
-                converted = self._convert(path, np.stack([raw.pop(k) for k in keys]))
-                values.update(zip(keys, converted, strict=True))
+            for path in sorted(by_path):
+                values.update(self._read_file_windows(path, plans, by_path[path]))
             for qi, ((x, y, t), paths) in enumerate(plans):
                 if not paths:
                     shape = (
@@ -396,6 +478,124 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
                         stacklevel=2,
                     )
                 yield (x, y, t), out
+
+    def _read_file_windows(
+        self,
+        path: str,
+        plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]],
+        keys: Sequence[tuple[int, int]],
+    ) -> dict[tuple[int, int], npt.NDArray[np.float32]]:
+        """Read and convert the windows of some queries in one file.
+
+        Windows of the file's own pixels, or of an exact subdivision of them (see
+        :data:`EXACT_UPSAMPLING`; not warped), are grouped by size and by
+        :data:`UNION_BLOCK_PIXELS` square blocks of their top-left corners; a block
+        whose windows cover enough of their union is read in one GDAL call over the
+        union and cut into windows. Other windows are read one by one. Both give the
+        same values (``tests/datasets/test_extract_batch.py`` compares them).
+
+        Args:
+            path: a file of the index.
+            plans: resolved slices and files of every query.
+            keys: ``(query, file position)`` of the windows to read in *path*.
+
+        Returns:
+            The converted window of each key.
+        """
+        raw: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
+        groups: dict[tuple[float, ...], list[tuple[int, int]]] = defaultdict(list)
+        grids = self._source_grids(path)
+        for key in keys:
+            x, y, _ = plans[key[0]][0]
+            if not _on_grids(x, y, grids):  # resampled: GDAL may read it differently
+                raw[key] = self._read_raw(path, x, y)
+                continue
+            width = round((x.stop - x.start) / x.step)
+            height = round((y.stop - y.start) / y.step)
+            col = math.floor(x.start / x.step + 0.5)
+            row = math.floor(-y.stop / y.step + 0.5)
+            # windows share a grid when their corners differ by whole pixels
+            phase = (round(x.start - col * x.step, 6), round(y.stop + row * y.step, 6))
+            grid = (x.step, y.step, width, height, *phase)
+            block = (col // UNION_BLOCK_PIXELS, row // UNION_BLOCK_PIXELS)
+            groups[(*grid, *block)].append(key)
+        for key_group in groups.values():
+            raw.update(self._read_group(path, plans, key_group))
+        shapes: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
+        for key in keys:
+            shapes[raw[key].shape].append(key)
+        values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
+        for same in shapes.values():
+            converted = self._convert(path, np.stack([raw.pop(k) for k in same]))
+            values.update(zip(same, converted, strict=True))
+        return values
+
+    def _source_names(self, path: str) -> list[str]:
+        """The GDAL sources :meth:`_read_raw` reads for a file of the index.
+
+        Args:
+            path: a file of the index.
+
+        Returns:
+            Names GDAL opens (the file itself unless a subclass says otherwise).
+        """
+        return [path]
+
+    def _source_grids(self, path: str) -> list[Affine] | None:
+        """Pixel grids of a file's sources in the dataset CRS; None if any is warped."""
+        known: dict[str, list[Affine] | None] = self.__dict__.setdefault(
+            '_grids_of_file', {}
+        )
+        if path not in known:
+            grids: list[Affine] | None = []
+            for name in self._source_names(path):
+                src = RasterDataset._load_warp_file(self, name, self.crs)
+                try:
+                    if isinstance(src, WarpedVRT) or grids is None:
+                        grids = None
+                    else:
+                        grids.append(src.transform)
+                finally:
+                    src.close()
+            known[path] = grids
+        return known[path]
+
+    def _read_group(
+        self,
+        path: str,
+        plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]],
+        keys: Sequence[tuple[int, int]],
+    ) -> dict[tuple[int, int], npt.NDArray[np.float64]]:
+        """Raw windows of same-size, grid-aligned queries: one read of their union."""
+        windows = [plans[qi][0] for qi, _ in keys]
+        x0, y0, _ = windows[0]
+        xres, yres = x0.step, y0.step
+        width = round((x0.stop - x0.start) / xres)
+        height = round((y0.stop - y0.start) / yres)
+        left = min(x.start for x, _, _ in windows)
+        top = max(y.stop for _, y, _ in windows)
+        cols = [round((x.start - left) / xres) for x, _, _ in windows]
+        rows = [round((top - y.stop) / yres) for _, y, _ in windows]
+        union_w = max(cols) + width
+        union_h = max(rows) + height
+        covered = len(keys) * width * height
+        if len(keys) == 1 or union_w * union_h > UNION_SPARSITY * covered:
+            return {
+                key: self._read_raw(path, x, y)
+                for key, (x, y, _) in zip(keys, windows, strict=True)
+            }
+        union = self._read_raw(
+            path,
+            slice(left, left + union_w * xres, xres),
+            slice(top - union_h * yres, top, yres),
+        )
+        view = np.lib.stride_tricks.sliding_window_view(
+            union, (height, width), axis=(1, 2)
+        )
+        return {
+            key: np.array(view[:, r, c])
+            for key, r, c in zip(keys, rows, cols, strict=True)
+        }
 
     def _source_window(
         self, name: str, x: slice, y: slice, indexes: Sequence[int]

@@ -554,6 +554,18 @@ class COSMOSkyMed(WindowedRasterDataset):
         name = product.sources[self.bands[0]][0] if product else os.fspath(filepath)
         return super()._load_warp_file(name, crs)
 
+    def _source_names(self, path: str) -> list[str]:
+        """The GDAL sources of a product's requested polarisations.
+
+        Args:
+            path: the product file.
+
+        Returns:
+            One GDAL name per band (an HDF5 subdataset, or the GeoTIFF).
+        """
+        sources = self._products[path].sources
+        return [sources[band][0] for band in self.bands]
+
     def _read_raw(self, path: str, x: slice, y: slice) -> npt.NDArray[np.float64]:
         """Read the DN of every requested polarisation of a product over a query.
 

@@ -24,6 +24,7 @@ from ._raster import (
     WindowedRasterDataset,
     check_georeferencing,
     resolve_slice,
+    stack_windows,
 )
 
 
@@ -208,8 +209,39 @@ class DSM(WindowedRasterDataset):
         Raises:
             IndexError: if no DSM file intersects a query.
         """
+        for (x, y, t), height in self._heights(queries):
+            yield self._sample(x, y, t, height)
+
+    def extract_batch(self, queries: Sequence[GeoSlice]) -> Sample:
+        """The windows of many queries as one batch: ``dsm`` and ``tabular``.
+
+        The arrays of :meth:`extract`, stacked; the height statistics of complete
+        windows are computed for all of them at once.
+
+        Args:
+            queries: windows of the same pixel size.
+
+        Returns:
+            ``dsm`` ``(B, 1, H, W)`` and ``tabular`` ``(B, 3)``.
+
+        Raises:
+            IndexError: if no DSM file intersects a query.
+            ValueError: if the windows differ in size.
+
+        .. versionadded:: 0.1
+        """
+        data = stack_windows([h for _, h in self._heights(queries)], self.sample_key)
+        return {
+            self.sample_key: torch.from_numpy(data),
+            'tabular': torch.from_numpy(height_statistics(data)),
+        }
+
+    def _heights(
+        self, queries: Sequence[GeoSlice]
+    ) -> Iterator[tuple[tuple[slice, slice, slice], npt.NDArray[np.float32]]]:
+        """Resolved slices and heights (DSM, minus the DTM if any) of each query."""
         if self.dtm is None:
-            yield from super().extract(queries)
+            yield from self._windows(queries)
             return
         # The DTM has no time: it is read over the whole of its time range.
         bounds = self.bounds
@@ -218,7 +250,7 @@ class DSM(WindowedRasterDataset):
         terrain = self.dtm._windows(spatial, allow_empty=True)
         for ((x, y, t), dsm), (_, dtm) in zip(surface, terrain, strict=True):
             height: npt.NDArray[np.float32] = dsm - dtm
-            yield self._sample(x, y, t, height)
+            yield (x, y, t), height
 
     def plot(
         self, sample: Sample, show_titles: bool = True, suptitle: str | None = None
@@ -243,6 +275,38 @@ class DSM(WindowedRasterDataset):
         if suptitle is not None:
             fig.suptitle(suptitle)
         return fig
+
+
+def height_statistics(data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The ``tabular`` height statistics of many DSM windows (see :class:`DSM`).
+
+    Windows without nodata are computed together (same NumPy reductions along an
+    axis, so the same values as one window at a time); the others one by one.
+
+    Args:
+        data: windows ``(B, 1, H, W)``.
+
+    Returns:
+        ``(B, 3)``: centre relief, window relief and nodata share of each window.
+    """
+    out = np.empty((len(data), 3), dtype=np.float32)
+    complete = np.isfinite(data).reshape(len(data), -1).all(axis=1)
+    complete &= data[0].size > 0
+    for i in np.flatnonzero(~complete):
+        out[i] = _height_statistics(data[i])
+    if complete.any():
+        grids = data[complete, 0]
+        low, high = np.percentile(grids.reshape(len(grids), -1), [5, 95], axis=1)
+        rows, cols = grids.shape[1:]
+        r, c = max(1, rows // 4), max(1, cols // 4)
+        centre = grids[
+            :,
+            (rows - r) // 2 : (rows + r) // 2 + 1,
+            (cols - c) // 2 : (cols + c) // 2 + 1,
+        ]
+        median = np.median(centre.reshape(len(grids), -1), axis=1)
+        out[complete] = np.stack([median - low, high - low, np.zeros_like(low)], 1)
+    return out
 
 
 def _height_statistics(data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

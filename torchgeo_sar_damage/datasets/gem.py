@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import matplotlib.pyplot as plt
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyproj
 import shapely
@@ -451,7 +452,10 @@ class GEMExposure(ModalityMixin, VectorDataset):
             resolved.append((out[0], out[1], out[2]))
         return resolved
 
-    def _samples(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+    def _units(
+        self, queries: Sequence[GeoSlice]
+    ) -> tuple[list[tuple[slice, slice, slice]], npt.NDArray[np.int64], np.ndarray]:
+        """Resolved slices, unit under the centre and overlap flag of each window."""
         slices = self._resolve(queries)
         boxes = shapely.box(
             [x.start for x, _, _ in slices],
@@ -465,6 +469,10 @@ class GEMExposure(ModalityMixin, VectorDataset):
         cx = np.array([(x.start + x.stop) / 2 for x, _, _ in slices])
         cy = np.array([(y.start + y.stop) / 2 for _, y, _ in slices])
         units = self._locate(cx, cy, self.crs) if slices else np.empty(0, np.int64)
+        return slices, np.asarray(units, dtype=np.int64), overlaps
+
+    def _samples(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+        slices, units, overlaps = self._units(queries)
         for query, (x, y, t), ok, unit in zip(
             queries, slices, overlaps, units, strict=True
         ):
@@ -484,6 +492,29 @@ class GEMExposure(ModalityMixin, VectorDataset):
             if self.transforms is not None:
                 sample = self.transforms(sample)
             yield sample
+
+    def extract_batch(self, queries: Sequence[GeoSlice]) -> Sample:
+        """The features of many windows as one batch, ``tabular`` ``(B, F)``.
+
+        Args:
+            queries: windows, e.g. from a sampler.
+
+        Returns:
+            The rows of :meth:`extract`'s ``tabular``, stacked.
+
+        Raises:
+            IndexError: if a window does not intersect any unit.
+
+        .. versionadded:: 0.1
+        """
+        queries = list(queries)
+        _, units, overlaps = self._units(queries)
+        if not overlaps.all():
+            query = queries[int(np.flatnonzero(~overlaps)[0])]
+            raise IndexError(
+                f'index: {query} not found in dataset with bounds: {self.bounds}'
+            )
+        return {'tabular': torch.from_numpy(self._table[units])}
 
     def __getitem__(self, index: GeoSlice) -> Sample:
         """Features of the unit under the centre of a window.

@@ -299,6 +299,80 @@ def extract(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Iterator[Sample
         yield dataset[query]
 
 
+#: Keys of a sample that describe its window rather than its content.
+WINDOW_KEYS = ('bounds', 'transform')
+
+
+def extract_batch(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Sample:
+    """The samples of many windows, already batched, through the fastest path.
+
+    Equals :func:`collate_buildings` of :func:`extract` without the :data:`WINDOW_KEYS`
+    (the windows are the queries): ``image`` ``(B, C, H, W)``, ``dsm``, ``footprint``,
+    ``tabular`` ``(B, F)``, ``building_id`` ``(B,)``... Datasets of this package
+    implement ``extract_batch(queries)``, which builds the arrays of all windows at
+    once instead of one sample after the other (several times faster on city-scale
+    prediction); intersections combined with :func:`merge_modalities` batch each member
+    and concatenate the ``tabular`` columns in dataset order. Anything else (other
+    datasets, transforms, other collate functions) goes through :func:`extract`.
+
+    Args:
+        dataset: any TorchGeo dataset.
+        queries: windows of the same pixel size, e.g. from
+            :class:`~torchgeo_sar_damage.samplers.BuildingSampler`.
+
+    Returns:
+        The batch.
+
+    Raises:
+        ValueError: if *queries* is empty, or the samples cannot be batched.
+
+    .. versionadded:: 0.1
+    """
+    if not queries:
+        raise ValueError('cannot batch an empty list of windows')
+    if isinstance(dataset, IntersectionDataset):
+        if dataset.collate_fn is merge_modalities and dataset.transforms is None:
+            return merge_batches([extract_batch(d, queries) for d in dataset.datasets])
+    elif getattr(dataset, 'transforms', None) is None:
+        bulk = getattr(dataset, 'extract_batch', None)
+        if callable(bulk):
+            batch: Sample = bulk(queries)
+            return batch
+    batch = collate_buildings(list(extract(dataset, queries)))
+    return {k: v for k, v in batch.items() if k not in WINDOW_KEYS}
+
+
+def merge_batches(batches: Sequence[Sample]) -> Sample:
+    """Combine the batches of several datasets over the same windows.
+
+    The batch counterpart of :func:`merge_modalities`: every key keeps its own entry,
+    ``tabular`` columns are concatenated in order, and a key present in two batches
+    is an error.
+
+    Args:
+        batches: one batch per dataset, same windows in the same order.
+
+    Returns:
+        The merged batch.
+
+    Raises:
+        ValueError: if two batches produce the same key.
+    """
+    merged: Sample = {}
+    for batch in batches:
+        for key, value in batch.items():
+            if key not in merged:
+                merged[key] = value
+            elif key in CONCATENATED_KEYS:
+                merged[key] = torch.cat([merged[key], value], dim=1)
+            else:
+                raise ValueError(
+                    f'two combined datasets both produce {key!r}; give one of them '
+                    'another key'
+                )
+    return merged
+
+
 def collate_buildings(samples: Sequence[Sample]) -> Sample:
     """Batch per-building samples, keeping every key's meaning.
 
