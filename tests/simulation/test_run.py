@@ -3,15 +3,19 @@
 
 import csv
 import hashlib
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import h5py
 import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import rasterio.features
 from sklearn.metrics import roc_auc_score
 
 from torchgeo_sar_damage.datasets.cosmo_skymed import sigma0_per_dn2
@@ -20,6 +24,7 @@ from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.simulation import run, writers
 from torchgeo_sar_damage.simulation.observation import EMS_GRADES, NOT_ANALYSED
 from torchgeo_sar_damage.simulation.run import heading_deg, simulate
+from torchgeo_sar_damage.simulation.sar import SARImage, render_sigma0_tiles
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -355,3 +360,126 @@ def test_damage_is_only_partly_visible(tmp_path: Path) -> None:
         aucs[col] = max(auc, 1 - auc)
     assert max(aucs.values()) < 0.9, aucs  # not trivially separable
     assert max(aucs.values()) > 0.55, aucs  # but damage is visible
+
+
+# ------------------------------------------------------------ tiled SAR rendering
+
+TILED_KWARGS: dict[str, Any] = {
+    'cities': ['antakya'],
+    'n_buildings': 300,
+    'seed': 2,
+    'pixel_m': 1.0,
+    'progress': False,
+}
+
+
+@pytest.fixture(scope='module')
+def tiled_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One town simulated whole-grid, and twice with tiles of 200 px forced."""
+    root = tmp_path_factory.mktemp('tiled')
+    simulate(root / 'whole', **TILED_KWARGS)
+    tiles: list[tuple[int, int, tuple[int, int]]] = []
+
+    def recording(
+        *args: object, **kwargs: object
+    ) -> Iterator[tuple[int, int, SARImage]]:
+        for row, col, image in render_sigma0_tiles(*args, **kwargs):  # type: ignore[arg-type]
+            tiles.append((row, col, image.sigma0.shape))
+            yield row, col, image
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, 'SAR_WHOLE_GRID_MAX_PIXELS', 0)
+        patch.setattr(run, 'SAR_TILE_PX', 200)
+        patch.setattr(run, 'render_sigma0_tiles', recording)
+        manifest = simulate(root / 'tiled', **TILED_KWARGS)
+        simulate(root / 'again', **TILED_KWARGS)
+    return {'root': root, 'tiles': tiles, 'manifest': manifest}
+
+
+def sar_paths(runs: dict[str, Any], which: str) -> tuple[Path, Path]:
+    files = runs['manifest']['cities']['antakya']['files']
+    folder = runs['root'] / which / 'antakya'
+    return folder / files['sar_hdf5'], folder / files['sar_geotiff']
+
+
+def h5_layout(path: Path) -> list[tuple[str, Any]]:
+    """Every group and dataset of an HDF5 file: type, shape, storage, attributes."""
+    layout: list[tuple[str, Any]] = []
+
+    def attributes(obj: h5py.HLObject) -> list[tuple[str, str, str]]:
+        return [(k, str(v.dtype), repr(v)) for k, v in obj.attrs.items()]
+
+    with h5py.File(path) as f:
+        layout.append(('/', attributes(f)))
+
+        def visit(name: str, obj: h5py.HLObject) -> None:
+            if isinstance(obj, h5py.Dataset):
+                storage = (obj.dtype, obj.shape, obj.chunks, obj.compression)
+                layout.append((name, (storage, attributes(obj))))
+            else:
+                layout.append((name, attributes(obj)))
+
+        f.visititems(visit)
+    return layout
+
+
+class TestTiledSAR:
+    def test_tiles_were_used(self, tiled_runs: dict[str, Any]) -> None:
+        city = tiled_runs['manifest']['cities']['antakya']
+        with rasterio.open(sar_paths(tiled_runs, 'tiled')[1]) as src:
+            height, width = src.shape
+        n_tiles = math.ceil(height / 200) * math.ceil(width / 200)
+        assert n_tiles >= 9
+        tiles = tiled_runs['tiles']
+        assert len(tiles) == 2 * n_tiles  # two runs
+        assert sum(h * w for _, _, (h, w) in tiles[:n_tiles]) == height * width
+        assert city['buildings'] == 300
+
+    def test_same_files_and_formats(self, tiled_runs: dict[str, Any]) -> None:
+        whole = digest(tiled_runs['root'] / 'whole')
+        tiled = digest(tiled_runs['root'] / 'tiled')
+        assert list(tiled) == list(whole)  # no temporary file left behind
+        h5, tif = sar_paths(tiled_runs, 'tiled')
+        sar = {str(p.relative_to(tiled_runs['root'] / 'tiled')) for p in (h5, tif)}
+        # everything but the SAR pixels is the same, DSM and scene.json included
+        assert {k for k in whole if whole[k] != tiled[k]} == sar
+        whole_h5, whole_tif = sar_paths(tiled_runs, 'whole')
+        assert h5_layout(h5) == h5_layout(whole_h5)
+        with rasterio.open(tif) as a, rasterio.open(whole_tif) as b:
+            assert a.profile == b.profile
+            assert a.tags() == b.tags()
+            assert a.tags(1) == b.tags(1)
+            assert a.descriptions == b.descriptions
+            assert a.compression == b.compression
+            # the same swath: nodata where the whole-grid product has it
+            np.testing.assert_array_equal(a.read(1) == 0, b.read(1) == 0)
+
+    def test_hdf5_and_geotiff_agree(self, tiled_runs: dict[str, Any]) -> None:
+        h5, tif = sar_paths(tiled_runs, 'tiled')
+        with h5py.File(h5) as f, rasterio.open(tif) as src:
+            np.testing.assert_array_equal(f['S01/SBI'][()], src.read(1))
+
+    def test_same_seed_same_bytes(self, tiled_runs: dict[str, Any]) -> None:
+        assert digest(tiled_runs['root'] / 'again') == digest(
+            tiled_runs['root'] / 'tiled'
+        )
+
+    def test_same_statistics(self, tiled_runs: dict[str, Any]) -> None:
+        truth = gpd.read_file(tiled_runs['root'] / 'whole' / 'antakya' / 'truth.gpkg')
+        levels = {}
+        for which in ('whole', 'tiled'):
+            with rasterio.open(sar_paths(tiled_runs, which)[1]) as src:
+                dn = src.read(1).astype(np.float64)
+                footprints = rasterio.features.rasterize(
+                    truth.geometry, out_shape=src.shape, transform=src.transform
+                ).astype(bool)
+            valid = dn > 0
+            # sigma0 in dB up to the calibration constant, the same in both files
+            sigma0_db = 20 * np.log10(dn[valid])
+            on = footprints[valid]
+            levels[which] = (sigma0_db[on].mean(), sigma0_db[~on].mean())
+        (b_whole, g_whole), (b_tiled, g_tiled) = levels['whole'], levels['tiled']
+        assert abs(b_whole - g_whole) > 0.5  # footprints differ from the ground
+        assert b_tiled == pytest.approx(b_whole, abs=0.3)
+        assert g_tiled == pytest.approx(g_whole, abs=0.1)
+        assert b_tiled - g_tiled == pytest.approx(b_whole - g_whole, abs=0.3)
