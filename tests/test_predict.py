@@ -328,12 +328,38 @@ def test_interrupted_run_leaves_nothing(
             write(*args, **kwargs)
 
         monkeypatch.setattr(pyogrio, 'write_dataframe', write_dataframe)
-    # Lightning turns an interrupt during Trainer.predict into SystemExit(1)
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
+    # an interrupt inside Trainer.predict stays one (Lightning would exit with 1)
+    with pytest.raises(KeyboardInterrupt):
         run(town, model, tmp_path / 'out.gpkg')
     assert list(tmp_path.iterdir()) == []
     if where == 'writing':
         assert calls['n'] == 3  # it had started writing
+
+
+def test_cli_interrupt_exits_130(
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    original = predict_module.BuildingChunks.__getitem__
+
+    def getitem(self: predict_module.BuildingChunks, index: int) -> dict[str, Any]:
+        if index == 1:
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', getitem)
+    out = tmp_path / 'town.gpkg'
+    args = ['predict', '--sar', str(town['sar']), '--buildings']
+    args += [str(town['buildings']), '--dsm', str(town['dsm']), '--gem']
+    args += [*map(str, town['gem']), '--admin', str(town['admin'])]
+    args += ['--checkpoint', str(model), '--out', str(out), '--quiet']
+    args += ['--batch-size', '8']
+    assert main(args) == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 DDP_SCRIPT = """

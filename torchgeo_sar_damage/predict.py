@@ -938,7 +938,13 @@ def predict_buildings(
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings('ignore', "Couldn't infer the batch indices")
-                trainer.predict(predictor, loader, return_predictions=False)
+                try:
+                    trainer.predict(predictor, loader, return_predictions=False)
+                except SystemExit:
+                    # Lightning turns Ctrl-C into SystemExit(1): keep it an interrupt
+                    if trainer.interrupted:
+                        raise KeyboardInterrupt from None
+                    raise  # pragma: no cover - any other exit passes unchanged
             trainer.strategy.barrier()
             if trainer.global_rank != 0:
                 return None
