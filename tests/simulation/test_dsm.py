@@ -110,3 +110,17 @@ def test_noise_level(scene: Scene, cover: tuple[np.ndarray, Grid]) -> None:
     noisy, _ = _render(scene, cover, seed=7, noise_m=0.5)
     clean, _ = _render(scene, cover, seed=7, noise_m=0.0)
     assert np.std(noisy - clean) == pytest.approx(0.5, rel=0.05)
+
+
+def test_low_memory_gives_the_same_dsm(
+    scene: Scene, cover: tuple[np.ndarray, Grid]
+) -> None:
+    dsm, grid = _render(scene, cover, seed=3)
+    lc, lc_grid = cover
+    banded = render_dsm(
+        scene, grid, lc, lc_grid, np.random.default_rng(3), low_memory=True
+    )
+    assert banded.dtype == np.float32
+    assert grid.height > 256  # several bands
+    np.testing.assert_allclose(banded, dsm, rtol=0, atol=1e-4)
+    assert np.mean(banded == dsm) > 0.999

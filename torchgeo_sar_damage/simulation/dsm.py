@@ -15,7 +15,7 @@ import numpy as np
 from rasterio import features
 from scipy.ndimage import gaussian_filter, zoom
 
-from .grid import Grid
+from .grid import Grid, zoom_rows
 from .sar import LandCover
 from .scene import Scene
 
@@ -28,6 +28,7 @@ def render_dsm(
     rng: np.random.Generator,
     *,
     noise_m: float = 0.5,
+    low_memory: bool = False,
 ) -> np.ndarray:
     """Render the pre-event DSM of a scene.
 
@@ -38,6 +39,10 @@ def render_dsm(
         landcover_grid: grid of ``landcover``.
         rng: random generator.
         noise_m: standard deviation of the measurement noise.
+        low_memory: interpolate the terrain undulation band by band
+            (:func:`~.grid.zoom_rows`) instead of holding it whole in float64, for
+            grids of a hundred megapixels and more; elevations then agree with the
+            default to float rounding.
 
     Returns:
         float32 elevations in metres above the ellipsoid-free datum of the scene.
@@ -52,8 +57,10 @@ def render_dsm(
     small = gaussian_filter(
         rng.standard_normal((rows // coarse + 3, cols // coarse + 3)), 1.0
     )
-    undulation = zoom(small, coarse, order=1)[:rows, :cols]
-    undulation *= 3.0
+    undulation: np.ndarray | None = None
+    if not low_memory:
+        undulation = zoom(small, coarse, order=1)[:rows, :cols]
+        undulation *= 3.0
     plane_x = scene.elevation_m + slope[0] * (xx - cols / 2)
     plane_y = slope[1] * (yy - rows / 2)
 
@@ -92,7 +99,11 @@ def render_dsm(
     for r0, r1 in _bands(rows):
         h = heights[r0:r1]
         above = np.where(h > 0, h, np.where(trees[r0:r1], canopy[r0:r1], 0.0))
-        terrain = plane_x + plane_y[r0:r1] + undulation[r0:r1]
+        if undulation is None:
+            band = zoom_rows(small, coarse, r0, r1 - r0, cols) * 3.0
+        else:
+            band = undulation[r0:r1]
+        terrain = plane_x + plane_y[r0:r1] + band
         noise = rng.normal(0.0, noise_m, (r1 - r0, cols))
         dsm[r0:r1] = terrain + above + noise
     return dsm

@@ -347,7 +347,7 @@ def simulate_city(
 
     # DSM
     dsm_grid = grid.resample(DSM_PIXEL_M)
-    dsm = render_dsm(scene, dsm_grid, lc, grid, streams['dsm'])
+    dsm = render_dsm(scene, dsm_grid, lc, grid, streams['dsm'], low_memory=tiled)
     write_geotiff(
         folder / DSM_NAME,
         dsm,

@@ -43,7 +43,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..errors import InputFileError
 from .cities import CITIES, City, ConstructionMix
-from .grid import Grid
+from .grid import Grid, zoom_rows
 from .sar import LandCover
 
 #: Names of the five administrative units of a town (centre, then four sectors).
@@ -672,7 +672,7 @@ def landcover(
         lc = np.empty(grid.shape, dtype=np.uint8)
         for row in range(0, grid.height, LANDCOVER_BAND_ROWS):
             rows = min(LANDCOVER_BAND_ROWS, grid.height - row)
-            band = _zoom_linear(small, coarse, row, rows, grid.width)
+            band = zoom_rows(small, coarse, row, rows, grid.width)
             lc[row : row + rows] = _field_classes(band)
     else:
         field = zoom(small, coarse, order=1)[: grid.height, : grid.width]
@@ -706,25 +706,3 @@ def _field_classes(field: np.ndarray) -> np.ndarray:
     lc[field > 0.15] = LandCover.GRASS
     lc[field > 0.45] = LandCover.TREES
     return lc
-
-
-def _zoom_linear(
-    small: np.ndarray, factor: int, row: int, rows: int, width: int
-) -> np.ndarray:
-    """Rows ``row:row + rows`` (first ``width`` columns) of ``zoom(small, factor)``.
-
-    Bilinear interpolation with the coordinates of ``scipy.ndimage.zoom(order=1)``
-    (output index ``i`` samples input coordinate ``i (n - 1) / (n·factor - 1)``),
-    computed for a band of rows only.
-    """
-    n_rows, n_cols = small.shape
-    y = np.arange(row, row + rows) * ((n_rows - 1) / (n_rows * factor - 1))
-    i0 = np.floor(y).astype(np.intp)
-    t = (y - i0)[:, None]
-    i1 = np.minimum(i0 + 1, n_rows - 1)
-    lines = small[i0] * (1 - t) + small[i1] * t
-    x = np.arange(width) * ((n_cols - 1) / (n_cols * factor - 1))
-    j0 = np.floor(x).astype(np.intp)
-    u = x - j0
-    j1 = np.minimum(j0 + 1, n_cols - 1)
-    return np.asarray(lines[:, j0] * (1 - u) + lines[:, j1] * u)
