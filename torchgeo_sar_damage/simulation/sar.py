@@ -1005,13 +1005,15 @@ def render_sigma0_tiles(
         nesz_db: as in :func:`render_sigma0`.
         speckle_correlation_px: as in :func:`render_sigma0`.
 
-    Yields:
-        ``(row, col, image)``: the tile's first row and column in ``grid`` and its
-        image (arrays are views into the rendering with margin).
+    Returns:
+        An iterator of ``(row, col, image)``: the tile's first row and column in
+        ``grid`` and its image (arrays are views into the rendering with margin).
+        Tiles are rendered as the iterator is consumed.
 
     Raises:
         ArgumentError: (a :class:`ValueError`) if the land cover does not match the
-            grid, ``tile_px`` is not positive or an argument is out of range.
+            grid, ``tile_px`` is not positive or an argument is out of range (when
+            called; land-cover values are checked tile by tile).
     """
     if landcover.shape != grid.shape:
         msg = (
@@ -1022,6 +1024,30 @@ def render_sigma0_tiles(
     if tile_px <= 0:
         raise ArgumentError(f'tile_px={tile_px} must be positive')
     _check_options(looks, speckle_correlation_px)
+    return _tiles(
+        grid,
+        scatterers,
+        landcover,
+        rng,
+        tile_px=tile_px,
+        looks=looks,
+        nesz_db=nesz_db,
+        speckle_correlation_px=speckle_correlation_px,
+    )
+
+
+def _tiles(
+    grid: Grid,
+    scatterers: Scatterers,
+    landcover: npt.NDArray[np.uint8],
+    rng: np.random.Generator,
+    *,
+    tile_px: int,
+    looks: float,
+    nesz_db: float,
+    speckle_correlation_px: float,
+) -> Iterator[tuple[int, int, SARImage]]:
+    """The generator behind :func:`render_sigma0_tiles` (arguments checked)."""
     margin = tile_margin_px(speckle_correlation_px)
     origins = [
         (row, col)
