@@ -592,7 +592,8 @@ class TestTiles:
 
     def test_speckle_is_correlated_up_to_tile_edges(self) -> None:
         # the margin rendered around each tile gives its edge pixels the same
-        # neighbour correlation as its inner pixels (no wrap-around from the far edge)
+        # neighbour correlation as its inner pixels, and no wrap-around: a tile's
+        # first and last columns are not neighbours
         grid = make_grid(400, 400)
         scatterers = building_scatterers(
             self.geometry, no_buildings(), np.random.default_rng(1), pixel_m=PIXEL_M
@@ -609,6 +610,9 @@ class TestTiles:
         inside = correlation(speckle[:, inner], speckle[:, [c - 1 for c in inner]])
         assert inside > 0.3
         assert at_edges == pytest.approx(inside, abs=0.06)
+        first = [c for c in range(400) if c % 100 == 0]
+        wrapped = correlation(speckle[:, first], speckle[:, [c + 99 for c in first]])
+        assert abs(wrapped) < 0.05
 
     def test_margin_covers_the_speckle_filter(self) -> None:
         for width in (0.0, 2.0, 6.0):
