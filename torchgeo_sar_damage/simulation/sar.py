@@ -954,12 +954,15 @@ def render_sigma0(
 
 
 def tile_margin_px(speckle_correlation_px: float = 2.0) -> int:
-    """Pixels rendered around each tile and cropped, so that tiles have no seams.
+    """Pixels rendered around each tile and cropped.
 
     Building returns are burnt from vectors drawn for the whole scene and the
     textures are white, so only the speckle's impulse response reaches across a tile
-    edge: the margin is the radius of its Gaussian filter (4 standard deviations) plus
-    one pixel, at least 8.
+    edge. The margin is the radius of its Gaussian filter (4 standard deviations) plus
+    one pixel, at least 8: every pixel of a tile gets speckle filtered over a full
+    neighbourhood, and the filter's wrap-around stays in the cropped margin. (Speckle
+    of neighbouring tiles comes from different draws: it is not correlated across a
+    tile edge.)
 
     Args:
         speckle_correlation_px: as in :func:`render_sigma0`.
