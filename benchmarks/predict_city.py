@@ -13,8 +13,10 @@ timed), writes an untrained checkpoint of the chosen backbone with plausible
 statistics (speed does not depend on the weights), times ``predict_buildings`` from
 the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage, then
 times the model alone (same batch size, same MC dropout draws) on random tensors of
-the same shapes. The load average is printed beside every timing: the machine is
-shared.
+the same shapes, then reads the first 40 chunks alone (``read_rate``). ``peak_rss_mb``
+is the largest total resident memory of the size's process tree (sampled every 50 ms
+from /proc, reading workers included), ``main_rss_mb`` the main process's own peak.
+The load average is printed beside every timing: the machine is shared.
 
 Usage::
 
@@ -37,7 +39,9 @@ FIELDS = (
     'seconds',
     'rate',
     'forward_rate',
+    'read_rate',
     'ratio',
+    'main_rss_mb',
     'peak_rss_mb',
     'load',
 )
@@ -80,6 +84,7 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
 
     from torchgeo_sar_damage.predict import (
         MC_SAMPLES,
+        BuildingChunks,
         CityPredictor,
         load_checkpoint,
         predict_buildings,
@@ -145,6 +150,21 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
         for _ in range(repeats):
             predictor(batch)
         forward = repeats * b / (time.perf_counter() - tick)
+    # reading alone (the first chunks, in the main process): where the time goes
+    chunks = BuildingChunks(
+        [town / files['sar_geotiff']],
+        town / files['osm'],
+        checkpoint.modalities,
+        args.size_m,
+        dsm=town / files['dsm'],
+        gem=[town / f for f in files['gem']],
+        admin=town / files['admin'],
+        batch_size=b,
+    )
+    chunks[0]  # opens the files
+    tick = time.perf_counter()
+    read = sum(len(chunks[i]['positions']) for i in range(1, min(len(chunks), 41)))
+    read_rate = read / (time.perf_counter() - tick)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rate = n / seconds
     return {
@@ -152,10 +172,53 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
         'seconds': round(seconds, 1),
         'rate': round(rate, 1),
         'forward_rate': round(forward, 1),
+        'read_rate': round(read_rate, 1),
         'ratio': round(rate / forward, 2),
-        'peak_rss_mb': round(peak, 0),
+        'main_rss_mb': round(peak, 0),
         'load': round(load, 2),
     }
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MB), from /proc."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f'/proc/{current}/status').read_text()
+            tasks = Path(f'/proc/{current}/task').iterdir()
+            for task in tasks:
+                children = (task / 'children').read_text().split()
+                stack.extend(int(c) for c in children)
+        except OSError:  # the process ended meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith('VmRSS:'):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def _run_watched(command: list[str], env: dict[str, str]) -> tuple[str, float]:
+    """Run a command, sampling the RSS of its process tree every 50 ms.
+
+    Returns:
+        Its standard output and the largest total RSS seen (MB): the prediction's
+        process plus its reading workers (forked workers count the pages they share
+        with it twice, so this is an upper bound).
+    """
+    with tempfile.TemporaryFile('w+') as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.DEVNULL, text=True, env=env
+        )
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss_mb(process.pid))
+            time.sleep(0.05)
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, command)
+        out.seek(0)
+        return out.read(), peak
 
 
 def main() -> None:
@@ -166,7 +229,7 @@ def main() -> None:
     parser.add_argument('--backbone', default='resnet10t')
     parser.add_argument('--size-m', type=float, default=16.0)
     parser.add_argument('--batch-size', type=int, default=256)
-    parser.add_argument('--num-workers', type=int, default=1)
+    parser.add_argument('--num-workers', type=int, default=0)
     parser.add_argument('--work', default=None, help='folder (default: temporary)')
     parser.add_argument('--buildings', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--simulate-only', action='store_true', help=argparse.SUPPRESS)
@@ -189,10 +252,9 @@ def main() -> None:
         command += ['--size-m', str(args.size_m), '--batch-size', str(args.batch_size)]
         command += ['--num-workers', str(args.num_workers)]
         subprocess.run([*command, '--simulate-only'], check=True, capture_output=True)
-        done = subprocess.run(
-            command, check=True, capture_output=True, text=True, env=env
-        )
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        stdout, tree_peak = _run_watched(command, env)
+        row = json.loads(stdout.strip().splitlines()[-1])
+        row['peak_rss_mb'] = round(tree_peak, 0)
         rows.append(row)
         print('  '.join(str(row[f]) for f in FIELDS), flush=True)
     if len(rows) >= 2:

@@ -159,6 +159,54 @@ def test_probabilities_match_the_task(
     np.testing.assert_allclose(probability.numpy(), expected, rtol=1e-5)
 
 
+def test_channels_last_gives_the_same_probabilities(
+    town: dict[str, Any], model: Path
+) -> None:
+    """The predictor's channels-last layout changes speed, not probabilities."""
+    checkpoint = load_checkpoint(model)
+    chunks = predict_module.BuildingChunks(
+        [town['sar']],
+        town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=town['dsm'],
+        gem=town['gem'],
+        admin=town['admin'],
+        batch_size=64,
+    )
+    item = chunks[0]
+    fast = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4).eval()
+    plain = predict_module.CityPredictor(load_checkpoint(model), chunks.raw_names, 4)
+    plain.task.to(memory_format=torch.contiguous_format)
+    plain.eval()
+    weights = [p for p in fast.task.parameters() if p.dim() == 4]
+    assert weights
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    torch.manual_seed(0)
+    p_fast, u_fast = fast(item)
+    torch.manual_seed(0)
+    p_plain, u_plain = plain(item)
+    torch.testing.assert_close(p_fast, p_plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(u_fast, u_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_gdal_block_cache_while_predicting(
+    town: dict[str, Any], model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading runs with a 64 MB block cache (not 64 bytes: rasterio takes bytes)."""
+    seen: list[object] = []
+    original = predict_module.BuildingChunks.__getitem__
+
+    def getitem(self: predict_module.BuildingChunks, index: int) -> dict[str, Any]:
+        seen.append(rasterio.env.getenv().get('GDAL_CACHEMAX'))
+        return original(self, index)
+
+    monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', getitem)
+    run(town, model, tmp_path / 'out.gpkg')
+    assert seen
+    assert set(seen) == {predict_module.GDAL_CACHEMAX_MB * 1024 * 1024}
+
+
 def test_cli_writes_layer_and_map(
     town: dict[str, Any],
     model: Path,

@@ -564,7 +564,9 @@ class CityPredictor(lightning.LightningModule):
             mc_samples: Monte Carlo dropout draws (0: no uncertainty).
         """
         super().__init__()
-        self.task = checkpoint.task
+        # channels-last convolutions: about 1.3 times the rate of the default layout
+        # on CPU (benchmarks/predict_city.py), the same values to float rounding
+        self.task = checkpoint.task.to(memory_format=torch.channels_last)
         self.statistics = checkpoint.statistics
         self.modalities = checkpoint.modalities
         self.raw_names = list(raw_names)
@@ -903,7 +905,8 @@ def predict_buildings(
     if mc_samples < 0:
         raise ArgumentError(f'mc_samples must be >= 0, not {mc_samples}')
     ckpt = load_checkpoint(checkpoint)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX_MB):
+    # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX_MB * 1024 * 1024):
         chunks = BuildingChunks(
             sar,
             buildings,
