@@ -514,16 +514,17 @@ class BuildingChunks(Dataset[Sample]):
                         ]
                     )
         if batch is not None:
-            image = batch['image']
-            target = batch['footprint'] == 2
-            valid = torch.isfinite(image) & target
-            pixels = target.flatten(1).sum(1)
-            fraction = torch.where(
+            # NumPy, single-threaded: small arrays, no thread pool to wake
+            count = len(batch['image'])
+            finite = np.isfinite(batch['image'].numpy()).reshape(count, -1)
+            target = (batch['footprint'].numpy() == 2).reshape(count, -1)
+            pixels = target.sum(1)
+            fraction = np.where(
                 pixels > 0,
-                valid.flatten(1).sum(1) / pixels.clamp(min=1),
-                torch.isfinite(image).flatten(1).float().mean(1),
+                (finite & target).sum(1) / np.maximum(pixels, 1),
+                finite.mean(1),
             )
-            ok = (fraction >= MIN_VALID_SAR_FRACTION).numpy()
+            ok = fraction >= MIN_VALID_SAR_FRACTION
             chunk_status[sampled[~ok]] = _CODE['sar_nodata']
             if ok.any():
                 keep_t = torch.from_numpy(ok)

@@ -391,3 +391,18 @@ def test_upsampled_windows(
         assert union_calls == len(queries)
     else:
         assert union_calls < len(queries) / 2
+
+
+def test_nodata_windows_warn_once(town: tuple[Path, dict[str, Any]]) -> None:
+    folder, files = town
+    sar = COSMOSkyMed(folder / files['sar_geotiff'])
+    left, _, _, top = sar.index.total_bounds
+    corner: list[GeoSlice] = [
+        (slice(left + i, left + i + 8, 1.0), slice(top - 8, top, 1.0)) for i in range(3)
+    ]
+    with pytest.warns(
+        UserWarning, match='3 windows inside it hold only nodata'
+    ) as seen:
+        batch = extract_batch(sar, corner)
+    assert len(seen) == 1
+    assert torch.isnan(batch['image']).all()

@@ -274,29 +274,6 @@ def _on_grids(x: slice, y: slice, grids: Sequence[Affine] | None) -> bool:
     return True
 
 
-def stack_windows(
-    arrays: Sequence[npt.NDArray[np.float32]], key: str
-) -> npt.NDArray[np.float32]:
-    """Stack windows of the same shape, naming the key when their shapes differ.
-
-    Args:
-        arrays: the windows.
-        key: the sample key, for the message.
-
-    Returns:
-        The stacked windows.
-
-    Raises:
-        ValueError: if *arrays* is empty or the shapes differ.
-    """
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise ValueError(
-            f'cannot batch {key!r}: windows have shapes {sorted(shapes) or "none"}'
-        )
-    return np.stack(arrays)
-
-
 class WindowedRasterDataset(ModalityMixin, RasterDataset):
     """A :class:`~torchgeo.datasets.RasterDataset` read window by window.
 
@@ -367,8 +344,60 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
 
         .. versionadded:: 0.1
         """
-        data = [values for _, values in self._windows(queries)]
-        return {self.sample_key: torch.from_numpy(stack_windows(data, self.sample_key))}
+        return {self.sample_key: torch.from_numpy(self._batch(queries))}
+
+    def _batch(
+        self, queries: Sequence[GeoSlice], allow_empty: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """Mosaicked, converted data of many queries, stacked ``[B, bands, h, w]``.
+
+        The values of :meth:`_windows`, built in place: files are taken in index
+        order, the first to cover a pixel wins. Windows holding only nodata give
+        one warning for the whole batch.
+        """
+        plans = self._plan(queries, allow_empty)
+        shapes = {
+            (round((y.stop - y.start) / y.step), round((x.stop - x.start) / x.step))
+            for (x, y, _), _ in plans
+        }
+        if len(shapes) != 1:
+            raise ValueError(
+                f'cannot batch {self.sample_key!r}: windows have shapes '
+                f'{sorted(shapes) or "none"}'
+            )
+        height, width = shapes.pop()
+        out = np.full(
+            (len(plans), len(self.bands) or 1, height, width), np.nan, dtype=np.float32
+        )
+        by_path: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for qi, (_, paths) in enumerate(plans):
+            for fi, path in enumerate(paths):
+                by_path[path].append((qi, fi))
+        assigned = np.zeros(len(plans), dtype=bool)
+        order = {str(p): i for i, p in enumerate(self.index.filepath)}
+        for path in sorted(by_path, key=order.__getitem__):  # as each query's list
+            for keys, data in self._read_file_windows(path, plans, by_path[path]):
+                rows = np.array([qi for qi, _ in keys])
+                new = ~assigned[rows]
+                out[rows[new]] = data[new]
+                assigned[rows[new]] = True
+                if not new.all():
+                    current = out[rows[~new]]
+                    hole = np.isnan(current)
+                    current[hole] = data[~new][hole]
+                    out[rows[~new]] = current
+        empty = np.isnan(out).reshape(len(out), -1).all(axis=1) & assigned
+        if empty.any():
+            files = sorted({p for i in np.flatnonzero(empty) for p in plans[i][1]})
+            warnings.warn(
+                f'{", ".join(files)}: {int(empty.sum())} windows inside it hold only '
+                f'nodata (outside the imaged area, or masked); their '
+                f'{self.sample_key!r} is all NaN, so the buildings there have no such '
+                'data',
+                UserWarning,
+                stacklevel=3,
+            )
+        return out
 
     def _sample(
         self, x: slice, y: slice, t: slice, data: npt.NDArray[np.float32]
@@ -428,14 +457,18 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         right = self.index.index.right.as_unit('ns').asi8
         filepaths = self.index.filepath.to_numpy()
         plans = []
+        times: dict[tuple[object, object, object], list[int]] = {}
         for query, (x, y, t), candidates in zip(
             queries, resolved, in_space, strict=True
         ):
-            # pandas' overlaps of the closed file intervals with Interval(tmin, tmax)
-            tmin = pd.Timestamp(t.start).as_unit('ns').value
-            tmax = pd.Timestamp(t.stop).as_unit('ns').value
-            in_time = (left <= tmax) & (tmin < right)
-            keep = [p for p in np.flatnonzero(in_time)[:: t.step] if p in candidates]
+            when = (t.start, t.stop, t.step)
+            if when not in times:  # queries usually share one time range
+                # pandas' overlaps of the closed file intervals with Interval(tmin, tmax)
+                tmin = pd.Timestamp(t.start).as_unit('ns').value
+                tmax = pd.Timestamp(t.stop).as_unit('ns').value
+                in_time = (left <= tmax) & (tmin < right)
+                times[when] = [int(p) for p in np.flatnonzero(in_time)[:: t.step]]
+            keep = [p for p in times[when] if p in candidates]
             if not keep and not allow_empty:
                 raise IndexError(
                     f'index: {query} not found in dataset with bounds: {bounds}'
@@ -455,7 +488,8 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
                     by_path[path].append((qi, fi))
             values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
             for path in sorted(by_path):
-                values.update(self._read_file_windows(path, plans, by_path[path]))
+                for keys, data in self._read_file_windows(path, plans, by_path[path]):
+                    values.update(zip(keys, data, strict=True))
             for qi, ((x, y, t), paths) in enumerate(plans):
                 if not paths:
                     shape = (
@@ -484,7 +518,7 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         path: str,
         plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]],
         keys: Sequence[tuple[int, int]],
-    ) -> dict[tuple[int, int], npt.NDArray[np.float32]]:
+    ) -> list[tuple[list[tuple[int, int]], npt.NDArray[np.float32]]]:
         """Read and convert the windows of some queries in one file.
 
         Windows of the file's own pixels, or of an exact subdivision of them (see
@@ -500,8 +534,9 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             keys: ``(query, file position)`` of the windows to read in *path*.
 
         Returns:
-            The converted window of each key.
+            Groups of keys with their converted windows stacked, ``[k, bands, h, w]``.
         """
+        alone: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
         raw: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
         groups: dict[tuple[float, ...], list[tuple[int, int]]] = defaultdict(list)
         grids = self._source_grids(path)
@@ -509,6 +544,7 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             x, y, _ = plans[key[0]][0]
             if not _on_grids(x, y, grids):  # resampled: GDAL may read it differently
                 raw[key] = self._read_raw(path, x, y)
+                alone[raw[key].shape].append(key)
                 continue
             width = round((x.stop - x.start) / x.step)
             height = round((y.stop - y.start) / y.step)
@@ -519,16 +555,18 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             grid = (x.step, y.step, width, height, *phase)
             block = (col // UNION_BLOCK_PIXELS, row // UNION_BLOCK_PIXELS)
             groups[(*grid, *block)].append(key)
+        out = [
+            (same, self._convert(path, np.stack([raw.pop(k) for k in same])))
+            for same in alone.values()
+        ]
         for key_group in groups.values():
-            raw.update(self._read_group(path, plans, key_group))
-        shapes: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
-        for key in keys:
-            shapes[raw[key].shape].append(key)
-        values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
-        for same in shapes.values():
-            converted = self._convert(path, np.stack([raw.pop(k) for k in same]))
-            values.update(zip(same, converted, strict=True))
-        return values
+            out.append(
+                (
+                    key_group,
+                    self._convert(path, self._read_group(path, plans, key_group)),
+                )
+            )
+        return out
 
     def _source_names(self, path: str) -> list[str]:
         """The GDAL sources :meth:`_read_raw` reads for a file of the index.
@@ -565,8 +603,11 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         path: str,
         plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]],
         keys: Sequence[tuple[int, int]],
-    ) -> dict[tuple[int, int], npt.NDArray[np.float64]]:
-        """Raw windows of same-size, grid-aligned queries: one read of their union."""
+    ) -> npt.NDArray[np.float64]:
+        """Raw windows of same-size, grid-aligned queries, ``[k, bands, h, w]``.
+
+        One read of their union when they cover enough of it, else one per window.
+        """
         windows = [plans[qi][0] for qi, _ in keys]
         x0, y0, _ = windows[0]
         xres, yres = x0.step, y0.step
@@ -574,16 +615,13 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         height = round((y0.stop - y0.start) / yres)
         left = min(x.start for x, _, _ in windows)
         top = max(y.stop for _, y, _ in windows)
-        cols = [round((x.start - left) / xres) for x, _, _ in windows]
-        rows = [round((top - y.stop) / yres) for _, y, _ in windows]
-        union_w = max(cols) + width
-        union_h = max(rows) + height
+        cols = np.array([round((x.start - left) / xres) for x, _, _ in windows])
+        rows = np.array([round((top - y.stop) / yres) for _, y, _ in windows])
+        union_w = int(cols.max()) + width
+        union_h = int(rows.max()) + height
         covered = len(keys) * width * height
         if len(keys) == 1 or union_w * union_h > UNION_SPARSITY * covered:
-            return {
-                key: self._read_raw(path, x, y)
-                for key, (x, y, _) in zip(keys, windows, strict=True)
-            }
+            return np.stack([self._read_raw(path, x, y) for x, y, _ in windows])
         union = self._read_raw(
             path,
             slice(left, left + union_w * xres, xres),
@@ -592,10 +630,7 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         view = np.lib.stride_tricks.sliding_window_view(
             union, (height, width), axis=(1, 2)
         )
-        return {
-            key: np.array(view[:, r, c])
-            for key, r, c in zip(keys, rows, cols, strict=True)
-        }
+        return np.ascontiguousarray(np.moveaxis(view[:, rows, cols], 0, 1))
 
     def _source_window(
         self, name: str, x: slice, y: slice, indexes: Sequence[int]

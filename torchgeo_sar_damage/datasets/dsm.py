@@ -24,7 +24,6 @@ from ._raster import (
     WindowedRasterDataset,
     check_georeferencing,
     resolve_slice,
-    stack_windows,
 )
 
 
@@ -230,7 +229,11 @@ class DSM(WindowedRasterDataset):
 
         .. versionadded:: 0.1
         """
-        data = stack_windows([h for _, h in self._heights(queries)], self.sample_key)
+        data = self._batch(queries)
+        if self.dtm is not None:
+            bounds = self.bounds
+            spatial = [resolve_slice(query, bounds)[:2] for query in queries]
+            data = data - self.dtm._batch(spatial, allow_empty=True)
         return {
             self.sample_key: torch.from_numpy(data),
             'tabular': torch.from_numpy(height_statistics(data)),
