@@ -82,6 +82,22 @@ def town(training_scene: Path) -> dict[str, Any]:
     }
 
 
+def town_chunks(
+    town: dict[str, Any], checkpoint: predict_module.Checkpoint, batch_size: int
+) -> predict_module.BuildingChunks:
+    """The town's chunks for a checkpoint's modalities and window."""
+    return predict_module.BuildingChunks(
+        [town['sar']],
+        town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=town['dsm'],
+        gem=town['gem'],
+        admin=town['admin'],
+        batch_size=batch_size,
+    )
+
+
 def run(
     town: dict[str, Any], model: Path, out: Path, **kwargs: object
 ) -> predict_module.PredictionSummary:
@@ -142,16 +158,7 @@ def test_probabilities_match_the_task(
 ) -> None:
     """The streamed path gives the task's own probabilities on the same windows."""
     checkpoint = load_checkpoint(model)
-    chunks = predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
-        batch_size=1000,
-    )
+    chunks = town_chunks(town, checkpoint, batch_size=1000)
     item = chunks[0]
     predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names)
     probability, _ = predictor(item)
@@ -164,16 +171,7 @@ def test_channels_last_gives_the_same_probabilities(
 ) -> None:
     """The predictor's channels-last layout changes speed, not probabilities."""
     checkpoint = load_checkpoint(model)
-    chunks = predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
-        batch_size=64,
-    )
+    chunks = town_chunks(town, checkpoint, batch_size=64)
     item = chunks[0]
     fast = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4).eval()
     plain = predict_module.CityPredictor(load_checkpoint(model), chunks.raw_names, 4)

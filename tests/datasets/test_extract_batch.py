@@ -70,6 +70,21 @@ def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) ->
         assert _same(got[key], value), key
 
 
+def _count_reads(
+    dataset: _raster.WindowedRasterDataset, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """Count the dataset's GDAL reads: the returned list's one item is the count."""
+    calls = [0]
+    read_raw = dataset._read_raw
+
+    def counting(path: str, x: slice, y: slice) -> np.ndarray:
+        calls[0] += 1
+        return np.asarray(read_raw(path, x, y))
+
+    monkeypatch.setattr(dataset, '_read_raw', counting)
+    return calls
+
+
 def _town(scene: Path, manifest: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     files = manifest['cities']['kahramanmaras']['files']
     return scene / 'kahramanmaras', files
@@ -115,25 +130,17 @@ class TestUnionReads:
         sar = COSMOSkyMed(folder / files['sar_geotiff'])
         buildings = gpd.read_file(folder / files['osm'])
         queries = _queries(sar, buildings)
-        calls = 0
-        read_raw = dataset._read_raw
-
-        def counting(path: str, x: slice, y: slice) -> np.ndarray:
-            nonlocal calls
-            calls += 1
-            return np.asarray(read_raw(path, x, y))
-
-        monkeypatch.setattr(dataset, '_read_raw', counting)
+        calls = _count_reads(dataset, monkeypatch)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)  # windows outside
             union = [d for _, d in dataset._windows(queries)]
-        union_calls = calls
+        union_calls = calls[0]
         monkeypatch.setattr(_raster, 'UNION_SPARSITY', 0)  # every window on its own
-        calls = 0
+        calls[0] = 0
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
             alone = [d for _, d in dataset._windows(queries)]
-        assert calls == len(queries)
+        assert calls[0] == len(queries)
         assert union_calls < len(queries) / 3  # the union path was taken
         assert len(union) == len(alone)
         for a, b in zip(union, alone, strict=True):
@@ -371,19 +378,11 @@ def test_upsampled_windows(
         queries.append(
             (slice(x, x + side * step, step), slice(y - side * step, y, step))
         )
-    calls = 0
-    read_raw = dataset._read_raw
-
-    def counting(path: str, x: slice, y: slice) -> np.ndarray:
-        nonlocal calls
-        calls += 1
-        return np.asarray(read_raw(path, x, y))
-
-    monkeypatch.setattr(dataset, '_read_raw', counting)
+    calls = _count_reads(dataset, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
         got = extract_batch(dataset, queries)
-        union_calls = calls
+        union_calls = calls[0]
         monkeypatch.setattr(_raster, 'UNION_SPARSITY', 0)
         want = extract_batch(dataset, queries)
     _assert_same(got, want)

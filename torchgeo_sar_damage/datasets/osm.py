@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from pyproj import CRS
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
-from ._raster import UNION_BLOCK_PIXELS, resolve_slice
+from ._raster import UNION_BLOCK_PIXELS, UNION_SPARSITY, resolve_slice
 from ._vector import InMemoryVectorDataset, drop_bad_geometries, find_column, read_table
 from .utils import from_origin
 
@@ -507,7 +507,10 @@ class OSMBuildings(InMemoryVectorDataset):
         cols = np.round((xs[group, 0] - left) / xres).astype(np.int64)
         rows = np.round((top - ys[group, 1]) / yres).astype(np.int64)
         union_w, union_h = int(cols.max()) + width, int(rows.max()) + height
-        if len(group) == 1 or union_w * union_h > 16 * len(group) * width * height:
+        if (
+            len(group) == 1
+            or union_w * union_h > UNION_SPARSITY * len(group) * width * height
+        ):
             for i in group:  # sparse windows: one by one, as _sample
                 box = (xs[i, 0], ys[i, 0], xs[i, 1], ys[i, 1])
                 transform = from_origin(xs[i, 0], ys[i, 1], xs[i, 2], ys[i, 2])
