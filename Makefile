@@ -32,8 +32,9 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-# the paper's study (experiments/study.py): docs/results/study.{csv,md} and figures;
-# an interrupted study resumes from outputs/study/<name>
+# the paper's study (experiments/study.py): study.{csv,md} and figures in docs/results
+# (full configuration) or docs/results/quick; an interrupted study resumes from
+# outputs/study/<name>
 experiments-quick: $(STAMP)
 	$(PYTHON) experiments/study.py --config experiments/study/quick.yaml
 

@@ -13,16 +13,44 @@ Usage::
     python experiments/study.py --config experiments/study/quick.yaml   # make experiments-quick
     python experiments/study.py --config experiments/study/full.yaml    # make experiments
 
-An interrupted study resumes from ``--work`` (``outputs/study/<name>``).
+The full configuration writes its pages into ``docs/results`` (the published study),
+any other configuration into ``docs/results/<name>`` (``make experiments-quick``:
+``docs/results/quick``), so that a quick or custom study never overwrites the
+published one; ``--out`` chooses another folder. An interrupted study resumes from
+``--work`` (``outputs/study/<name>``).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from torchgeo_sar_damage.errors import SARDamageError
 from torchgeo_sar_damage.study import StudyConfig, run_study, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'docs' / 'results'
+
+
+def default_out(name: str) -> Path:
+    """Where a configuration's pages go unless ``--out`` says otherwise.
+
+    Args:
+        name: the configuration's name.
+
+    Returns:
+        ``docs/results`` for ``full``, ``docs/results/<name>`` for any other.
+    """
+    return RESULTS if name == 'full' else RESULTS / name
+
+
+def simulator_link(out: Path) -> str | None:
+    """The simulator report's path relative to ``out``, if the report exists."""
+    page = RESULTS / 'simulator.md'
+    if not page.is_file():
+        return None
+    return Path(os.path.relpath(page, out.resolve())).as_posix()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', required=True, help='study YAML file')
     parser.add_argument(
-        '--out', default='docs/results', help='folder of study.csv, study.md, figures'
+        '--out',
+        default=None,
+        help='folder of study.csv, study.md and the figures (default docs/results for '
+        'the full configuration, docs/results/<name> for others)',
     )
     parser.add_argument(
         '--work', default=None, help='working folder (default outputs/study/<name>)'
@@ -52,9 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         rows, predictions = run_study(config, work, not args.quiet, new.append)
         seconds = time.perf_counter() - start
         command = f'python experiments/study.py --config {args.config}'
+        if args.out is not None:
+            command += f' --out {args.out}'
+        out = Path(args.out) if args.out is not None else default_out(config.name)
         # a study resumed with nothing left to run reports no wall time
         wall = seconds if new else None
-        files = write_report(rows, predictions, config, args.out, wall, command)
+        files = write_report(
+            rows, predictions, config, out, wall, command, simulator_link(out)
+        )
     except SARDamageError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

@@ -174,7 +174,9 @@ def test_tiny_study_writes_table_and_figures(
     assert len(predictions) == rows.n_buildings.sum()
 
     out = tmp_path / 'results'
-    files = write_report(rows, predictions, config, out, seconds=12.0, command='x')
+    files = write_report(
+        rows, predictions, config, out, 12.0, 'x', simulator_page='../simulator.md'
+    )
     assert {f.name for f in files} == {
         'study.csv',
         'study.md',
@@ -198,6 +200,9 @@ def test_tiny_study_writes_table_and_figures(
         'kappa',
     ]
     page = (out / 'study.md').read_text()
+    assert page.startswith('# The study (tiny configuration)')
+    assert f'Data: the scene in `{training_scene}`' in page
+    assert 'simulator report' not in page  # a given scene is not simulated
     assert 'SAR only, ResNet-18 (QuickQuakeBuildings-style)' in page
     assert 'context only (no SAR), gradient boosting' in page
     assert 'SAR + OSM, attention fusion' in page
@@ -213,3 +218,56 @@ def test_tiny_study_writes_table_and_figures(
     rows2, _ = run_study(config, tmp_path / 'work', False, again.append)
     assert not again
     pd.testing.assert_frame_equal(rows, rows2)
+
+
+def test_script_default_out_and_simulator_link(tmp_path: Path) -> None:
+    script = load_script()
+    results = REPO / 'docs' / 'results'
+    assert script.default_out('full') == results
+    assert script.default_out('quick') == results / 'quick'
+    assert script.simulator_link(results) == 'simulator.md'
+    assert script.simulator_link(results / 'quick') == '../simulator.md'
+    link = script.simulator_link(tmp_path / 'out')
+    assert (tmp_path / 'out' / link).resolve() == results / 'simulator.md'
+
+
+def test_report_links_the_simulator(tmp_path: Path) -> None:
+    config = StudyConfig(name='mini', buildings=123, pixel_m=0.5)
+    rows = pd.DataFrame(
+        [
+            {
+                'modalities': 'sar',
+                'fusion': 'late',
+                'split': split,
+                'held_out_city': 'antakya',
+                'seed': 0,
+                **scores(np.array([0.2, 0.7, 0.6, 0.1]), np.array([0, 1, 0, 0]), 0.5),
+                'threshold': 0.5,
+                'seconds': 3.0,
+            }
+            for split in ('seen', 'unseen')
+        ],
+        columns=list(COLUMNS),
+    )
+    predictions = pd.DataFrame(
+        {
+            'modalities': 'sar',
+            'fusion': 'late',
+            'split': ['seen'] * 4 + ['unseen'] * 4,
+            'held_out_city': 'antakya',
+            'seed': 0,
+            'probability': [0.2, 0.7, 0.6, 0.1] * 2,
+            'label': [0, 1, 0, 0] * 2,
+        }
+    )
+    write_report(rows, predictions, config, tmp_path, simulator_page='../sim.md')
+    page = (tmp_path / 'study.md').read_text()
+    assert page.startswith('# The study (mini configuration)')
+    assert (
+        '(see [the simulator report](../sim.md)), 123 buildings per city at 0.5 m'
+        in page
+    )
+    write_report(rows, predictions, config, tmp_path, simulator_page=None)
+    page = (tmp_path / 'study.md').read_text()
+    assert 'simulator report' not in page
+    assert 'Data: the simulated scene, 123 buildings per city at 0.5 m;' in page

@@ -999,6 +999,7 @@ def write_report(
     out: str | os.PathLike[str],
     seconds: float | None = None,
     command: str | None = None,
+    simulator_page: str | None = 'simulator.md',
 ) -> list[Path]:
     """Write ``study.csv``, ``study.md`` and the figures.
 
@@ -1009,6 +1010,8 @@ def write_report(
         out: output folder (e.g. ``docs/results``).
         seconds: wall time of the study, reported in the page.
         command: the command that produced the results, quoted in the page.
+        simulator_page: link from the page to the simulator report, relative to
+            ``out`` (None: no link).
 
     Returns:
         The files written.
@@ -1040,8 +1043,18 @@ def write_report(
     )
     gaps = gap_table(rows)
     settings = {k: v for k, v in asdict(config).items() if k != 'name'}
+    if config.scene is not None:
+        scene_text = f'Data: the scene in `{config.scene}`; '
+    else:
+        scene_text = 'Data: the simulated scene' + (
+            f' (see [the simulator report]({simulator_page}))' if simulator_page else ''
+        )
+        scene_text += (
+            f', {config.buildings} buildings per city at {config.pixel_m:g} m; '
+        )
     lines = [
-        '# The study: modality ablation x fusion x unseen cities',
+        f'# The study ({config.name} configuration): modality ablation x fusion x '
+        + 'unseen cities',
         '',
         '*Written by `experiments/study.py`; do not edit by hand.*',
         '',
@@ -1062,9 +1075,9 @@ def write_report(
         'chooses the decision threshold (best F1) and the others train. '
         f'{config.holdout:.0%} of the {config.holdout_block_m:.0f} m blocks of each '
         'training city are kept out of training: the *seen* split. Both rows of a '
-        "run carry the fold's unseen city in `held_out_city`. Data: the simulated "
-        'scene (see [simulator.md](simulator.md)); '
-        f'{config.epochs} epochs, seeds {config.seeds}. The numbers describe the '
+        "run carry the fold's unseen city in `held_out_city`. "
+        + scene_text
+        + f'{config.epochs} epochs, seeds {config.seeds}. The numbers describe the '
         'simulator, not real COSMO-SkyMed data.',
         '',
         '<details><summary>all settings</summary>',
