@@ -9,6 +9,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import f1_score, roc_auc_score
 
 from torchgeo_sar_damage.datamodules import SARDamageDataModule, holdout_blocks
@@ -16,9 +18,11 @@ from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.study import (
     COLUMNS,
     StudyConfig,
+    best_f1,
     grid,
     run_study,
     scores,
+    with_best_f1,
     write_report,
 )
 
@@ -186,6 +190,9 @@ def test_tiny_study_writes_table_and_figures(
     }
     table = pd.read_csv(out / 'study.csv')
     assert len(table) == 30
+    # the oracle F1 bounds the F1 at the transferred threshold
+    assert (table.f1_best >= table.f1 - 1e-4).all()
+    assert table.f1_best.notna().all()
     assert list(table.columns[:11]) == [
         'modalities',
         'fusion',
@@ -208,6 +215,8 @@ def test_tiny_study_writes_table_and_figures(
     assert 'SAR + OSM, attention fusion' in page
     for city in config.cities:
         assert f'| {city} |' in page
+    assert '| f1_best |' in page
+    assert "F1 lost on unseen cities by using the validation city's threshold" in page
     for name in ('study_models.png', 'study_curves.png', 'study_reliability.png'):
         assert mpimg.imread(out / name).shape[0] > 100
         assert f']({name})' in page
@@ -271,3 +280,53 @@ def test_report_links_the_simulator(tmp_path: Path) -> None:
     page = (tmp_path / 'study.md').read_text()
     assert 'simulator report' not in page
     assert 'Data: the simulated scene, 123 buildings per city at 0.5 m;' in page
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    probabilities=st.lists(
+        st.floats(0, 1, allow_nan=False), min_size=2, max_size=40
+    ).map(np.array),
+    seed=st.integers(0, 2**16),
+)
+def test_best_f1_is_the_best_threshold(probabilities: np.ndarray, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, len(probabilities))
+    if not labels.any():
+        assert np.isnan(best_f1(probabilities, labels))
+        return
+    candidates = [*np.unique(probabilities), 2.0]
+    brute = max(
+        f1_score(labels, (probabilities >= t).astype(int), zero_division=0)
+        for t in candidates
+    )
+    assert best_f1(probabilities, labels) == pytest.approx(brute)
+
+
+def test_with_best_f1_matches_runs_to_predictions() -> None:
+    rows = pd.DataFrame(
+        {
+            'modalities': ['sar', 'sar', 'sar+osm'],
+            'fusion': ['late', 'late', 'early'],
+            'split': ['seen', 'unseen', 'unseen'],
+            'held_out_city': ['antakya'] * 3,
+            'seed': [0, 0, 1],
+        }
+    )
+    predictions = pd.DataFrame(
+        {
+            'modalities': ['sar'] * 4 + ['sar'] * 3,
+            'fusion': 'late',
+            'split': ['seen'] * 4 + ['unseen'] * 3,
+            'held_out_city': 'antakya',
+            'seed': 0,
+            # seen: perfectly separable; unseen: one damaged building ranked last
+            'probability': [0.9, 0.8, 0.2, 0.1, 0.9, 0.5, 0.1],
+            'label': [1, 1, 0, 0, 0, 0, 1],
+        }
+    )
+    out = with_best_f1(rows, predictions)
+    assert 'f1_best' not in rows.columns
+    assert out.f1_best[0] == 1.0
+    assert out.f1_best[1] == pytest.approx(0.5)  # everything called damaged: P 1/3, R 1
+    assert np.isnan(out.f1_best[2])  # no predictions saved for that run

@@ -30,7 +30,8 @@ on a scene folder (simulated by default):
   :func:`~torchgeo_sar_damage.datasets.utils.footprint_sigma0_statistics`).
 * **Metrics** per run and split: F1, precision, recall (at the validation city's
   threshold), AUROC, average precision, Cohen's kappa, and the expected calibration
-  error of the probabilities.
+  error of the probabilities; the report adds ``f1_best``, the F1 at the test set's
+  own best threshold (:func:`best_f1`), to show what transferring the threshold costs.
 
 :func:`write_report` turns the rows into ``study.csv``, ``study.md`` (mean +- std
 tables overall and per held-out city, the generalisation gap) and figures.
@@ -107,6 +108,10 @@ COLUMNS = (
 
 #: Metrics reported as mean +- std.
 METRICS = ('f1', 'precision', 'recall', 'auroc', 'ap', 'kappa', 'ece')
+
+#: Metrics of the report that are computed from the saved predictions, after
+#: :data:`COLUMNS` in ``study.csv``: the F1 at the test set's own best threshold.
+REPORT_METRICS = ('f1_best',)
 
 #: Features of the SAR-statistics baseline (columns of footprint_sigma0_statistics).
 SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
@@ -285,6 +290,55 @@ def scores(
         'n_buildings': len(y),
         'n_damaged': int(y.sum()),
     }
+
+
+def best_f1(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """The F1 at the best threshold of these predictions themselves.
+
+    An oracle bound, not a deployable score: the gap between it and the F1 at the
+    validation city's threshold is what transferring the threshold costs.
+
+    Args:
+        probabilities: predicted probabilities of damage ``[N]``.
+        targets: true labels ``[N]`` (0 or 1).
+
+    Returns:
+        The largest F1 over all thresholds; NaN without a damaged building.
+    """
+    y = np.asarray(targets, dtype=np.int64)
+    if not y.any():
+        return float('nan')
+    precision, recall, _ = precision_recall_curve(y, np.asarray(probabilities))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        f1 = np.where(
+            precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0
+        )
+    return float(f1.max())
+
+
+def with_best_f1(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows with ``f1_best`` (:func:`best_f1` of each run's saved predictions).
+
+    Args:
+        rows: rows of the study (:func:`run_study`).
+        predictions: pooled predictions (:func:`run_study`).
+
+    Returns:
+        A copy of ``rows`` with ``f1_best``; NaN where a run's predictions are missing.
+    """
+    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
+    best = {
+        tuple(key): best_f1(group.probability.to_numpy(), group.label.to_numpy())
+        for key, group in predictions.groupby(keys, sort=False)
+    }
+    out = rows.copy()
+    out['f1_best'] = [
+        best.get((m, f, sp, c, int(seed)), float('nan'))
+        for m, f, sp, c, seed in zip(
+            rows.modalities, rows.fusion, rows.split, rows.held_out_city, rows.seed
+        )
+    ]
+    return out
 
 
 @dataclass
@@ -757,10 +811,11 @@ def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         One row per group with ``runs`` and ``<metric>_mean``, ``<metric>_std``.
     """
     out = []
+    metrics = [*METRICS, *[m for m in REPORT_METRICS if m in rows.columns]]
     for key, group in iter_groups(rows, by):
         record: dict[str, Any] = dict(zip(by, key))
         record['runs'] = len(group)
-        for metric in METRICS:
+        for metric in metrics:
             values = group[metric].astype(float)
             record[f'{metric}_mean'] = float(values.mean())
             record[f'{metric}_std'] = float(values.std(ddof=1)) if len(group) > 1 else 0
@@ -866,6 +921,22 @@ def findings(rows: pd.DataFrame) -> list[str]:
                     f"{auroc:.3f}, {verdict} the best deep model's AUROC "
                     f'({best_auroc:.3f}).'
                 )
+    if 'f1_best' in unseen.columns:
+        loss = unseen.f1_best.astype(float) - unseen.f1.astype(float)
+        lost: dict[tuple[str, str], float] = {}
+        for model in means:
+            mask = (unseen.modalities == model[0]) & (unseen.fusion == model[1])
+            lost[model] = float(loss[mask].mean())
+        lost = {k: v for k, v in lost.items() if np.isfinite(v)}
+        if lost:
+            low = min(lost, key=lambda k: lost[k])
+            high = max(lost, key=lambda k: lost[k])
+            lines.append(
+                "F1 lost on unseen cities by using the validation city's threshold "
+                "instead of the test city's own best (mean f1_best - f1): from "
+                f'{lost[low]:.3f} ({describe_model(*low)}) to {lost[high]:.3f} '
+                f'({describe_model(*high)}).'
+            )
     for record in gap_table(rows).to_dict('records'):
         if record['fusion'] in ('late', 'gbm'):
             lines.append(
@@ -1019,13 +1090,14 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    rows = with_best_f1(rows, predictions)
 
     def replace(path: Path, write: Callable[[Path], None]) -> None:
         write_atomic(path, write)
         written.append(path)
 
-    table = rows[list(COLUMNS)].copy()
-    for metric in METRICS:
+    table = rows[[*COLUMNS, *REPORT_METRICS]].copy()
+    for metric in (*METRICS, *REPORT_METRICS):
         table[metric] = table[metric].astype(float).round(4)
     table['threshold'] = table['threshold'].astype(float).round(4)
     replace(out / 'study.csv', lambda p: table.to_csv(p, index=False))
@@ -1094,14 +1166,25 @@ def write_report(
         '',
         '## Unseen cities (mean ± std over folds and seeds)',
         '',
+        (
+            'F1, precision, recall and kappa at the threshold chosen on the '
+            "validation city; `f1_best`: the F1 at the test set's own best "
+            'threshold, an oracle bound that shows what transferring the threshold '
+            'costs.'
+        ),
+        '',
         markdown_table(
-            overall[overall.split == 'unseen'], ['modalities', 'fusion'], METRICS
+            overall[overall.split == 'unseen'],
+            ['modalities', 'fusion'],
+            (*METRICS, *REPORT_METRICS),
         ),
         '',
         '## Seen cities: held-out blocks of the training cities',
         '',
         markdown_table(
-            overall[overall.split == 'seen'], ['modalities', 'fusion'], METRICS
+            overall[overall.split == 'seen'],
+            ['modalities', 'fusion'],
+            (*METRICS, *REPORT_METRICS),
         ),
         '',
         '## Generalisation gap (seen - unseen, paired by run)',
