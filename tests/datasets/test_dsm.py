@@ -2,6 +2,8 @@
 # Licensed under the MIT License.
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -220,3 +222,29 @@ class TestDSM:
             DSM(DSM_DIR, cache=False)[x, y]['dsm'].nan_to_num(-1),
             DSM(DSM_DIR)[x, y]['dsm'].nan_to_num(-1),
         )
+
+
+def test_cached_sources_close_before_exit(tmp_path: Path) -> None:
+    # a session that leaves GDAL handles in the file cache must exit quietly: left to
+    # the interpreter's final teardown they printed "Error in sys.excepthook"
+    test = tmp_path / 'test_leave_open.py'
+    test.write_text(
+        'from torchgeo_sar_damage.datasets.dsm import DSM\n'
+        'def test_read():\n'
+        f'    dataset = DSM({str(DSM_DIR.resolve())!r})\n'
+        f'    x = slice({X0}, {X0 + 64}, {PIXEL})\n'
+        f'    y = slice({Y1 - 64}, {Y1}, {PIXEL})\n'
+        "    assert dataset[x, y]['dsm'].shape == (1, 32, 32)\n"
+        '    assert dataset._cached_open.cache_info().currsize > 0\n'
+    )
+    done = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', str(test)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '1 passed' in done.stdout
+    assert 'excepthook' not in done.stdout + done.stderr

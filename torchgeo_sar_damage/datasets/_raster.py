@@ -3,6 +3,7 @@
 
 """Window reading shared by the raster datasets of this package (COSMOSkyMed, DSM)."""
 
+import atexit
 import functools
 import math
 import os
@@ -678,3 +679,9 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             The sample's values, float32, same shape.
         """
         return raw.astype(np.float32)
+
+
+# The cached sources are GDAL handles: close them while the interpreter still runs.
+# Left to the interpreter's final teardown, each one's deallocation fails and prints
+# "Error in sys.excepthook" at exit.
+atexit.register(WindowedRasterDataset._cached_open.cache_clear)
