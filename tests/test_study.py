@@ -284,9 +284,10 @@ def test_report_links_the_simulator(tmp_path: Path) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
+    # model outputs are float32
     probabilities=st.lists(
-        st.floats(0, 1, allow_nan=False), min_size=2, max_size=40
-    ).map(np.array),
+        st.floats(0, 1, allow_nan=False, width=32), min_size=2, max_size=40
+    ).map(lambda values: np.array(values, dtype=np.float32)),
     seed=st.integers(0, 2**16),
 )
 def test_best_f1_is_the_best_threshold(probabilities: np.ndarray, seed: int) -> None:

@@ -370,14 +370,9 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         out = np.full(
             (len(plans), len(self.bands) or 1, height, width), np.nan, dtype=np.float32
         )
-        by_path: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for qi, (_, paths) in enumerate(plans):
-            for fi, path in enumerate(paths):
-                by_path[path].append((qi, fi))
         assigned = np.zeros(len(plans), dtype=bool)
-        order = {str(p): i for i, p in enumerate(self.index.filepath)}
-        for path in sorted(by_path, key=order.__getitem__):  # as each query's list
-            for keys, data in self._read_file_windows(path, plans, by_path[path]):
+        for path, keys_in_path in self._by_file(plans):
+            for keys, data in self._read_file_windows(path, plans, keys_in_path):
                 rows = np.array([qi for qi, _ in keys])
                 new = ~assigned[rows]
                 out[rows[new]] = data[new]
@@ -477,19 +472,31 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             plans.append(((x, y, t), [str(filepaths[p]) for p in keep]))
         return plans
 
+    def _by_file(
+        self, plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]]
+    ) -> list[tuple[str, list[tuple[int, int]]]]:
+        """The ``(query, file position)`` keys of each file of *plans*.
+
+        Files come in index order, the order of every query's file list.
+        """
+        by_path: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for qi, (_, paths) in enumerate(plans):
+            for fi, path in enumerate(paths):
+                by_path[path].append((qi, fi))
+        order = {str(p): i for i, p in enumerate(self.index.filepath)}
+        return [
+            (path, by_path[path]) for path in sorted(by_path, key=order.__getitem__)
+        ]
+
     def _windows(
         self, queries: Sequence[GeoSlice], allow_empty: bool = False
     ) -> Iterator[tuple[tuple[slice, slice, slice], npt.NDArray[np.float32]]]:
         """Resolved slices and mosaicked, converted data of each query, in order."""
         for start in range(0, len(queries), self.chunk_size):
             plans = self._plan(queries[start : start + self.chunk_size], allow_empty)
-            by_path: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            for qi, (_, paths) in enumerate(plans):
-                for fi, path in enumerate(paths):
-                    by_path[path].append((qi, fi))
             values: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
-            for path in sorted(by_path):
-                for keys, data in self._read_file_windows(path, plans, by_path[path]):
+            for path, keys_in_path in self._by_file(plans):
+                for keys, data in self._read_file_windows(path, plans, keys_in_path):
                     values.update(zip(keys, data, strict=True))
             for qi, ((x, y, t), paths) in enumerate(plans):
                 if not paths:

@@ -231,13 +231,19 @@ class DSM(WindowedRasterDataset):
         """
         data = self._batch(queries)
         if self.dtm is not None:
-            bounds = self.bounds
-            spatial = [resolve_slice(query, bounds)[:2] for query in queries]
-            data = data - self.dtm._batch(spatial, allow_empty=True)
+            data = data - self.dtm._batch(self._spatial(queries), allow_empty=True)
         return {
             self.sample_key: torch.from_numpy(data),
             'tabular': torch.from_numpy(height_statistics(data)),
         }
+
+    def _spatial(self, queries: Sequence[GeoSlice]) -> list[GeoSlice]:
+        """The queries' spatial slices, for the DTM.
+
+        The DTM has no time: it is read over the whole of its time range.
+        """
+        bounds = self.bounds
+        return [resolve_slice(query, bounds)[:2] for query in queries]
 
     def _heights(
         self, queries: Sequence[GeoSlice]
@@ -246,11 +252,8 @@ class DSM(WindowedRasterDataset):
         if self.dtm is None:
             yield from self._windows(queries)
             return
-        # The DTM has no time: it is read over the whole of its time range.
-        bounds = self.bounds
-        spatial = [resolve_slice(query, bounds)[:2] for query in queries]
         surface = self._windows(queries)
-        terrain = self.dtm._windows(spatial, allow_empty=True)
+        terrain = self.dtm._windows(self._spatial(queries), allow_empty=True)
         for ((x, y, t), dsm), (_, dtm) in zip(surface, terrain, strict=True):
             height: npt.NDArray[np.float32] = dsm - dtm
             yield (x, y, t), height
