@@ -5,7 +5,7 @@
 
 Issue 5 asks for training samples/s at 64 x 64 with ResNet-18 (on a GPU when the device
 tool lends one). This script times optimiser steps of the full model on synthetic
-batches that follow the model-batch contract (``docs/design/step3_interfaces.md``), for
+batches that follow the model-batch contract (``docs/design/batch_contract.md``), for
 several modality sets and fusions; the plain alternative in the same run is the same
 step without the accelerator-side Kornia augmentation, so the ratio is its overhead.
 On CUDA it also times automatic mixed precision (``--amp``), which is what

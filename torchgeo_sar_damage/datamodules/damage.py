@@ -318,7 +318,7 @@ def normalise_batch(
     modalities: Sequence[str],
     raw_names: Sequence[str] | None = None,
 ) -> Sample:
-    """Turn a raw batch into the model batch (``docs/design/step3_interfaces.md``).
+    """Turn a raw batch into the model batch (``docs/design/batch_contract.md``).
 
     Shared by :meth:`SARDamageDataModule.normalise` and city-scale prediction
     (:mod:`torchgeo_sar_damage.predict`), which has no data module, only the
@@ -472,7 +472,7 @@ class SARDamageDataModule(LightningDataModule):
     and restores them with the checkpoint (``trainer.test(ckpt_path=...)``).
 
     :meth:`on_after_batch_transfer` turns the raw batch into the model batch of
-    ``docs/design/step3_interfaces.md`` on the accelerator (see :meth:`normalise`)
+    ``docs/design/batch_contract.md`` on the accelerator (see :meth:`normalise`)
     and, while training only, augments it (:meth:`augment`): random calibration gain
     and speckle on the SAR (in dB, before standardisation), then the same geometric
     transform on ``sar``, ``sar_valid``, ``footprint`` and ``dsm``
@@ -927,7 +927,7 @@ class SARDamageDataModule(LightningDataModule):
     # -- batches on the accelerator ------------------------------------------------
 
     def normalise(self, batch: Sample) -> Sample:
-        """Turn a raw batch into the model batch (``docs/design/step3_interfaces.md``).
+        """Turn a raw batch into the model batch (``docs/design/batch_contract.md``).
 
         Args:
             batch: a raw batch (``image``, ``dsm``, ``footprint``, ``tabular``,

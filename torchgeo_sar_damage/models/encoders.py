@@ -45,7 +45,7 @@ def image_input(batch: Mapping[str, Tensor], modality: str) -> Tensor:
     """Stack the batch tensors of one image modality along the channel axis.
 
     Args:
-        batch: the model batch (see ``docs/design/step3_interfaces.md``).
+        batch: the model batch (see ``docs/design/batch_contract.md``).
         modality: ``'sar'`` (``sar`` + ``sar_valid``), ``'osm'`` (``footprint``) or
             ``'dsm'`` (``dsm``).
 

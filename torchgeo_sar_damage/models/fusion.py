@@ -240,8 +240,8 @@ FUSIONS: dict[str, type[Fusion]] = {
 class FusionNet(nn.Module):
     """Per-building damage classifier fusing SAR with footprint, DSM and GEM context.
 
-    Each sample is a window centred on one building (see
-    ``docs/design/step3_interfaces.md`` for the batch contract). The selected
+    Each sample is a window centred on one building (batch contract:
+    ``docs/design/batch_contract.md``). The selected
     modalities are encoded and fused by a strategy from :data:`FUSIONS`:
 
     * ``'early'``: :class:`EarlyFusion`, SAR, footprint and DSM stacked as channels of

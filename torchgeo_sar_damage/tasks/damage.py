@@ -111,7 +111,7 @@ class DamageClassification(Classification):
     """Building damage classification with a multimodal :class:`FusionNet`.
 
     Each sample is one building (a window centred on its footprint, see
-    ``docs/design/step3_interfaces.md``); the model fuses the chosen modalities
+    ``docs/design/batch_contract.md``); the model fuses the chosen modalities
     (SAR, OSM footprint, DSM, GEM exposure) and predicts whether the building is
     damaged (``task='binary'``: Copernicus EMS *Damaged* or *Destroyed*) or its EMS
     grade (``task='multiclass'``, four grades; use the data module's
