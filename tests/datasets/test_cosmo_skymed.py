@@ -87,7 +87,9 @@ CSG_MODES = (
 )
 
 REAL_NAMES = [
-    # shared/reference/csk_csg_products.md, section 3
+    # real names published by readers and forums: roipac.org wiki, GAMMA's par_CS_SLC and
+    # par_CS_geo docs, ESA STEP forum, OSGeo/gdal#2193, eoreader's csk_product.py; CSG:
+    # SARscape's CSG import help and user GeoTIFFs in public code
     'CSKS3_RAW_B_HI_03_HH_RD_SF_20111226151216_20111226151223.h5',
     'CSKS1_SCS_B_HI_06_HH_RA_SF_20080210220247_20080210220252.h5',
     'CSKS1_GEC_B_HI_16_HH_LD_SN_20080108105558_20080108105604.h5',
@@ -96,7 +98,7 @@ REAL_NAMES = [
     'CSKS1_SCS_B_HI_15_HH_RA_SF_20201028224625_20201028224632.h5',
     'CSKS2_GTC_B_HI_04_HH_RA_SF_20250728103626_20250728103634.S01.SBI.tif',
     'CSG_SSAR2_GTC_F_0101_S2B_007_VV_LD_F_20250329114557_20250329114606_1_F_22N_Z47_N00.tif',
-    # the reference gives this name up to the stop time; its tail is completed here
+    # its public source gives this name up to the stop time; the tail is completed here
     'CSG_SSAR2_GTC_B_0404_STR_007_HH_RD_F_20231004170859_20231004170905_1_F_45N_Z18_N00.tif',
 ]
 

@@ -18,7 +18,7 @@ from torchgeo_sar_damage.simulation.run import city_streams, shake_and_damage
 from torchgeo_sar_damage.simulation.scene import generate_scene
 from torchgeo_sar_damage.taxonomy import parse_taxonomy
 
-# GEM taxonomy string -> HAZUS proxy (shared/reference/simulation_physics.md §2.1).
+# GEM taxonomy string -> HAZUS proxy (the mapping chosen in simulation/fragility.py).
 PROXIES = {
     'CR/LFINF(MUR+CL)+CDL+DUM/H:5/RES': 'C3M low',
     'CR/LFINF(MUR+CBH)+CDL+DUL/H:2/RES': 'C3L pre',
@@ -29,7 +29,8 @@ PROXIES = {
     'S/LFM+CDM+DUM/H:1/IND': 'S1L moderate',
     'CR/LWAL+CDM+DUM/HBET:7-9/RES': 'C2M moderate',
 }
-# Medians (g) of Complete for some of them, from the reference table.
+# Medians (g) of Complete for some of them: HAZUS-MH equivalent-PGA tables as
+# tabulated in USGS ShakeCast V3 (GitHub klin-usgs/ShakeCast_V3, operator_appende.md).
 COMPLETE_MEDIANS = {
     'C3M low': 0.51,
     'C3L pre': 0.35,

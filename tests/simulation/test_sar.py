@@ -215,7 +215,7 @@ def test_layover_and_shadow_extent(
     assert layover_start == pytest.approx(near - layover_m, abs=PIXEL_M)
     assert dark_start == pytest.approx(far - layover_m, abs=PIXEL_M)
     assert dark_end == pytest.approx(far + shadow_m, abs=PIXEL_M)
-    # Dark band length h / (sin cos), section 5 of the reference physics.
+    # Dark band length h / (sin cos): shadow h tan θ plus layover h / tan θ.
     theta = math.radians(incidence_deg)
     length = height_m / (math.sin(theta) * math.cos(theta))
     assert dark_end - dark_start == pytest.approx(length, abs=2 * PIXEL_M)

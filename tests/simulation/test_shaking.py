@@ -17,8 +17,10 @@ TO_UTM = Transformer.from_crs('EPSG:4326', CRS, always_xy=True)
 # Kahramanmaraş centre and its anchor (cities.py), Vs30 593 m/s.
 KMARAS = TO_UTM.transform(36.937, 37.585)
 
-# shared/reference/simulation_physics.md §1.6, median PGA (g) of ASB14 for Mw 7.8
-# strike-slip: R_JB (km) -> (Vs30 400 m/s, Vs30 760 m/s).
+# Median PGA (g) of ASB14 (Akkar, Sandıkkaya & Bommer 2014, BEE 12:359-387) for Mw 7.8
+# strike-slip, computed from the equations and PGA coefficients of OpenQuake's
+# AkkarEtAlRjb2014 (GitHub gem/oq-engine, openquake/hazardlib/gsim/akkar_2014.py):
+# R_JB (km) -> (Vs30 400 m/s, Vs30 760 m/s).
 ASB14_TABLE = {
     0: (0.55, 0.52),
     5: (0.47, 0.44),
@@ -29,7 +31,8 @@ ASB14_TABLE = {
     100: (0.05, 0.04),
 }
 
-# §1.4: town (lon, lat) -> distance (km) to the Mw 7.8 trace (flat-earth reference).
+# Town (lon, lat) -> distance (km) to the Mw 7.8 surface trace, computed on a
+# flat earth from the USGS ShakeMap finite-fault trace.
 TOWN_DISTANCES = {
     'Antakya': (36.160, 36.202, 4.9),
     'Kahramanmaraş': (36.937, 37.585, 16.1),

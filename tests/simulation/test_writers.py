@@ -31,8 +31,8 @@ from torchgeo_sar_damage.simulation.writers import (
     write_vector,
 )
 
-# eoreader, eoreader/reader.py, CONSTELLATION_REGEX[Constellation.CSK] and [CSG],
-# copied verbatim from shared/reference/csk_csg_products.md §3.
+# eoreader (GitHub sertit/eoreader), eoreader/reader.py,
+# CONSTELLATION_REGEX[Constellation.CSK] and [CSG], copied verbatim.
 CSK_REGEX = (
     r'CSKS\d_(RAW|SCS|DGM|GEC|GTC)_[UB]_(HI|PP|WR|HR|S2)_\w{2}_'
     r'(HH|VV|VH|HV|CO|CH|CV)_[LR][AD]_[FS][NF]_\d{14}_\d{14}\.h5'

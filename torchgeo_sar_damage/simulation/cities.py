@@ -8,20 +8,28 @@ it differ from the others the way real towns do: street-grid orientation and reg
 block and plot sizes, building density, storey distribution, construction mix, the
 recorded shaking near it and the damage rate observed there.
 
-Sources (see ``shared/reference/simulation_physics.md`` for the full list):
+Sources, all public:
 
-* Coordinates and distances to the rupture: section 1.4 of the reference.
+* Coordinates: the town centres; distances to the rupture follow from the surface traces
+  in :mod:`~torchgeo_sar_damage.simulation.shaking` (USGS ShakeMap finite-fault model of
+  the Mw 7.8 event).
 * Anchor PGA: AFAD stations inside the town (mean of Kahramanmaraş 4625, 4624 and
-  4620; İslahiye 2718; Nurdağı 2712; Adıyaman 0201) or, for Antakya with its eight
-  stations from 0.36 to 1.35 g, the USGS ShakeMap value at the USGS/KOERI/METU/GEM
-  building-survey sites (``maxandersonloake/TUR2023_02_06``); section 1.5.
-* Storeys and construction mix: GEM exposure v2023.1 per province, the city inventory
-  supplied to USGS (Antakya, Nurdağı, Adıyaman) and the field survey (section 3.4).
-* Observed damage: Ministry of Environment first results (15 Feb 2023) per district and
-  StEER/EERI province shares of severe damage, partial and total collapse (sections 3.2
-  and 3.3). The ranges below are the share of buildings with EMS-98 grade 4 or 5
-  (very heavy damage or destruction), which is what Copernicus EMS grades as
-  ``Damaged`` or ``Destroyed`` from above.
+  4620; İslahiye 2718; Nurdağı 2712; Adıyaman 0201), as compiled in the GEM Foundation's
+  GitHub repository ``gem/earthquake-scenarios``
+  (``Turkey/20230206_M7.8_KahramanmarasGaziantep/Recording_Stations/Stations_AFAD.csv``)
+  or, for Antakya with its eight stations from 0.36 to 1.35 g, the USGS ShakeMap value
+  at the USGS/KOERI/METU/GEM building-survey sites (GitHub repository
+  ``maxandersonloake/TUR2023_02_06``, ``Data/``).
+* Storeys and construction mix: GEM exposure v2023.1 per province (GitHub repository
+  ``gem/global_exposure_model``, ``Europe/Turkey/Exposure_Res_Turkey_Adm1.csv``), the
+  city inventory supplied to USGS (Antakya, Nurdağı, Adıyaman) and the field survey,
+  both in ``maxandersonloake/TUR2023_02_06``.
+* Observed damage: the Ministry of Environment's first results (15 Feb 2023) per
+  district, as reported by the Turkish press, and the StEER/EERI province shares of
+  severe damage, partial and total collapse (``gem/earthquake-scenarios``,
+  ``Impact/Impact_Buildings_ID_1.csv``). The ranges below are the share of buildings
+  with EMS-98 grade 4 or 5 (very heavy damage or destruction), which is what
+  Copernicus EMS grades as ``Damaged`` or ``Destroyed`` from above.
 """
 
 from dataclasses import dataclass, field

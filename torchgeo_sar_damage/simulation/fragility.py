@@ -15,7 +15,7 @@ for the four HAZUS damage states Slight, Moderate, Extensive and Complete.
   (pre-, low- and moderate-code), beta = 0.64 for every class, as tabulated in USGS
   ShakeCast V3 (``klin-usgs/ShakeCast_V3``, ``operator_appende.md``). The HAZUS building
   type standing in for each Turkish class, and CDN/CDL/CDM as pre/low/moderate code, are
-  the reference's proxies (GEM's Türkiye files never write CDN for RC, so ``CDL+DUL``
+  proxies chosen here [guess] (GEM's Türkiye files never write CDN for RC, so ``CDL+DUL``
   stands for pre-code and ``CDL+DUM`` for low code); rows marked [guess] below have no HAZUS counterpart.
 * **Dispersion**: HAZUS's beta = 0.64 assumes the equivalent-PGA demand; PGA is a
   poor proxy of the spectral demand that damaged the 2023 building stock (the

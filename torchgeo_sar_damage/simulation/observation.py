@@ -20,8 +20,9 @@ collapse under an intact roof, or heavy damage of lower storeys, looks intact fr
 above, so grade-4 buildings are often graded lower; debris around an intact building
 sometimes makes it ``Possibly damaged``. The CEMS classes were defined from EMS-98
 (Ciriza Labiano et al. 2021) but cannot be applied one-to-one; the confusion matrix
-:data:`EMS_CONFUSION` is a [guess] consistent with that reading (reference
-``damage_labels.md`` and section 2.2 of ``simulation_physics.md``).
+:data:`EMS_CONFUSION` is a [guess] consistent with that reading and with the EMS-98
+grade definitions (Grünthal, ed., 1998, *European Macroseismic Scale 1998*, Cahiers du
+Centre Européen de Géodynamique et de Séismologie 15).
 """
 
 import geopandas as gpd

@@ -30,9 +30,11 @@ Brunner et al. 2010, IEEE TGRS 48(5)):
 
 Radiometry. Ground clutter per land-cover class follows the constant-γ model at 10 GHz
 (MathWorks Phased Array Toolbox ``surfacegamma``, citing Nathanson 1999 and Long 2001):
-``σ0 = γ + 10·log10(cos θ)``; roof, facade, double-bounce and debris levels are the
-ranges of the project's reference table (most of them marked as guesses there). Every
-surface carries a mild log-normal texture so that it is not flat.
+``σ0 = γ + 10·log10(cos θ)``; roof, facade, double-bounce and debris levels are
+ranges chosen here, most of them guesses (marked [guess] below; that double bounce
+depends strongly on wall orientation is from Ferro, Brunner, Bruzzone & Lemoine 2011,
+IEEE GRSL 8(4):612-616). Every surface carries a mild log-normal texture so that it is
+not flat.
 
 Damage (EMS-98). Grades 0–2 look intact, grade 3 adds a little roof clutter, grade 4
 collapses a random 30–70 % of the footprint to a rubble pile and breaks the
@@ -104,10 +106,11 @@ class LandCover(enum.IntEnum):
 
 #: Mean sigma nought (dB) of each land-cover class, X-band co-polarisation, θ ≈ 35°.
 #: Constant-γ clutter (``surfacegamma``: flatland −20, farmland −15, wooded hill −10,
-#: sea state 3 −40 dB) plus ``10·log10(cos 35°) = −0.87`` dB, within the ranges of the
-#: reference table. ``BUILDING`` is only used where the land cover says building but no
-#: footprint in the building table covers the pixel (buildings are rendered from their
-#: geometry); its value is the middle of the flat-roof range [guess].
+#: sea state 3 −40 dB) plus ``10·log10(cos 35°) = −0.87`` dB sets the scale; each value
+#: is chosen within a range around it [guess]. ``BUILDING`` is only used where the land
+#: cover says building but no footprint in the building table covers the pixel
+#: (buildings are rendered from their geometry); its value is the middle of the
+#: flat-roof range [guess].
 CLUTTER_SIGMA0_DB: dict[LandCover, float] = {
     LandCover.ROAD: -19.0,
     LandCover.PAVED: -17.0,
@@ -120,7 +123,7 @@ CLUTTER_SIGMA0_DB: dict[LandCover, float] = {
 
 _LOOK_SIDES = ('RIGHT', 'LEFT')
 
-# Radiometric ranges (dB) drawn per building; section 4.3 of the reference physics.
+# Radiometric ranges (dB) drawn per building, X-band co-polarisation, θ ≈ 30-40°.
 _ROOF_DB = (-15.0, -8.0)  # flat RC roofs, diffuse part
 _BRIGHT_ROOF_DB = (-8.0, -3.0)  # tiled/metal or cluttered roofs [guess]
 _BRIGHT_ROOF_FRACTION = 0.15  # share of such roofs [guess]
