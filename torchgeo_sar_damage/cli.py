@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         'post-event COSMO-SkyMed/CSG product with a trained checkpoint. Writes the '
         'footprints (input CRS, columns and row order) with damage_prob, damage, '
         'uncertainty and status; streamed in raster-block order, written to a '
-        'temporary file renamed at the end.',
+        'temporary file renamed at the end. No trained weights ship with the package: '
+        'the checkpoint is one you trained (sardamage fit or sardamage demo). A model '
+        'trained on simulated scenes is for rehearsal and testing, not for real '
+        'imagery. No real CSK/CSG product has been read by the tests: the readers '
+        'follow the published specifications, and reports from real products are '
+        'welcome.',
     )
     pred.add_argument(
         '--sar',
