@@ -1,10 +1,13 @@
 # Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
 # Licensed under the MIT License.
 
-"""Sphinx configuration: ``make docs`` (sphinx-build -W, warnings are errors)."""
+"""Sphinx configuration: ``make docs`` (sphinx-build -W, warnings are errors).
 
-import importlib.util
-import os
+The build only reads the sources: ``docs/bad_inputs.md`` is generated beforehand from
+the catalogue in ``tests/test_bad_inputs.py`` (``make bad-inputs``), and the test suite
+checks that the committed page is current.
+"""
+
 import sys
 from pathlib import Path
 
@@ -40,29 +43,10 @@ autodoc_mock_imports: list[str] = []
 
 myst_enable_extensions = ['colon_fence']
 myst_heading_anchors = 3
-# links from the results pages and the README to files outside the site
-suppress_warnings = ['myst.xref_missing', 'myst.header']
+suppress_warnings: list[str] = []
 
 html_theme = 'sphinx_rtd_theme'
 html_title = f'torchgeo-sar-damage {release}'
 html_static_path: list[str] = []
 
 nitpicky = False
-
-
-def _write_bad_inputs_table() -> None:
-    """Regenerate docs/bad_inputs.md from the catalogue in tests/test_bad_inputs.py."""
-    path = ROOT / 'tests' / 'test_bad_inputs.py'
-    spec = importlib.util.spec_from_file_location('_bad_inputs_catalogue', path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    page = Path(__file__).parent / 'bad_inputs.md'
-    text = module.render_table()
-    if not page.is_file() or page.read_text('utf-8') != text:
-        page.write_text(text, 'utf-8')
-
-
-if os.environ.get('SARDAMAGE_DOCS_NO_TABLE') != '1':
-    _write_bad_inputs_table()
