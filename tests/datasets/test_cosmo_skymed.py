@@ -5,6 +5,7 @@ import itertools
 import math
 import re
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -49,6 +50,7 @@ NO_CRS = (
     / 'CSG_SSAR1_GTC_B_0202_STR_005_VV_RD_F_20240102150000_20240102150007_1_F_37N_Z37_N00.tif'
 )
 DSM_DIR = Path('tests', 'data', 'dsm', 'dsm')
+CALIBRATION = ROOT / 'calibration'
 
 # Written by tests/data/cosmo_skymed/data.py: DN = offset + 10 col + row, DN 0 in
 # the top-left 4 x 4 pixels; calibration F = 400, Rref = 1000, Rexp = 1, 30 deg,
@@ -552,3 +554,212 @@ class TestCOSMOSkyMed:
         expected = torch.where(dn == 0, torch.nan, dn**2 * factor(2.5e5)).float()
         actual = COSMOSkyMed(CSG)[x, y]['image']
         assert torch.equal(actual.nan_to_num(-1), expected.nan_to_num(-1))
+
+
+# ----------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration attributes of a product (HDF5 names in the comments)."""
+
+    #: ``Rescaling Factor`` F.
+    rescaling_factor: float
+    #: ``Reference Slant Range`` Rref (m).
+    slant_range: float
+    #: ``Reference Slant Range Exponent`` Rexp.
+    exponent: float
+    #: ``Reference Incidence Angle`` (degrees).
+    incidence_deg: float
+    #: ``Calibration Constant Compensation Flag``.
+    constant_flag: int
+    #: ``Range Spreading Loss Compensation Geometry``.
+    spreading: str
+    #: ``Incidence Angle Compensation Geometry``.
+    incidence: str
+    #: ``Calibration Constant`` K of each polarisation's group (/S01, /S02).
+    constants: dict[str, float]
+
+
+#: The products of tests/data/cosmo_skymed/calibration (written by its data.py),
+#: listed here independently: exponents other than 1, reference angles other than
+#: 30 degrees, and flags that leave terms out.
+CALIBRATED = {
+    # every term; Rexp 0.75
+    'CSKS3_GTC_B_HI_11_HH_RA_SF_20230210031500_20230210031508.h5': Calibration(
+        850.0, 650000.0, 0.75, 42.5, 0, 'DEFAULT', 'DEFAULT', {'HH': 4.9e7}
+    ),
+    # no range spreading loss term (Rexp 1.4 ignored), K already compensated
+    'CSKS4_GEC_B_PP_03_CO_LA_FN_20230211150000_20230211150006.h5': Calibration(
+        310.0, 700000.0, 1.4, 23.0, 1, 'NONE', 'DEFAULT', {'HH': 7.7e5, 'VV': 2.2e6}
+    ),
+    # CSG HDF5 with geotransform attributes on /S01/IMG and /S02/IMG; every term
+    'CSG_SSAR2_GTC_B_0101_S2C_009_VV_RA_F_20240305031000_20240305031006_1_F_37N_Z37_N00.h5': Calibration(
+        520.0, 710000.0, 0.9, 33.1, 0, 'DEFAULT', 'DEFAULT', {'VV': 2.1e7, 'VH': 6.4e6}
+    ),
+    # CSG GeoTIFF: Rexp 1.25, no incidence term (55 degrees ignored)
+    'CSG_SSAR1_GTC_B_0303_S2A_004_HH_RD_F_20240306150000_20240306150005_1_F_37N_Z37_N00.tif': Calibration(
+        1200.0, 550000.0, 1.25, 55.0, 0, 'DEFAULT', 'NONE', {'HH': 1.56e13}
+    ),
+}
+CSG_VALID_H5 = CALIBRATION / next(n for n in CALIBRATED if n.startswith('CSG_SSAR2'))
+
+
+def snap_sigma0(dn: np.ndarray, cal: Calibration, polarisation: str) -> np.ndarray:
+    """Sigma nought of detected DN, by the published COSMO-SkyMed calibration.
+
+    Written from SNAP's s1tbx ``CosmoSkymedCalibrator.computeTile`` (github.com/
+    senbox-org/s1tbx, s1tbx-op-calibration/.../calibrators/CosmoSkymedCalibrator.java)
+    and nansat's ``mapper_csks.py``, not from this package::
+
+        sigma0 = DN^2 * Rref^(2 Rexp) * sin(alpha_ref) / (F^2 * K)
+
+    where Rref^(2 Rexp) applies unless ``Range Spreading Loss Compensation Geometry``
+    is NONE, sin(alpha_ref) unless ``Incidence Angle Compensation Geometry`` is NONE,
+    and K unless ``Calibration Constant Compensation Flag`` is 1 (already
+    compensated). DN 0 is nodata (NaN).
+    """
+    gain = 1.0
+    if cal.spreading != 'NONE':
+        gain *= cal.slant_range ** (2.0 * cal.exponent)
+    if cal.incidence != 'NONE':
+        gain *= math.sin(cal.incidence_deg * math.pi / 180.0)
+    k = cal.constants[polarisation] if cal.constant_flag != 1 else 1.0
+    dn = dn.astype(np.float64)
+    return np.where(dn == 0, np.nan, dn * dn * gain / (cal.rescaling_factor**2 * k))
+
+
+def raw_dn(path: Path, polarisation: str) -> np.ndarray:
+    """The product's DN of one polarisation, read without GDAL's HDF5 driver."""
+    if path.suffix == '.h5':
+        with h5py.File(path) as f:
+            for group in f.values():
+                if isinstance(group, h5py.Group) and (
+                    group.attrs['Polarisation'].decode() == polarisation
+                ):
+                    image = 'IMG' if 'IMG' in group else 'SBI'
+                    return np.asarray(group[image][()])
+        raise KeyError(polarisation)
+    with rasterio.open(path) as src:
+        return np.asarray(src.read(1))
+
+
+class TestCalibration:
+    @pytest.mark.parametrize('name', sorted(CALIBRATED))
+    def test_files_hold_the_listed_attributes(self, name: str) -> None:
+        cal = CALIBRATED[name]
+        expected = {
+            'Rescaling Factor': cal.rescaling_factor,
+            'Reference Slant Range': cal.slant_range,
+            'Reference Slant Range Exponent': cal.exponent,
+            'Reference Incidence Angle': cal.incidence_deg,
+            'Calibration Constant Compensation Flag': cal.constant_flag,
+            'Range Spreading Loss Compensation Geometry': cal.spreading,
+            'Incidence Angle Compensation Geometry': cal.incidence,
+        }
+        path = CALIBRATION / name
+        if path.suffix == '.h5':
+            with h5py.File(path) as f:
+                found: dict[str, object] = {
+                    k: v.decode() if isinstance(v, bytes) else v.item()
+                    for k, v in f.attrs.items()
+                    if k in expected
+                }
+                constants = {
+                    g.attrs['Polarisation'].decode(): g.attrs['Calibration Constant']
+                    for g in f.values()
+                    if isinstance(g, h5py.Group)
+                }
+        else:
+            with rasterio.open(path) as src:
+                tags = src.tags()
+            found = {
+                k: (text if k.endswith('Geometry') else float(text))
+                for k in expected
+                for text in [tags[k.replace(' ', '_')]]
+            }
+            constants = {
+                tags['S01_Polarisation']: float(tags['S01_Calibration_Constant'])
+            }
+        assert found == expected
+        assert constants == cal.constants
+
+    @pytest.mark.parametrize('name', sorted(CALIBRATED))
+    @pytest.mark.parametrize('units', ['linear', 'db'])
+    def test_sigma0_matches_the_published_formula(self, name: str, units: str) -> None:
+        cal = CALIBRATED[name]
+        path = CALIBRATION / name
+        bands = sorted(cal.constants)
+        ds = COSMOSkyMed(path, bands=bands, units=units)  # type: ignore[arg-type]
+        image = ds[window(0, 0, 32, 32)]['image'].numpy()
+        assert image.shape == (len(bands), 32, 32)
+        for band, layer in zip(bands, image, strict=True):
+            expected = snap_sigma0(raw_dn(path, band), cal, band)
+            if units == 'db':
+                expected = 10 * np.log10(expected)
+                np.testing.assert_allclose(layer, expected, rtol=0, atol=1e-4)
+            else:
+                np.testing.assert_allclose(layer, expected, rtol=1e-6)
+            assert np.isnan(layer[:4, :4]).all()
+            assert np.isfinite(layer[4:]).all()
+
+    def test_terms_matter(self) -> None:
+        # Getting any term wrong moves sigma nought by far more than the tolerance
+        # of the test above (1e-6): an exponent taken as 1 where the range spreading
+        # loss applies, a reference angle of 30 degrees where the incidence term
+        # applies, or a flag read the other way.
+        dn = np.array([100.0])
+        for name, cal in CALIBRATED.items():
+            wrongs = [
+                replace(cal, constant_flag=1 - cal.constant_flag),
+                replace(
+                    cal, spreading='DEFAULT' if cal.spreading == 'NONE' else 'NONE'
+                ),
+                replace(
+                    cal, incidence='DEFAULT' if cal.incidence == 'NONE' else 'NONE'
+                ),
+            ]
+            if cal.spreading != 'NONE':
+                wrongs.append(replace(cal, exponent=1.0))
+            if cal.incidence != 'NONE':
+                wrongs.append(replace(cal, incidence_deg=30.0))
+            for wrong in wrongs:
+                for band in cal.constants:
+                    right = snap_sigma0(dn, cal, band)[0]
+                    other = snap_sigma0(dn, wrong, band)[0]
+                    assert abs(other / right - 1) > 0.05, (name, wrong)
+
+    def test_valid_csg_hdf5(self) -> None:
+        ds = COSMOSkyMed(CSG_VALID_H5)
+        assert ds.bands == ['VH', 'VV']
+        assert ds.crs.to_epsg() == 32637
+        assert ds.res == (PIXEL, PIXEL)
+        x, y, _ = ds.bounds
+        assert (x.start, x.stop, y.start, y.stop) == (
+            X0,
+            X0 + 32 * PIXEL,
+            Y1 - 32 * PIXEL,
+            Y1,
+        )
+        with rasterio.open(f'HDF5:"{CSG_VALID_H5}"://S02/IMG') as src:
+            assert src.crs.to_epsg() == 32637
+            assert src.transform == rasterio.transform.from_origin(X0, Y1, 2.0, 2.0)
+        cal = CALIBRATED[CSG_VALID_H5.name]
+        sample = ds[window(6, 5, 4, 4)]
+        # First pixel of the window: column 6, row 5; VH is S02 (DN 40 + 65), VV is
+        # S01 (DN 110 + 65), each with its own group's constant.
+        for band, offset, layer in zip(
+            ds.bands, (40, 110), sample['image'], strict=True
+        ):
+            k = cal.constants[band]
+            expected = (
+                (offset + 65) ** 2
+                * 710000.0 ** (2 * 0.9)
+                * math.sin(math.radians(33.1))
+                / (520.0**2 * k)
+            )
+            assert layer[0, 0].item() == pytest.approx(expected, rel=1e-6)
+        assert set(sample) == {'image', 'bounds', 'transform'}
+        # it mixes with other rasters like any product
+        both = COSMOSkyMed(CSG_VALID_H5, bands=('VV',)) & DSM(DSM_DIR)
+        assert both[(*window(4, 4, 8, 8), both.bounds[2])]['image'].shape == (1, 8, 8)

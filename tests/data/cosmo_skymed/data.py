@@ -5,8 +5,10 @@
 
 """Write tiny COSMO-SkyMed products that follow the real CSK/CSG layouts.
 
-Written with h5py and rasterio directly (not with the simulator), from the facts in
-shared/reference/csk_csg_products.md:
+Written with h5py and rasterio directly (not with the simulator), following what
+GDAL's HDF5 driver reads (``frmts/hdf5/hdf5imagedataset.cpp``, CSK/CSG branch, and
+its autotest ``autotest/gdrivers/hdf5.py``) and the attributes SNAP's
+``CosmoSkymedReader``/``CosmoSkymedCalibrator`` (s1tbx) calibrate with:
 
 * HDF5: root attributes ``Mission ID`` (CSK/CSG), ``Product Type`` (``GTC_B``...),
   ``Projection ID`` (``UTM``), ``Map Projection Centre`` (lat of origin, central
@@ -18,6 +20,13 @@ shared/reference/csk_csg_products.md:
 * GeoTIFF: the same metadata as tags under GDAL's names (spaces -> ``_``, group
   attributes prefixed ``S01_``), nodata 0, band description = polarisation.
 * Real file names (CSK ``CSKS<i>_...``, CSG ``CSG_SSAR<i>_...``).
+
+``calibration/`` holds products whose calibration attributes are not the defaults:
+reference slant range exponents other than 1, other reference incidence angles and
+compensation flags that leave terms out, in HDF5 and GeoTIFF, CSK and CSG (among them
+a CSG HDF5 GTC whose ``/S01/IMG`` and ``/S02/IMG`` carry the geotransform attributes,
+so that GDAL georeferences it). tests/datasets/test_cosmo_skymed.py lists the same
+values and checks sigma nought against its own formula.
 
 Run it from this directory: ``python data.py``.
 """
@@ -56,9 +65,16 @@ def dn_image(offset: int) -> np.ndarray:
 
 
 def root_attributes(
-    mission: str, product_type: str, zone: int, mode: str, side: str, orbit: str
+    mission: str,
+    product_type: str,
+    zone: int,
+    mode: str,
+    side: str,
+    orbit: str,
+    calibration: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    return {
+    """Root attributes; ``calibration`` replaces calibration attributes (HDF5 names)."""
+    attributes: dict[str, object] = {
         'Mission ID': np.bytes_(mission),
         'Satellite ID': np.bytes_('CSKS2' if mission == 'CSK' else 'CSG1'),
         'Product Type': np.bytes_(product_type),
@@ -77,6 +93,10 @@ def root_attributes(
         'Incidence Angle Compensation Geometry': np.bytes_(GEOMETRY),
         'Range Antenna Pattern Compensation Geometry': np.bytes_(GEOMETRY),
     }
+    for name, value in (calibration or {}).items():
+        assert name in attributes, name
+        attributes[name] = value
+    return attributes
 
 
 def geocoded_image_attributes(origin: tuple[float, float]) -> dict[str, object]:
@@ -103,17 +123,21 @@ def write_hdf5(
     images: dict[str, tuple[str, np.ndarray, dict[str, object]]],
     image_name: str = 'SBI',
     quicklook: bool = False,
+    constants: dict[str, float] | None = None,
 ) -> None:
-    """Write a product: ``images`` maps group -> (polarisation, data, attributes)."""
+    """Write a product: ``images`` maps group -> (polarisation, data, attributes).
+
+    ``constants`` maps group -> ``Calibration Constant`` (default
+    :data:`CALIBRATION_CONSTANT`).
+    """
+    constants = constants or CALIBRATION_CONSTANT
     with h5py.File(path, 'w', libver='earliest', track_order=True) as f:
         for name, value in root.items():
             f.attrs[name] = value
         for group_name, (polarisation, data, attributes) in images.items():
             group = f.create_group(group_name, track_order=True)
             group.attrs['Polarisation'] = np.bytes_(polarisation)
-            group.attrs['Calibration Constant'] = np.float64(
-                CALIBRATION_CONSTANT[group_name]
-            )
+            group.attrs['Calibration Constant'] = np.float64(constants[group_name])
             image = group.create_dataset(image_name, data=data, track_times=False)
             for name, value in attributes.items():
                 image.attrs[name] = value
@@ -166,7 +190,7 @@ def write_geotiff(
 
 
 def main() -> None:
-    for directory in ('csk', 'csg', 'invalid'):
+    for directory in ('csk', 'csg', 'invalid', 'calibration'):
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory)
 
@@ -247,6 +271,135 @@ def main() -> None:
         None,
         tags,
         'VV',
+    )
+
+    write_calibration_products()
+
+
+def calibration_attributes(
+    factor: float,
+    slant_range: float,
+    exponent: float,
+    incidence: float,
+    flag: int,
+    spreading: str,
+    incidence_geometry: str,
+) -> dict[str, object]:
+    """Calibration root attributes (HDF5 names and types)."""
+    return {
+        'Rescaling Factor': np.float64(factor),
+        'Reference Slant Range': np.float64(slant_range),
+        'Reference Slant Range Exponent': np.float64(exponent),
+        'Reference Incidence Angle': np.float64(incidence),
+        'Calibration Constant Compensation Flag': np.int32(flag),
+        'Range Spreading Loss Compensation Geometry': np.bytes_(spreading),
+        'Incidence Angle Compensation Geometry': np.bytes_(incidence_geometry),
+    }
+
+
+def write_calibration_products() -> None:
+    """Products with exponents other than 1, other angles and terms left out."""
+    # CSK GTC HDF5: every term applies; exponent 0.75, reference angle 42.5 deg.
+    write_hdf5(
+        'calibration/CSKS3_GTC_B_HI_11_HH_RA_SF_20230210031500_20230210031508.h5',
+        root_attributes(
+            'CSK',
+            'GTC_B',
+            37,
+            'HIMAGE',
+            'RIGHT',
+            'ASCENDING',
+            calibration_attributes(
+                850.0, 650000.0, 0.75, 42.5, 0, 'DEFAULT', 'DEFAULT'
+            ),
+        ),
+        {
+            'S01': (
+                'HH',
+                dn_image(120).astype(np.float32),
+                geocoded_image_attributes(CSK_ORIGIN),
+            )
+        },
+        constants={'S01': 4.9e7},
+    )
+    # CSK GEC HDF5, HH + VV: no range spreading loss term (its exponent 1.4 must be
+    # ignored), incidence term at 23 deg, calibration constants already compensated
+    # (flag 1: K is not applied).
+    write_hdf5(
+        'calibration/CSKS4_GEC_B_PP_03_CO_LA_FN_20230211150000_20230211150006.h5',
+        root_attributes(
+            'CSK',
+            'GEC_B',
+            37,
+            'PINGPONG',
+            'LEFT',
+            'ASCENDING',
+            calibration_attributes(310.0, 700000.0, 1.4, 23.0, 1, 'NONE', 'DEFAULT'),
+        ),
+        {
+            'S01': (
+                'HH',
+                dn_image(150).astype(np.uint16),
+                geocoded_image_attributes(CSK_ORIGIN),
+            ),
+            'S02': (
+                'VV',
+                dn_image(90).astype(np.uint16),
+                geocoded_image_attributes(CSK_ORIGIN),
+            ),
+        },
+        constants={'S01': 7.7e5, 'S02': 2.2e6},
+    )
+    # CSG GTC HDF5 whose images carry the geotransform: VV (S01) + VH (S02), every
+    # term, exponent 0.9, reference angle 33.1 deg, one constant per group.
+    write_hdf5(
+        'calibration/CSG_SSAR2_GTC_B_0101_S2C_009_VV_RA_F_20240305031000_20240305031006_1_F_37N_Z37_N00.h5',
+        root_attributes(
+            'CSG',
+            'GTC_B',
+            37,
+            'SPOTLIGHT-2C',
+            'RIGHT',
+            'ASCENDING',
+            calibration_attributes(520.0, 710000.0, 0.9, 33.1, 0, 'DEFAULT', 'DEFAULT'),
+        ),
+        {
+            'S01': (
+                'VV',
+                dn_image(110).astype(np.float32),
+                geocoded_image_attributes(CSK_ORIGIN),
+            ),
+            'S02': (
+                'VH',
+                dn_image(40).astype(np.float32),
+                geocoded_image_attributes(CSK_ORIGIN),
+            ),
+        },
+        image_name='IMG',
+        constants={'S01': 2.1e7, 'S02': 6.4e6},
+    )
+    # CSG GTC GeoTIFF: range spreading loss with exponent 1.25, no incidence term
+    # (its 55 deg must be ignored), K applied.
+    root = root_attributes(
+        'CSG',
+        'GTC_B',
+        37,
+        'SPOTLIGHT-2A',
+        'RIGHT',
+        'DESCENDING',
+        calibration_attributes(1200.0, 550000.0, 1.25, 55.0, 0, 'DEFAULT', 'NONE'),
+    )
+    tags = gdal_tags(root)
+    tags['S01_Polarisation'] = 'HH'
+    tags['S01_Calibration_Constant'] = f'{1.56e13:.15g}'
+    write_geotiff(
+        'calibration/CSG_SSAR1_GTC_B_0303_S2A_004_HH_RD_F_20240306150000_20240306150005_1_F_37N_Z37_N00.tif',
+        dn_image(260),
+        CSK_ORIGIN,
+        CSK_PIXEL,
+        'EPSG:32637',
+        tags,
+        'HH',
     )
 
 
