@@ -46,3 +46,10 @@ class OutputError(SARDamageError, OSError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f'{self.path}: {problem}')
+
+
+class CatalogueError(InputFileError):
+    """A town catalogue (``scene.json``) or one of the files it lists is wrong.
+
+    The message names the town and the file at fault.
+    """

@@ -3,8 +3,8 @@
 
 """Per-building damage data split by city: the data module of the damage task."""
 
-import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from ..datasets import (
 from ..errors import ArgumentError, InputFileError
 from ..samplers import BuildingSampler
 from ..transforms import RandomDecibelGain, RandomSpeckle, sar_geometric_augmentation
+from .catalogue import Catalogue, TownFiles, town_gem_id_columns
 
 #: Modalities a model can use, in the order of the contract.
 MODALITIES = ('sar', 'osm', 'dsm', 'gem')
@@ -393,46 +394,69 @@ def normalise_batch(
     }
 
 
+def sar_product_info(datasets: Sequence[COSMOSkyMed], size_m: float) -> dict[str, Any]:
+    """Describe the SAR a model is trained on, for its checkpoint.
+
+    Args:
+        datasets: the SAR datasets of the training and validation towns.
+        size_m: window side in metres.
+
+    Returns:
+        ``pixel_m`` (spacing in metres of the first dataset, as read), ``window_px``
+        (window side in pixels), ``polarisations`` and ``product_types`` (e.g.
+        ``'CSG GTC'``, from the file names), the last two sorted.
+    """
+    regex = re.compile(COSMOSkyMed.filename_regex, re.VERBOSE)
+    polarisations: set[str] = set()
+    products: set[str] = set()
+    for dataset in datasets:
+        polarisations.update(dataset.bands)
+        for path in dataset.files:
+            match = regex.match(os.path.basename(path))
+            if match is not None:
+                products.add(f'{match.group("mission")} {match.group("product")}')
+    pixel_m = float(datasets[0].res[0])
+    return {
+        'pixel_m': pixel_m,
+        'window_px': round(size_m / pixel_m),
+        'polarisations': sorted(polarisations),
+        'product_types': sorted(products),
+    }
+
+
 class _City:
     """The combined datasets of one city, opened once."""
 
     def __init__(
         self,
-        folder: Path,
-        files: Mapping[str, Any],
+        town: TownFiles,
         modalities: Sequence[str],
         labels_kwargs: Mapping[str, Any],
+        gem_id_columns: Mapping[str, str] | None = None,
+        pixel_m: float | None = None,
     ) -> None:
-        def path(key: str) -> Path:
-            name = files.get(key)
-            if not name:
-                raise InputFileError(
-                    folder / 'scene.json',
-                    f'the city {folder.name!r} lists no {key!r} file',
-                )
-            return folder / str(name)
-
-        sar_key = 'sar_geotiff' if files.get('sar_geotiff') else 'sar_hdf5'
-        self.osm = OSMBuildings(paths=path('osm'))
-        self.labels = DamageLabels(paths=path('labels'), **labels_kwargs)
-        dataset: GeoDataset = COSMOSkyMed(paths=path(sar_key), units='db')
+        if town.osm is None:  # Catalogue.check refuses such towns first
+            raise ArgumentError(f'town {town.name!r} has no footprints ("osm")')
+        self.osm = OSMBuildings(paths=town.osm)
+        self.labels = DamageLabels(paths=town.labels, **labels_kwargs)
+        self.sar = COSMOSkyMed(paths=town.sar, units='db', res=pixel_m)
+        dataset: GeoDataset = self.sar
         self.tabular_names: list[str] = []
         self.missing: list[str] = []
         # dsm, osm, gem: the order of the contract's raw tabular vector
-        if files.get('dsm') or 'dsm' in modalities:
-            dataset = dataset & DSM(paths=path('dsm'))
+        if town.dsm is not None:
+            dataset = dataset & DSM(paths=town.dsm, dtm=town.dtm)
             self.tabular_names += TABULAR_FEATURES['dsm']
         else:
             self.missing.append('dsm')
         dataset = dataset & self.osm
         self.tabular_names += TABULAR_FEATURES['osm']
-        if files.get('gem') or 'gem' in modalities:
-            gem_files = files.get('gem')
-            gem_paths = [folder / str(f) for f in gem_files] if gem_files else []
-            if not gem_paths:
-                path('gem')
-            admin = folder / str(files['admin']) if files.get('admin') else None
-            dataset = dataset & GEMExposure(paths=gem_paths, admin=admin)
+        if town.gem:
+            dataset = dataset & GEMExposure(
+                paths=list(town.gem),
+                admin=town.admin,
+                id_columns=town_gem_id_columns(town, gem_id_columns),
+            )
             self.tabular_names += TABULAR_FEATURES['gem']
         else:
             self.missing.append('gem')
@@ -506,11 +530,15 @@ class SARDamageDataModule(LightningDataModule):
         holdout: float = 0.0,
         holdout_block_m: float = 250.0,
         holdout_seed: int = 0,
+        gem_id_columns: Mapping[str, str] | None = None,
+        pixel_m: float | None = None,
     ) -> None:
         """Initialise a new SARDamageDataModule.
 
         Args:
-            root: scene folder with ``scene.json`` (e.g. ``sardamage simulate --out``).
+            root: the town catalogue (a JSON file, see
+                :mod:`~torchgeo_sar_damage.datamodules.catalogue`), or a folder
+                holding it as ``scene.json`` (e.g. ``sardamage simulate --out``).
             train_cities: slugs of the training cities.
             val_cities: slugs of the validation cities (threshold, early stopping).
             test_cities: slugs of the test (unseen) cities.
@@ -537,11 +565,20 @@ class SARDamageDataModule(LightningDataModule):
                 :func:`holdout_blocks`); 0 trains on every labelled building.
             holdout_block_m: side of the held-out blocks in metres.
             holdout_seed: random seed of the held-out blocks.
+            gem_id_columns: columns of every town's ``admin`` layer that hold GEM's
+                codes, e.g. ``{'ID_1': 'ISO_1'}`` for GADM-style polygons (a town's
+                own ``gem_id_columns`` in the catalogue takes precedence).
+            pixel_m: SAR pixel spacing in metres to resample every product to
+                (default: the products' own spacing, which must then be the same in
+                every town).
 
         Raises:
             ArgumentError: if a city is unknown or in two splits, there is no training
-                city, a modality is unknown or a number is out of range.
-            InputFileError: if ``root`` has no readable ``scene.json``.
+                city, a modality is unknown, a number is out of range or the towns'
+                SAR products have different pixel spacings and ``pixel_m`` is None.
+            CatalogueError: if the catalogue is missing or malformed, or a town's
+                files are missing, lack a CRS, labels or do not overlap (see
+                :meth:`Catalogue.check`).
         """
         # plain strings in the hyper-parameters, so checkpoints load with
         # torch.load(weights_only=True)
@@ -582,8 +619,14 @@ class SARDamageDataModule(LightningDataModule):
             else nn.Identity()
         )
 
-        self.scene = self._read_scene(self.root)
-        available = list(self.scene['cities'])
+        if pixel_m is not None and (not np.isfinite(pixel_m) or pixel_m <= 0):
+            raise ArgumentError(f'pixel_m must be positive, not {pixel_m}')
+        self.pixel_m = None if pixel_m is None else float(pixel_m)
+        self.gem_id_columns = dict(gem_id_columns) if gem_id_columns else None
+        #: The town catalogue.
+        self.catalogue = Catalogue(self.root)
+        self.scene = self.catalogue.raw
+        available = list(self.catalogue.towns)
         splits = {
             'train_cities': train_cities,
             'val_cities': val_cities,
@@ -595,7 +638,7 @@ class SARDamageDataModule(LightningDataModule):
             unknown = [c for c in cities if c not in available]
             if unknown:
                 raise ArgumentError(
-                    f'{name}: unknown cities {unknown}; {self.root / "scene.json"} '
+                    f'{name}: unknown cities {unknown}; {self.catalogue.path} '
                     f'has: {", ".join(available)}'
                 )
             for city in cities:
@@ -619,7 +662,22 @@ class SARDamageDataModule(LightningDataModule):
         self.holdout_block_m = float(holdout_block_m)
         self.holdout_seed = int(holdout_seed)
 
+        # every town is checked before anything is read or trained
+        used = self.train_cities + self.val_cities + self.test_cities
+        self.catalogue.check(used, self.modalities, labelled=used)
+        spacings = {t: self.catalogue.spacing[t] for t in used}
+        if self.pixel_m is None and len(set(spacings.values())) > 1:
+            listed = ', '.join(f'{t} {x:g} x {y:g}' for t, (x, y) in spacings.items())
+            raise ArgumentError(
+                f"the towns' SAR products have different pixel spacings ({listed}); "
+                'windows would hold different ground areas per pixel: give pixel_m '
+                '(--data.pixel_m) to resample every product to one spacing'
+            )
+        if self.chips_root == self.root / '.chips' and self.root.suffix == '.json':
+            self.chips_root = self.root.parent / '.chips'
+
         self.statistics_: Normalisation | None = None
+        self.sensor_: dict[str, Any] | None = None
         self._cities: dict[str, _City] = {}
         self._chips: dict[tuple[str, bool], BuildingChips] = {}
         self.train_dataset: ConcatDataset[Sample] | None = None
@@ -631,20 +689,8 @@ class SARDamageDataModule(LightningDataModule):
 
     @staticmethod
     def _read_scene(root: Path) -> dict[str, Any]:
-        path = root / 'scene.json'
-        try:
-            scene: dict[str, Any] = json.loads(path.read_text(encoding='utf-8'))
-        except FileNotFoundError:
-            raise InputFileError(
-                path,
-                'not found: make a scene with `sardamage simulate --out '
-                f'{root}` or point --data.root at a folder with a scene.json',
-            ) from None
-        except (OSError, ValueError) as err:
-            raise InputFileError(path, f'cannot be read as JSON ({err})') from None
-        if not isinstance(scene.get('cities'), dict) or not scene['cities']:
-            raise InputFileError(path, "has no 'cities' entries")
-        return scene
+        """The catalogue of ``root`` as read (see :class:`Catalogue`)."""
+        return Catalogue(root).raw
 
     def city(self, slug: str) -> _City:
         """The combined datasets of a city (opened on first use).
@@ -656,9 +702,12 @@ class SARDamageDataModule(LightningDataModule):
             Its datasets.
         """
         if slug not in self._cities:
-            files = self.scene['cities'][slug].get('files', {})
             self._cities[slug] = _City(
-                self.root / slug, files, self.modalities, self._labels_kwargs
+                self.catalogue[slug],
+                self.modalities,
+                self._labels_kwargs,
+                self.gem_id_columns,
+                self.pixel_m,
             )
         return self._cities[slug]
 
@@ -805,7 +854,7 @@ class SARDamageDataModule(LightningDataModule):
         for slug in self.train_cities[1:]:
             if self.city(slug).tabular_names != names:
                 raise InputFileError(
-                    self.root / 'scene.json',
+                    self.catalogue.path,
                     f'the cities {self.train_cities[0]!r} and {slug!r} have different '
                     'modalities; give every city the same kinds of files',
                 )
@@ -826,15 +875,32 @@ class SARDamageDataModule(LightningDataModule):
         loader = DataLoader(dataset, batch_size=512, collate_fn=collate_buildings)
         return torch.cat([batch['label'] for batch in loader])
 
+    @property
+    def sensor(self) -> dict[str, Any]:
+        """What the model is trained on, as :func:`sar_product_info` of the towns.
+
+        Kept in checkpoints, so that prediction can resample a product of another
+        pixel spacing and warn about another polarisation or product type.
+        """
+        if self.sensor_ is None:
+            towns = self.train_cities + self.val_cities
+            self.sensor_ = sar_product_info(
+                [self.city(t).sar for t in towns], self.size_m
+            )
+        return self.sensor_
+
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the data module: the training statistics.
+        """What a checkpoint keeps of the data module.
 
         Returns:
-            ``{'statistics': Normalisation.to_dict()}`` once fitted, else ``{}``.
+            ``{'statistics': Normalisation.to_dict(), 'sensor': sensor}`` once the
+            statistics are fitted (:attr:`sensor`: pixel spacing, window size in
+            pixels, polarisations and product types of the training towns), else
+            ``{}``.
         """
         if self.statistics_ is None:
             return {}
-        return {'statistics': self.statistics_.to_dict()}
+        return {'statistics': self.statistics_.to_dict(), 'sensor': self.sensor}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the training statistics from a checkpoint.
@@ -844,6 +910,8 @@ class SARDamageDataModule(LightningDataModule):
         """
         if 'statistics' in state_dict:
             self.statistics_ = Normalisation.from_dict(state_dict['statistics'])
+        if 'sensor' in state_dict:
+            self.sensor_ = dict(state_dict['sensor'])
 
     # -- loaders -------------------------------------------------------------------
 

@@ -350,7 +350,7 @@ class GEMExposure(ModalityMixin, VectorDataset):
         res: float | tuple[float, float] | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
         layer: str | int | None = None,
-        id_columns: Mapping[str, str] | None = None,
+        id_columns: Mapping[str, str] | str | None = None,
     ) -> None:
         """Initialise a new GEMExposure instance.
 
@@ -368,7 +368,10 @@ class GEMExposure(ModalityMixin, VectorDataset):
                 transformed version.
             layer: layer of ``admin`` to read when it is a multi-layer file.
             id_columns: columns of ``admin`` that hold GEM's codes, e.g.
-                ``{'ID_1': 'shapeISO'}``; columns already named ``ID_n`` need no entry.
+                ``{'ID_1': 'shapeISO'}``, or one column name for the deepest ``ID_n``
+                level of the CSVs (``'shapeISO'`` is ``{'ID_1': 'shapeISO'}`` for
+                the published per-province files); columns already named ``ID_n``
+                need no entry.
 
         Raises:
             DatasetNotFoundError: if no exposure CSV is found.
@@ -386,6 +389,8 @@ class GEMExposure(ModalityMixin, VectorDataset):
         if not files:
             raise DatasetNotFoundError(self)
         tables = [_read_table(f) for f in files]
+        if isinstance(id_columns, str):
+            id_columns = _deepest_code(tables, id_columns)
         polygons = None if admin is None else _read_admin(admin, layer, id_columns)
         units, rows_unit = _build_units(tables, polygons)
         units, features = _aggregate(tables, units, rows_unit)
@@ -650,6 +655,20 @@ def _missing_vector() -> np.ndarray:
     vector = np.zeros(len(FEATURE_NAMES))
     vector[FEATURE_NAMES.index('gem_missing')] = 1.0
     return vector
+
+
+def _deepest_code(tables: list[_Table], column: str) -> dict[str, str]:
+    """Map the deepest ``ID_n`` level every ID-only CSV has to ``column``."""
+    levels = [set(t.levels) for t in tables if not t.has_coordinates]
+    common = set.intersection(*levels) if levels else set()
+    if not common:
+        raise ArgumentError(
+            f'id_columns={column!r} names the admin column of the CSVs\' codes, but '
+            'the CSVs share no ID_n column (they are located by LONGITUDE/LATITUDE '
+            'or have different levels); map a level explicitly, e.g. '
+            f"{{'ID_1': {column!r}}}"
+        )
+    return {f'ID_{max(common)}': column}
 
 
 def _read_admin(
