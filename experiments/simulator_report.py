@@ -11,8 +11,10 @@ Writes ``docs/results/simulator.md`` (and the CSV tables beside it):
 2. **Difficulty**: on a full simulated scene, the AUROC of single per-footprint
    statistics of calibrated sigma nought (over the TRUE footprint, the most favourable
    case, and grown by 5 m) for grade >= 4, next to the AUROC of context variables.
-   On real Capella data a whole SAR-only ResNet-18 reached AUROC 0.77
-   (QuickQuakeBuildings); one statistic near 1.0 would make the study meaningless.
+   For scale only: QuickQuakeBuildings (Sun et al., GitHub repository
+   ``ya0-sun/PostEQ-SARopt-BuildingDamage``) report AUROC 0.77 for a whole SAR-only
+   ResNet-18 on real Capella data, a real-data number not comparable with the
+   simulator's; one statistic near 1.0 would make the study meaningless.
 
 Usage::
 
@@ -143,8 +145,10 @@ def main() -> None:
             'AUROC of one statistic for grade >= 4 against the rest (seed 0; 0.5 = chance; '
             'reported as max(AUC, 1 - AUC)). Statistics over the true footprint are the most '
             'favourable case: real footprints are offset and labels are noisy. For '
-            'comparison, a SAR-only ResNet-18 reached AUROC 0.77 on real Capella data '
-            '(QuickQuakeBuildings).'
+            'scale only: QuickQuakeBuildings (Sun et al., GitHub repository '
+            '`ya0-sun/PostEQ-SARopt-BuildingDamage`) report AUROC 0.77 for a whole '
+            'SAR-only ResNet-18 on real Capella data, a real-data number not '
+            "comparable with the simulator's."
         ),
         '',
         markdown(hard),

@@ -904,8 +904,10 @@ def findings(rows: pd.DataFrame) -> list[str]:
         f1, auroc = means[('sar', 'late')]
         lines.append(
             f'SAR only (late, ResNet-18) on unseen cities: F1 {f1:.3f}, '
-            f'AUROC {auroc:.3f} (QuickQuakeBuildings on real Capella data: '
-            'F1 0.28, AUROC 0.77).'
+            f'AUROC {auroc:.3f}. For scale only: QuickQuakeBuildings (Sun et al., '
+            'GitHub repository `ya0-sun/PostEQ-SARopt-BuildingDamage`) report F1 '
+            '0.28, AUROC 0.77 for a SAR-only ResNet-18 on real Capella data, numbers '
+            "not comparable with the simulator's."
         )
     deep = {k: v for k, v in means.items() if k[1] != 'gbm'}
     if deep:
