@@ -97,8 +97,9 @@ class DamageLabels(InMemoryVectorDataset):
        pre-event source and can be offset from OSM footprints.
 
     Licence: Copernicus EMS products are free to use with attribution ("© European
-    Union, Copernicus Emergency Management Service"); OSM data © OpenStreetMap
-    contributors, ODbL 1.0.
+    Union, Copernicus Emergency Management Service") under the `Copernicus EMS terms
+    and conditions <https://mapping.emergency.copernicus.eu/terms-and-conditions>`_; OSM data © OpenStreetMap contributors, `ODbL 1.0
+    <https://opendatacommons.org/licenses/odbl/1.0/>`_.
 
     .. versionadded:: 0.1
     """
