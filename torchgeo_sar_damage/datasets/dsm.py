@@ -48,9 +48,11 @@ class DSM(WindowedRasterDataset):
 
     * `Copernicus DEM GLO-30 / GLO-90
       <https://dataspace.copernicus.eu/explore-data/data-collections/copernicus-contributing-missions/collections-description/COP-DEM>`_,
-      a global DSM at 30 m (GLO-30 Public and GLO-90 free under the `Copernicus DEM
-      licence <https://spacedata.copernicus.eu/documents/20126/0/CSCDA_ESA_Mission-specific+Annex.pdf>`_, with attribution); too coarse for single buildings, but
-      usable as the DTM of a finer DSM in flat areas
+      a global DSM at 30 m (GLO-30 Public and GLO-90 free, with attribution, under
+      the `Copernicus DEM licence
+      <https://spacedata.copernicus.eu/documents/20126/0/CSCDA_ESA_Mission-specific+Annex.pdf>`_);
+      too coarse for single buildings, but usable as the DTM of a finer DSM in flat
+      areas
     * national lidar and mapping agencies (e.g. USGS 3DEP, IGN LiDAR HD, national
       open-data portals), usually under open licences
     * commercial VHR stereo DSMs (e.g. Airbus WorldDEM Neo, Maxar), under their

@@ -98,7 +98,8 @@ class DamageLabels(InMemoryVectorDataset):
 
     Licence: Copernicus EMS products are free to use with attribution ("© European
     Union, Copernicus Emergency Management Service") under the `Copernicus EMS terms
-    and conditions <https://mapping.emergency.copernicus.eu/terms-and-conditions>`_; OSM data © OpenStreetMap contributors, `ODbL 1.0
+    and conditions <https://mapping.emergency.copernicus.eu/terms-and-conditions>`_;
+    OSM data © OpenStreetMap contributors, `ODbL 1.0
     <https://opendatacommons.org/licenses/odbl/1.0/>`_.
 
     .. versionadded:: 0.1
