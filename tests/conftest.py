@@ -4,10 +4,13 @@
 """Shared fixtures: small simulated scenes made once per test session."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rasterio
+from rasterio.enums import Resampling
 
 from torchgeo_sar_damage.simulation.run import simulate
 
@@ -56,3 +59,35 @@ def training_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out, cities=TRAINING_CITIES, n_buildings=70, seed=0, pixel_m=1.0, progress=False
     )
     return out
+
+
+def _resampled_product(src_path: Path, out_dir: Path, factor: int) -> Path:
+    """A copy of a CSG GTC GeoTIFF with pixels ``factor`` times larger, same tags."""
+    out = out_dir / src_path.name
+    with rasterio.open(src_path) as src:
+        height, width = src.height // factor, src.width // factor
+        data = src.read(
+            out_shape=(src.count, height, width), resampling=Resampling.average
+        )
+        profile = {
+            **src.profile,
+            'height': height,
+            'width': width,
+            'transform': src.transform * src.transform.scale(factor, factor),
+            'tiled': False,
+        }
+        profile.pop('blockxsize', None)
+        profile.pop('blockysize', None)
+        with rasterio.open(out, 'w', **profile) as dst:
+            dst.write(data)
+            dst.update_tags(**src.tags())
+            for i in range(1, src.count + 1):
+                dst.update_tags(i, **src.tags(i))
+                dst.set_band_description(i, src.descriptions[i - 1])
+    return out
+
+
+@pytest.fixture
+def resampled_product() -> Callable[[Path, Path, int], Path]:
+    """Write a coarser copy of a CSG GTC GeoTIFF: ``(product, folder, factor)``."""
+    return _resampled_product

@@ -23,12 +23,13 @@ never a traceback.
 """
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import SARDamageError
+from .errors import ArgumentError, SARDamageError
 from .simulation.cities import CITIES
 
 #: Subcommands handed to LightningCLI.
@@ -215,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         '--admin', type=Path, metavar='F', help='administrative unit polygons of --gem'
     )
     pred.add_argument(
+        '--admin-code-column',
+        metavar='[ID_n=]COLUMN',
+        help=(
+            "column of --admin that holds GEM's unit codes when it is not named ID_n, "
+            "e.g. ISO_1 (for the CSVs' deepest ID_n level) or ID_1=ISO_1"
+        ),
+    )
+    pred.add_argument(
         '--checkpoint',
         required=True,
         type=Path,
@@ -322,6 +331,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _code_column(value: str | None) -> dict[str, str] | str | None:
+    """``--admin-code-column``: ``COLUMN`` or ``ID_n=COLUMN``."""
+    if value is None or '=' not in value:
+        return value
+    level, _, column = value.partition('=')
+    if not re.fullmatch(r'ID_\d+', level.strip()) or not column.strip():
+        raise ArgumentError(
+            f'--admin-code-column {value}: give COLUMN or ID_n=COLUMN, e.g. ID_1=ISO_1'
+        )
+    return {level.strip(): column.strip()}
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import predict_buildings
 
@@ -333,6 +354,7 @@ def _predict(args: argparse.Namespace) -> int:
         dsm=args.dsm,
         gem=args.gem,
         admin=args.admin,
+        gem_id_columns=_code_column(args.admin_code_column),
         map_path=args.map,
         batch_size=args.batch_size,
         accelerator=args.device,

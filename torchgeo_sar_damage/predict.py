@@ -44,6 +44,7 @@ bytes per building for the bounds and results).
 
 import os
 import pickle
+import re
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,10 @@ class Checkpoint:
         size_m: window side in metres the model was trained with.
         threshold: decision threshold (calibrated probability).
         temperature: temperature of the calibration (1 when not fitted).
+        sensor: what the model was trained on (``pixel_m``, ``window_px``,
+            ``polarisations``, ``product_types``; see
+            :func:`~torchgeo_sar_damage.datamodules.damage.sar_product_info`), or
+            None for a checkpoint written before it was recorded.
     """
 
     path: Path
@@ -128,6 +133,7 @@ class Checkpoint:
     size_m: float
     threshold: float
     temperature: float
+    sensor: dict[str, Any] | None = None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -184,6 +190,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         ) from None
     task.eval()
     data_hparams = raw.get('datamodule_hyper_parameters', {})
+    sensor = raw.get('SARDamageDataModule', {}).get('sensor')
+    if sensor is None:
+        warnings.warn(
+            f'{path}: the checkpoint does not record the pixel spacing, window size, '
+            'polarisation and product type it was trained on (written by an older '
+            'version): windows use each product\'s own pixel spacing; make sure it '
+            'is the training spacing',
+            UserWarning,
+            stacklevel=2,
+        )
     return Checkpoint(
         path=path,
         task=task,
@@ -192,7 +208,69 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         size_m=float(data_hparams.get('size_m', 32.0)),
         threshold=float(task.threshold),
         temperature=float(task.temperature),
+        sensor=None if sensor is None else dict(sensor),
     )
+
+
+def match_training_sar(
+    sar: COSMOSkyMed, sensor: Mapping[str, Any], path: str | os.PathLike[str]
+) -> None:
+    """Bring a product to what the model was trained on, or say why it differs.
+
+    The product is resampled on the fly to the training pixel spacing when its own
+    differs (TorchGeo reads it at ``sar.res``; a coarser product is upsampled, with a
+    warning, since the model was trained on finer detail); a product whose CRS is
+    not in metres cannot be, and is refused. Another polarisation or product type is
+    read as it is, with a warning.
+
+    Args:
+        sar: the product's dataset (its ``res`` is changed in place).
+        sensor: :attr:`Checkpoint.sensor`.
+        path: the product, for messages.
+
+    Raises:
+        InputFileError: if the product needs resampling but its CRS is not in metres.
+    """
+    pixel_m = float(sensor['pixel_m'])
+    xres, yres = (float(v) for v in sar.res)
+    if not (np.isclose(xres, pixel_m) and np.isclose(yres, pixel_m)):
+        crs = CRS.from_user_input(sar.crs)
+        unit = crs.axis_info[0].unit_name if crs.axis_info else ''
+        if not crs.is_projected or unit not in ('metre', 'meter'):
+            raise InputFileError(
+                path,
+                f'its pixel spacing is {xres:g} x {yres:g} in {crs.to_string()} (not '
+                f'metres) and the model was trained at {pixel_m:g} m: windows cannot '
+                'be resampled to the training spacing; reproject the product to a '
+                'projected CRS in metres (e.g. UTM with gdalwarp)',
+            )
+        if max(xres, yres) > pixel_m * 1.01:
+            warnings.warn(
+                f'{path}: pixel spacing {xres:g} x {yres:g} m is coarser than the '
+                f'{pixel_m:g} m the model was trained at; it is upsampled, and the '
+                'model sees less detail than in training: expect lower accuracy',
+                UserWarning,
+                stacklevel=2,
+            )
+        sar.res = (pixel_m, pixel_m)
+    regex = re.compile(COSMOSkyMed.filename_regex, re.VERBOSE)
+    products = set()
+    for file in sar.files:
+        match = regex.match(os.path.basename(file))
+        if match is not None:
+            products.add(f'{match.group("mission")} {match.group("product")}')
+    for what, have, trained in (
+        ('polarisation', set(sar.bands), set(sensor.get('polarisations', ()))),
+        ('product type', products, set(sensor.get('product_types', ()))),
+    ):
+        if trained and have and not have <= trained:
+            warnings.warn(
+                f'{path}: {what} {", ".join(sorted(have))} differs from the model\'s '
+                f'training data ({", ".join(sorted(trained))}); backscatter differs '
+                'between them, so probabilities may be biased',
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 def _require_file(path: str | os.PathLike[str], what: str) -> str:
@@ -262,6 +340,8 @@ class BuildingChunks(Dataset[Sample]):
         admin: str | os.PathLike[str] | None = None,
         batch_size: int = 256,
         layer: str | int | None = None,
+        sensor: Mapping[str, Any] | None = None,
+        gem_id_columns: Mapping[str, str] | str | None = None,
     ) -> None:
         """Open the inputs and plan the chunks.
 
@@ -276,12 +356,18 @@ class BuildingChunks(Dataset[Sample]):
             admin: polygons of the exposure's administrative units.
             batch_size: buildings per chunk.
             layer: layer of ``buildings``.
+            sensor: what the model was trained on (:attr:`Checkpoint.sensor`): the
+                SAR is resampled to its ``pixel_m`` where the product's spacing
+                differs, and another polarisation or product type is warned about.
+            gem_id_columns: column of ``admin`` that holds GEM's codes, as a name
+                (for the CSVs' deepest ``ID_n`` level) or a mapping such as
+                ``{'ID_1': 'ISO_1'}`` (see :class:`GEMExposure`).
 
         Raises:
             ArgumentError: if a modality of the model has no input or a number is
                 out of range.
             InputFileError: if an input is missing, unreadable or does not cover the
-                footprints.
+                footprints, or the SAR cannot be resampled to the training spacing.
         """
         if batch_size < 1:
             raise ArgumentError(f'batch_size must be at least 1, not {batch_size}')
@@ -306,6 +392,8 @@ class BuildingChunks(Dataset[Sample]):
         self.dsm = None if dsm is None else _require_file(dsm, 'DSM')
         self.gem = [_require_file(p, 'GEM exposure') for p in gem]
         self.admin = None if admin is None else _require_file(admin, 'admin')
+        self.sensor = None if sensor is None else dict(sensor)
+        self.gem_id_columns = gem_id_columns
         self._inputs: _Inputs | None = None
         inputs = self.inputs
 
@@ -391,6 +479,8 @@ class BuildingChunks(Dataset[Sample]):
                 'is not a COSMO-SkyMed/CSG product: the file name must follow the '
                 'CSK (CSKS1_GTC_...) or CSG (CSG_SSAR1_GTC_...) convention',
             ) from None
+        if self.sensor is not None:
+            match_training_sar(sar, self.sensor, self.sar_paths[0])
         base: GeoDataset = sar
         coverages: list[tuple[str, shapely.Geometry]] = [
             ('outside_sar', shapely.union_all(sar.index.geometry.to_numpy()))
@@ -408,7 +498,9 @@ class BuildingChunks(Dataset[Sample]):
             raw_names += DSM.feature_names
         if 'gem' in self.modalities:
             try:
-                exposure = GEMExposure(paths=self.gem, admin=self.admin)
+                exposure = GEMExposure(
+                    paths=self.gem, admin=self.admin, id_columns=self.gem_id_columns
+                )
             except DatasetNotFoundError:
                 raise InputFileError(
                     self.gem[0], 'is not a GEM exposure CSV (Exposure_*.csv)'
@@ -853,6 +945,7 @@ def predict_buildings(
     overwrite: bool = False,
     layer: str | int | None = None,
     progress: bool = True,
+    gem_id_columns: Mapping[str, str] | str | None = None,
 ) -> PredictionSummary | None:
     """Predict the damage of every footprint and write a GeoPackage (and a map).
 
@@ -879,6 +972,8 @@ def predict_buildings(
         overwrite: replace an existing ``out`` (and ``map_path``).
         layer: layer of ``buildings``.
         progress: show progress bars.
+        gem_id_columns: column of ``admin`` that holds GEM's codes (a name, or a
+            mapping such as ``{'ID_1': 'ISO_1'}``; see :class:`BuildingChunks`).
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
@@ -918,6 +1013,8 @@ def predict_buildings(
             admin=admin,
             batch_size=batch_size,
             layer=layer,
+            sensor=ckpt.sensor,
+            gem_id_columns=gem_id_columns,
         )
         predictor = CityPredictor(ckpt, chunks.raw_names, mc_samples)
         n = len(chunks.fids)

@@ -5,6 +5,7 @@
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from rasterio.enums import Resampling
 
 from torchgeo_sar_damage.datamodules import SARDamageDataModule
 from torchgeo_sar_damage.datamodules.catalogue import Catalogue
@@ -344,33 +344,11 @@ def test_gem_code_column_by_name_alone(training_scene: Path, tmp_path: Path) -> 
 # -- pixel spacing --------------------------------------------------------------
 
 
-def resampled_product(src_path: Path, out_dir: Path, factor: int) -> Path:
-    """A copy of a CSG GTC GeoTIFF with pixels ``factor`` times larger, same tags."""
-    out = out_dir / src_path.name
-    with rasterio.open(src_path) as src:
-        height, width = src.height // factor, src.width // factor
-        data = src.read(
-            out_shape=(src.count, height, width), resampling=Resampling.average
-        )
-        profile = {
-            **src.profile,
-            'height': height,
-            'width': width,
-            'transform': src.transform * src.transform.scale(factor, factor),
-        }
-        profile.pop('blockxsize', None)
-        profile.pop('blockysize', None)
-        profile['tiled'] = False
-        with rasterio.open(out, 'w', **profile) as dst:
-            dst.write(data)
-            dst.update_tags(**src.tags())
-            for i in range(1, src.count + 1):
-                dst.update_tags(i, **src.tags(i))
-                dst.set_band_description(i, src.descriptions[i - 1])
-    return out
-
-
-def test_towns_of_different_spacing(training_scene: Path, tmp_path: Path) -> None:
+def test_towns_of_different_spacing(
+    training_scene: Path,
+    tmp_path: Path,
+    resampled_product: Callable[[Path, Path, int], Path],
+) -> None:
     files = manifest(training_scene)['cities']['adiyaman']['files']
     coarse = resampled_product(
         training_scene / 'adiyaman' / files['sar_geotiff'], tmp_path, 2

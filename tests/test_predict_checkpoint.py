@@ -1,0 +1,231 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""What a checkpoint expects of the SAR, and prediction over other spacings."""
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import lightning
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from torchgeo_sar_damage import predict as predict_module
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.datamodules import SARDamageDataModule
+from torchgeo_sar_damage.errors import InputFileError
+from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
+from torchgeo_sar_damage.tasks import DamageClassification
+
+TOWN = 'adiyaman'
+
+
+@pytest.fixture(scope='module')
+def model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained for one epoch on one town at 1 m, 16 m windows."""
+    out = tmp_path_factory.mktemp('ckpt_model')
+    lightning.seed_everything(0, verbose=False)
+    data = SARDamageDataModule(
+        training_scene,
+        train_cities=['nurdagi'],
+        val_cities=['islahiye'],
+        test_cities=[TOWN],
+        size_m=16.0,
+        batch_size=16,
+        progress=False,
+        chips_root=out / 'chips',
+    )
+    task = DamageClassification(backbone='resnet10t', embed_dim=16)
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        accelerator='cpu',
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    trainer.fit(task, datamodule=data)
+    trainer.save_checkpoint(out / 'model.ckpt')
+    return out / 'model.ckpt'
+
+
+@pytest.fixture(scope='module')
+def town(training_scene: Path) -> dict[str, Any]:
+    manifest = json.loads((training_scene / 'scene.json').read_text())
+    entry = manifest['cities'][TOWN]
+    folder = training_scene / TOWN
+    files = entry['files']
+    return {
+        'sar': folder / files['sar_geotiff'],
+        'buildings': folder / files['osm'],
+        'dsm': folder / files['dsm'],
+        'gem': [folder / f for f in files['gem']],
+        'admin': folder / files['admin'],
+        'polarisation': entry['acquisition']['polarisation'],
+        'manifest': manifest,
+    }
+
+
+def chunks(
+    town: dict[str, Any], sar: Path, sensor: dict[str, Any] | None
+) -> predict_module.BuildingChunks:
+    return predict_module.BuildingChunks(
+        [sar], town['buildings'], ('sar', 'osm'), 16.0, batch_size=8, sensor=sensor
+    )
+
+
+def test_checkpoint_records_the_training_sar(model: Path, town: dict[str, Any]) -> None:
+    ckpt = load_checkpoint(model)
+    cities = town['manifest']['cities']
+    assert ckpt.sensor == {
+        'pixel_m': 1.0,
+        'window_px': 16,
+        'polarisations': sorted(
+            {cities[t]['acquisition']['polarisation'] for t in ('nurdagi', 'islahiye')}
+        ),
+        'product_types': ['CSG GTC'],
+    }
+
+
+def test_old_checkpoint_loads_with_a_warning(model: Path, tmp_path: Path) -> None:
+    raw = torch.load(model, map_location='cpu', weights_only=True)
+    del raw['SARDamageDataModule']['sensor']
+    old = tmp_path / 'old.ckpt'
+    torch.save(raw, old)
+    with pytest.warns(UserWarning, match='does not record the pixel spacing'):
+        ckpt = load_checkpoint(old)
+    assert ckpt.sensor is None
+    assert ckpt.statistics == load_checkpoint(model).statistics
+
+
+def test_coarser_product_is_resampled_to_the_training_spacing(
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    resampled_product: Callable[[Path, Path, int], Path],
+) -> None:
+    sensor = load_checkpoint(model).sensor
+    assert sensor is not None
+    coarse = resampled_product(town['sar'], tmp_path, 2)
+    with rasterio.open(coarse) as src:
+        assert src.res == (2.0, 2.0)
+    # without what the checkpoint records, windows hold the product's own pixels
+    assert chunks(town, coarse, None)[0]['image'].shape[-2:] == (8, 8)
+    with pytest.warns(UserWarning, match=r'2 x 2 m is coarser than the 1 m'):
+        resampled = chunks(town, coarse, sensor)[0]
+    assert resampled['image'].shape[-2:] == (16, 16)
+    native = chunks(town, town['sar'], sensor)[0]
+    # resampled from 2 m: the same scene, a smoothed version of the 1 m chips
+    valid = torch.isfinite(resampled['image']) & torch.isfinite(native['image'])
+    a = resampled['image'][valid].numpy()
+    b = native['image'][valid].numpy()
+    assert np.corrcoef(a, b)[0, 1] > 0.5
+
+
+def test_finer_product_is_resampled_without_warning(
+    town: dict[str, Any], model: Path
+) -> None:
+    sensor = {**(load_checkpoint(model).sensor or {}), 'pixel_m': 2.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        batch = chunks(town, town['sar'], sensor)[0]
+    assert batch['image'].shape[-2:] == (8, 8)  # 16 m windows at 2 m
+
+
+def test_product_in_degrees_is_refused(
+    town: dict[str, Any], model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / town['sar'].name
+    with rasterio.open(town['sar']) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, 'EPSG:4326', src.width, src.height, *src.bounds
+        )
+        profile = {
+            **src.profile,
+            'crs': 'EPSG:4326',
+            'transform': transform,
+            'width': width,
+            'height': height,
+            'tiled': False,
+        }
+        profile.pop('blockxsize', None)
+        profile.pop('blockysize', None)
+        with rasterio.open(out, 'w', **profile) as dst:
+            for i in range(1, src.count + 1):
+                reproject(
+                    rasterio.band(src, i),
+                    rasterio.band(dst, i),
+                    resampling=Resampling.nearest,
+                )
+                dst.update_tags(i, **src.tags(i))
+                dst.set_band_description(i, src.descriptions[i - 1])
+            dst.update_tags(**src.tags())
+    with pytest.raises(
+        InputFileError, match=r'EPSG:4326 \(not metres\).*trained at 1 m'
+    ):
+        chunks(town, out, load_checkpoint(model).sensor)
+
+
+def test_other_polarisation_and_product_type_warn(
+    town: dict[str, Any], model: Path
+) -> None:
+    sensor = {**(load_checkpoint(model).sensor or {})}
+    other = 'HV' if town['polarisation'] != 'HV' else 'VH'
+    with pytest.warns(
+        UserWarning, match=f'polarisation {town["polarisation"]} differs'
+    ):
+        chunks(town, town['sar'], {**sensor, 'polarisations': [other]})
+    with pytest.warns(UserWarning, match='product type CSG GTC differs.*CSK GTC'):
+        chunks(town, town['sar'], {**sensor, 'product_types': ['CSK GTC']})
+
+
+def test_admin_code_column(town: dict[str, Any], model: Path, tmp_path: Path) -> None:
+    """--admin-code-column reads GEM's codes from a column of another name."""
+    admin = gpd.read_file(town['admin'])
+    gadm = tmp_path / 'gadm.gpkg'
+    admin.rename(columns={'ID_2': 'GID_2', 'ID_1': 'GID_1'}).to_file(gadm)
+    common = {
+        'dsm': town['dsm'],
+        'gem': town['gem'],
+        'progress': False,
+        'batch_size': 16,
+        'mc_samples': 0,
+    }
+    reference = tmp_path / 'reference.gpkg'
+    predict_buildings(
+        [town['sar']],
+        town['buildings'],
+        model,
+        reference,
+        admin=town['admin'],
+        **common,
+    )
+    renamed = tmp_path / 'renamed.gpkg'
+    argv = ['predict', '--sar', str(town['sar']), '--buildings', str(town['buildings'])]
+    argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
+    argv += ['--admin', str(gadm), '--checkpoint', str(model), '--quiet']
+    argv += ['--mc-samples', '0', '--batch-size', '16']
+    assert main([*argv, '--admin-code-column', 'GID_2', '--out', str(renamed)]) == 0
+    a, b = gpd.read_file(reference), gpd.read_file(renamed)
+    assert (a['status'] == 'ok').sum() > 0
+    np.testing.assert_array_equal(a['damage_prob'], b['damage_prob'])
+    explicit = tmp_path / 'explicit.gpkg'
+    assert (
+        main([*argv, '--admin-code-column', 'ID_2=GID_2', '--out', str(explicit)]) == 0
+    )
+    np.testing.assert_array_equal(
+        gpd.read_file(explicit)['damage_prob'], a['damage_prob']
+    )
+    # a bad value, and a column that is not there: one line, exit code 2
+    bad = tmp_path / 'bad.gpkg'
+    assert main([*argv, '--admin-code-column', 'X_1=GID_2', '--out', str(bad)]) == 2
+    assert main([*argv, '--admin-code-column', 'ID_2=nope', '--out', str(bad)]) == 2
+    assert not bad.exists()
