@@ -3,6 +3,7 @@
 
 """Lightning data modules for post-event SAR damage assessment."""
 
+from .catalogue import Catalogue, TownFiles
 from .damage import (
     MODALITIES,
     Normalisation,
@@ -14,8 +15,10 @@ from .damage import (
 
 __all__ = [
     'MODALITIES',
+    'Catalogue',
     'Normalisation',
     'SARDamageDataModule',
+    'TownFiles',
     'feature_names',
     'holdout_blocks',
     'leave_one_city_out',

@@ -469,12 +469,13 @@ class _City:
 class SARDamageDataModule(LightningDataModule):
     """Per-building chips of post-event SAR and context, split by city.
 
-    ``root`` is a scene folder as ``sardamage simulate --out DIR`` writes it (real
-    products work the same way): ``DIR/scene.json`` lists, under ``cities``, each
-    city's folder (its slug) and ``files``: ``sar_geotiff`` or ``sar_hdf5``
-    (COSMO-SkyMed/CSG GTC), ``dsm``, ``osm`` (building footprints), ``gem`` (exposure
-    CSVs) with ``admin`` (their unit polygons), and ``labels`` (Copernicus EMS
-    grading). For each city the datasets are combined as
+    ``root`` is a town catalogue (:class:`~.catalogue.Catalogue`): a JSON file, or a
+    folder holding it as ``scene.json`` as ``sardamage simulate --out DIR`` writes it,
+    that lists each town's files: ``sar`` (COSMO-SkyMed/CSG GEC or GTC products),
+    ``osm`` (building footprints), ``labels`` (Copernicus EMS grading or HOT tags),
+    ``dsm`` (and ``dtm``), ``gem`` (exposure CSVs) with ``admin`` (their unit
+    polygons). Every town of the splits is checked when the data module is created
+    (:meth:`~.catalogue.Catalogue.check`). For each city the datasets are combined as
     ``COSMOSkyMed(units='db') & DSM & OSMBuildings & GEMExposure & DamageLabels``, a
     :class:`~torchgeo_sar_damage.samplers.BuildingSampler` makes one ``size_m``
     window per OSM footprint and a
