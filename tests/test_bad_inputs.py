@@ -4,9 +4,16 @@
 """The catalogue of bad inputs: one case per way an input can be wrong.
 
 Each case makes its bad file in a temporary folder, runs the public API (or the
-``sardamage`` command) on it and checks the type of the error, that the message names
-the file (or argument) at fault and the problem, and that no output is left
-half-written where there is an output. The documentation's table of bad inputs
+``sardamage`` command) on it and checks what the table promises:
+
+* the type of the error; for ``sardamage``, exit code 2 exactly and one line on
+  stderr; for an error of the API, that ``sardamage`` would report it the same way
+  (one line, exit code 2, no traceback);
+* that the message names the file (or argument) at fault, and says the problem in
+  words that do not come from echoing that name or the bad input;
+* for a warning, that the input is used without its bad part;
+* that nothing in the case's folder changed (inputs untouched, no half-written output,
+  no temporary or sidecar file left), nor the output it watches elsewhere. The documentation's table of bad inputs
 (``docs/bad_inputs.md``) is generated from :data:`CASES`::
 
     python tests/test_bad_inputs.py docs/bad_inputs.md
@@ -34,6 +41,7 @@ import pytest
 import rasterio
 from shapely import LineString, Point, Polygon, box
 
+from torchgeo_sar_damage import cli
 from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import SARDamageDataModule
 from torchgeo_sar_damage.datasets import (
@@ -67,7 +75,18 @@ X0, Y0 = 300000.0, 4118000.0
 
 
 class ExitStatus(Exception):
-    """``sardamage`` returned a non-zero exit code (its stderr is the message)."""
+    """``sardamage`` returned a non-zero exit code.
+
+    Attributes:
+        code: the exit code.
+        stderr: what it wrote on standard error.
+    """
+
+    def __init__(self, code: int, stderr: str) -> None:
+        """Record the exit code and standard error of a run."""
+        super().__init__(f'exit code {code}')
+        self.code = code
+        self.stderr = stderr
 
 
 @dataclass(frozen=True)
@@ -77,13 +96,17 @@ class Attempt:
     Attributes:
         action: the call.
         names: what the message must name (the file, or the argument at fault).
-        watch: an output that must be exactly as before the call (absent if it did
-            not exist), with nothing left beside it (no temporary files).
+        watch: an output outside the case's folder that must be exactly as before
+            the call (absent if it did not exist), with nothing left beside it (the
+            case's folder is always checked).
+        kept: for a warning, checks the call's result: the input is used without
+            its bad part.
     """
 
     action: Callable[[], object]
     names: str
     watch: Path | None = None
+    kept: Callable[[object], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +179,7 @@ def _sardamage(*argv: str) -> Callable[[], object]:
         with contextlib.redirect_stderr(stderr):
             code = main(list(argv))
         if code != 0:
-            raise ExitStatus(f'exit code {code}: {stderr.getvalue().strip()}')
+            raise ExitStatus(code, stderr.getvalue())
 
     return run
 
@@ -245,11 +268,17 @@ def _sar_all_nodata(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
     with rasterio.open(path, 'r+') as dst:
         dst.write(np.full((1, dst.height, dst.width), dst.nodata, dst.dtypes[0]))
 
-    def action() -> None:
+    def action() -> object:
         sar = COSMOSkyMed(path)
-        sar[sar.bounds]
+        return sar[sar.bounds]
 
-    return Attempt(action, path.name)
+    def kept(sample: object) -> None:
+        # the window is read, as NaN
+        assert isinstance(sample, dict)
+        assert sample['image'].shape == (1, 32, 32)
+        assert sample['image'].isnan().all()
+
+    return Attempt(action, path.name, kept=kept)
 
 
 # ------------------------------------------------------------------ DSM and combos
@@ -314,7 +343,13 @@ def _osm_not_polygons(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
 def _osm_some_invalid(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
     bow_tie = Polygon([(X0, Y0), (X0 + 10, Y0 + 10), (X0 + 10, Y0), (X0, Y0 + 3)])
     path = _footprints(tmp, [*_houses(), bow_tie])
-    return Attempt(lambda: OSMBuildings(path), path.name)
+
+    def kept(osm: object) -> None:
+        # the two houses (osm_id 1, 2) are kept, the bow tie (3) is not
+        assert isinstance(osm, OSMBuildings)
+        assert sorted(osm.buildings['building_id']) == [1, 2]
+
+    return Attempt(lambda: OSMBuildings(path), path.name, kept=kept)
 
 
 def _osm_no_crs(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
@@ -444,11 +479,10 @@ def _simulate_existing(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
 
 
 def _simulate_under_file(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
-    (tmp / 'file').write_text('x')
-    out = tmp / 'file' / 'out'
-    return Attempt(
-        _sardamage('simulate', '--out', str(out), *SMALL), 'file', tmp / 'file'
-    )
+    notes = tmp / 'notes.txt'
+    notes.write_text('x')
+    out = notes / 'out'
+    return Attempt(_sardamage('simulate', '--out', str(out), *SMALL), notes.name, notes)
 
 
 def _simulate_unwritable(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
@@ -757,7 +791,7 @@ CASES: list[BadInput] = [
         'parse_taxonomy',
         "height range 'HBET:7-4' (upper below lower)",
         TaxonomyError,
-        'HBET',
+        'range with min > max',
         _taxonomy,
     ),
     BadInput(
@@ -813,7 +847,7 @@ CASES: list[BadInput] = [
         'sardamage simulate',
         '--out in a folder nobody can write',
         ExitStatus,
-        'exit code 2',
+        'cannot create',
         _simulate_unwritable,
     ),
     BadInput(
@@ -891,11 +925,32 @@ PREDICT_CASES: list[tuple[str, str, str, str, str]] = [
 ]
 
 
+def _as_sardamage_reports(
+    error: BaseException, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Check that ``sardamage`` reports an API error as the docs say.
+
+    The error is raised inside a ``sardamage simulate`` run: one line on stderr,
+    ``sardamage simulate: error: <message>``, and exit code 2.
+    """
+
+    def raising(_: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, '_simulate', raising)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(['simulate', '--out', str(tmp / 'never-written')])
+    assert code == 2
+    assert stderr.getvalue() == f'sardamage simulate: error: {error}\n'
+
+
 @pytest.mark.parametrize('case', CASES, ids=[case.id for case in CASES])
 def test_bad_input(
     case: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempt = case.make(tmp_path, monkeypatch)
+    folder = _snapshot(tmp_path)
     watch = attempt.watch
     before = _snapshot(watch) if watch is not None else None
     beside = (
@@ -905,19 +960,43 @@ def test_bad_input(
     )
     if issubclass(case.error, Warning):
         with pytest.warns(case.error) as record:
+            result = attempt.action()
+        message = ' | '.join(
+            str(w.message) for w in record if issubclass(w.category, case.error)
+        )
+        assert attempt.kept is not None, 'a warning case checks what is kept'
+        attempt.kept(result)
+    elif case.error is ExitStatus:
+        with pytest.raises(ExitStatus) as status:
             attempt.action()
-        message = ' | '.join(str(w.message) for w in record)
+        # exit code 2 exactly, one line on stderr, as the table says
+        assert status.value.code == 2, status.value.stderr
+        stderr = status.value.stderr
+        assert stderr.endswith('\n'), stderr
+        assert stderr.count('\n') == 1, stderr
+        command = case.source.split()[1]
+        prefix = f'sardamage {command}: error: '
+        assert stderr.startswith(prefix), stderr
+        message = stderr[len(prefix) :].strip()
     else:
         with pytest.raises(case.error) as info:
             attempt.action()
         message = str(info.value)
     assert attempt.names in message, message
-    assert case.says in message, message
-    assert 'Traceback' not in message
+    # the problem is said by the library, not found in the echoed name or input
+    assert case.says not in attempt.names
+    assert case.says in message.replace(attempt.names, '\0'), message
+    assert '\n' not in message, message
+    assert 'Traceback' not in message, message
+    # nothing changed in the case's folder: inputs as made, nothing left beside them
+    assert _snapshot(tmp_path) == folder
     if watch is not None:
         assert _snapshot(watch) == before
         if beside is not None:
             assert sorted(os.listdir(watch.parent)) == beside
+    if not issubclass(case.error, Warning) and case.error is not ExitStatus:
+        _as_sardamage_reports(info.value, tmp_path, monkeypatch)
+        assert _snapshot(tmp_path) == folder
 
 
 def test_enough_distinct_cases() -> None:
@@ -952,12 +1031,14 @@ def render_table() -> str:
         '     do not edit: tests/test_bad_inputs.py checks it is current -->',
         '',
         'Every way of getting an input wrong that the test suite knows of. Each row is',
-        'a test (`tests/test_bad_inputs.py`) that makes the bad input, checks the',
-        'error type, that the message names the file (or argument) and the problem,',
-        'and that no output is left half-written. Errors come from',
-        '`torchgeo_sar_damage.errors` (`InputFileError` and `ArgumentError` are',
-        '`ValueError`s, `OutputError` an `OSError`); `sardamage` turns them into one',
-        'line on stderr and exit code 2.',
+        'a test (`tests/test_bad_inputs.py`) that makes the bad input and checks the',
+        'error type (for `sardamage`, exit code 2 and one line on stderr), that the',
+        'message names the file (or argument) and says the problem, that a warning',
+        'leaves out only the bad part, and that no input is changed and no output is',
+        'left half-written. Errors come from `torchgeo_sar_damage.errors`',
+        '(`InputFileError` and `ArgumentError` are `ValueError`s, `OutputError` an',
+        '`OSError`); `sardamage` turns each of them into one line on stderr and exit',
+        'code 2 (checked for the errors of the API rows too).',
         '',
         '| # | input | bad input | raises | the message says | test |',
         '|---|---|---|---|---|---|',
