@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from matplotlib.figure import Figure
 from pyproj import CRS
 from rasterio.transform import from_origin
 from shapely import box
@@ -55,6 +56,15 @@ def window(cx: float, cy: float = 4, size: float = 16, res: float = 1) -> GeoSli
 def centre(i: int) -> GeoSlice:
     """Window centred on square ``i`` (x = 12 i .. 12 i + 8)."""
     return window(12 * i + 4)
+
+
+def rendered(fig: Figure, x: float, y: float) -> tuple[float, float, float]:
+    """RGB (0-1) of a drawn figure at map coordinates (x, y) of its first axes."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+    column, row = fig.axes[0].transData.transform((x, y))
+    r, g, b, _ = image[image.shape[0] - 1 - int(row), int(column)] / 255.0
+    return float(r), float(g), float(b)
 
 
 def labels_at_squares(ds: DamageLabels, n: int) -> list[int]:
@@ -259,10 +269,39 @@ class TestDamageLabels:
         assert (dataset | hot)[centre(3)]['label'] == 0
 
     def test_plot(self, dataset: DamageLabels) -> None:
+        # square 0 is Destroyed (label 1), square 3 No visible damage (label 0),
+        # square 4 Not Analysed (unlabelled): red, green, grey; ground white
         fig = dataset.plot(dataset[centre(0)], suptitle='test')
+        ax = fig.axes[0]
+        assert ax.get_title() == 'label 1 (binary)'
+        assert fig.get_suptitle() == 'test'
+        assert ax.get_xlim() == (X0 - 4, X0 + 12)
+        assert ax.get_ylim() == (Y0 - 4, Y0 + 12)
+        r, g, b = rendered(fig, X0 + 2, Y0 + 2)  # inside square 0, off the '+'
+        assert r > 0.5 > g, (r, g, b)  # red: damaged
+        assert min(rendered(fig, X0 - 3, Y0 + 11)) > 0.95  # white ground
         plt.close(fig)
+        fig = dataset.plot(dataset[centre(3)])
+        assert fig.axes[0].get_title() == 'label 0 (binary)'
+        r, g, b = rendered(fig, X0 + 38, Y0 + 2)
+        assert g > 0.3 > r, (r, g, b)  # green: undamaged
+        plt.close(fig)
+        fig = dataset.plot(dataset[centre(4)])
+        r, g, b = rendered(fig, X0 + 50, Y0 + 2)
+        assert max(r, g, b) - min(r, g, b) < 0.02 < r < 0.95, (r, g, b)  # grey
+        plt.close(fig)
+
         four = DamageLabels(EMS, crs=UTM, scheme='four')
         fig = four.plot(four[window(30, size=80)], show_titles=False)
+        assert fig.axes[0].get_title() == ''
+        # four grades, worst first: the redder (R - G), the worse
+        redness = [
+            float(np.subtract(*rendered(fig, X0 + 12 * i + 2, Y0 + 2)[:2]))
+            for i in range(4)
+        ]
+        assert redness == sorted(redness, reverse=True), redness
+        assert redness[0] > 0.3, redness
+        assert redness[3] < -0.2, redness
         plt.close(fig)
 
     def test_missing(self, tmp_path: Path) -> None:

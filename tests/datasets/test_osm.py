@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from matplotlib.figure import Figure
 from pyproj import CRS
 from rasterio.transform import from_origin
 from shapely import box
@@ -49,6 +50,15 @@ def window(cx: float, cy: float, size: float = 32, res: float = 1) -> GeoSlice:
         slice(X0 + cx - half, X0 + cx + half, res),
         slice(Y0 + cy - half, Y0 + cy + half, res),
     )
+
+
+def rendered(fig: Figure, column: int, row: int) -> tuple[float, float, float]:
+    """RGB (0-1) of a drawn figure at pixel (column, row) of its first image."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+    x, y = fig.axes[0].transData.transform((column, row))
+    r, g, b, _ = image[image.shape[0] - 1 - int(y), int(x)] / 255.0
+    return float(r), float(g), float(b)
 
 
 def load(path: Path, **kwargs: object) -> OSMBuildings:
@@ -271,9 +281,24 @@ class TestOSMBuildings:
         assert 'flag' in next(iter(ds.extract([window(5, 5)])))
 
     def test_plot(self, dataset: OSMBuildings) -> None:
+        # window(5, 5): target 1001 at rows/columns 11-20, neighbour 1002 at rows
+        # 15-20, columns 23-30 (see test_getitem_mask)
         fig = dataset.plot(dataset[window(5, 5)], suptitle='test')
+        ax = fig.axes[0]
+        assert ax.get_title() == 'building 1001\n100 m², 3 storeys'
+        assert fig.get_suptitle() == 'test'
+        r, g, b = rendered(fig, column=15, row=15)
+        assert r > 0.6, (r, g, b)  # target red
+        assert max(g, b) < 0.3, (r, g, b)
+        r, g, b = rendered(fig, column=27, row=18)
+        assert max(r, g, b) - min(r, g, b) < 0.02 < r < 0.95, (r, g, b)  # grey
+        assert min(rendered(fig, column=5, row=25)) > 0.95  # no building: white
         plt.close(fig)
+        untagged = dataset.plot(dataset[window(16, 3)])
+        assert untagged.axes[0].get_title() == 'building 1002\n48 m², ? storeys'
+        plt.close(untagged)
         fig = dataset.plot(dataset[window(25, 18, size=2)], show_titles=False)
+        assert fig.axes[0].get_title() == ''
         plt.close(fig)
 
     def test_missing(self, tmp_path: Path) -> None:
