@@ -1,9 +1,12 @@
 # Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
 # Licensed under the MIT License.
 
+import itertools
+import math
+
 import numpy as np
 import pytest
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 
 from torchgeo_sar_damage.simulation.shaking import (
     EVENTS,
@@ -32,14 +35,68 @@ ASB14_TABLE = {
 }
 
 # Town (lon, lat) -> distance (km) to the Mw 7.8 surface trace, computed on a
-# flat earth from the USGS ShakeMap finite-fault trace.
+# flat earth from the USGS ShakeMap finite-fault trace (rounded to 0.1 km).
 TOWN_DISTANCES = {
     'Antakya': (36.160, 36.202, 4.9),
+    'Kırıkhan': (36.357, 36.499, 0.1),
+    'Hassa': (36.517, 36.797, 0.1),
     'Kahramanmaraş': (36.937, 37.585, 16.1),
     'Nurdağı': (36.737, 37.176, 1.1),
     'İslahiye': (36.631, 37.026, 0.8),
+    'Türkoğlu': (36.850, 37.383, 3.5),
+    'Narlı': (37.14, 37.39, 1.9),
+    'Pazarcık': (37.297, 37.487, 7.3),
+    'Gölbaşı': (37.64, 37.78, 0.3),
     'Adıyaman': (38.276, 37.764, 26.6),
+    'Malatya': (38.309, 38.355, 34.6),
 }
+
+# The Mw 7.8 rupture as published, written here independently of the package: the
+# top edge (lon, lat, SW -> NE) of the USGS ShakeMap finite-fault rupture of
+# us6000jllz (https://earthquake.usgs.gov/product/shakemap/us6000jllz/us/
+# 1675660631596/download/rupture.json, copied in GitHub gem/earthquake-scenarios,
+# Turkey/20230206_M7.8_KahramanmarasGaziantep/Rupture/rupture_USGS.json), with the
+# south-west tip near Antakya mapped in the field (Reitman et al. 2023, The Seismic
+# Record 3(4):289-298, doi:10.1785/0320230029), and the Narlı splay.
+USGS_TRACE = (
+    (36.20, 36.15),  # SW tip, field mapping
+    (36.273, 36.369),
+    (36.389, 36.547),
+    (36.394, 36.612),
+    (36.422, 36.671),
+    (36.453, 36.679),
+    (36.561, 36.874),
+    (36.646, 37.086),
+    (36.912, 37.400),
+    (37.108, 37.501),
+    (37.242, 37.537),
+    (37.438, 37.630),
+    (37.590, 37.738),
+    (37.761, 37.870),
+    (38.076, 37.950),
+    (38.273, 38.036),
+    (38.435, 38.056),
+)
+USGS_SPLAY = ((37.030, 37.170), (37.141, 37.333), (37.178, 37.431))
+
+
+def geodesic_distance_km(
+    lon: float, lat: float, traces: tuple[tuple[tuple[float, float], ...], ...]
+) -> float:
+    """Shortest distance on the WGS84 ellipsoid from a point to polylines.
+
+    Each segment is followed as a geodesic, sampled every 20 m; no projection.
+    """
+    geod = Geod(ellps='WGS84')
+    best = math.inf
+    for trace in traces:
+        for (lon1, lat1), (lon2, lat2) in itertools.pairwise(trace):
+            length = geod.inv(lon1, lat1, lon2, lat2)[2]
+            inner = geod.npts(lon1, lat1, lon2, lat2, max(1, int(length / 20)))
+            lons, lats = np.array([(lon1, lat1), *inner, (lon2, lat2)]).T
+            far = geod.inv(np.full(len(lons), lon), np.full(len(lons), lat), lons, lats)
+            best = min(best, float(np.min(far[2])))
+    return best / 1000.0
 
 
 def _town_grid(
@@ -82,7 +139,12 @@ def test_rupture_distance_of_towns(town: str) -> None:
     x, y = TO_UTM.transform(lon, lat)
     distance = rupture_distance_km(np.array([x]), np.array([y]), CRS, EVENTS[0])
     assert distance.shape == (1,)
-    assert distance[0] == pytest.approx(expected_km, abs=1.0)
+    # the geodesic distance to the published trace, within 20 m (UTM scale error
+    # and the 20 m sampling of the reference)
+    reference = geodesic_distance_km(lon, lat, (USGS_TRACE, USGS_SPLAY))
+    assert distance[0] == pytest.approx(reference, abs=0.02)
+    # and the rounded flat-earth table
+    assert distance[0] == pytest.approx(expected_km, abs=0.15)
 
 
 def test_rupture_distance_zero_on_trace() -> None:
