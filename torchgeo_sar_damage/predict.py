@@ -195,7 +195,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         warnings.warn(
             f'{path}: the checkpoint does not record the pixel spacing, window size, '
             'polarisation and product type it was trained on (written by an older '
-            'version): windows use each product\'s own pixel spacing; make sure it '
+            "version): windows use each product's own pixel spacing; make sure it "
             'is the training spacing',
             UserWarning,
             stacklevel=2,
@@ -265,7 +265,7 @@ def match_training_sar(
     ):
         if trained and have and not have <= trained:
             warnings.warn(
-                f'{path}: {what} {", ".join(sorted(have))} differs from the model\'s '
+                f"{path}: {what} {', '.join(sorted(have))} differs from the model's "
                 f'training data ({", ".join(sorted(trained))}); backscatter differs '
                 'between them, so probabilities may be biased',
                 UserWarning,

@@ -663,7 +663,7 @@ def _deepest_code(tables: list[_Table], column: str) -> dict[str, str]:
     common = set.intersection(*levels) if levels else set()
     if not common:
         raise ArgumentError(
-            f'id_columns={column!r} names the admin column of the CSVs\' codes, but '
+            f"id_columns={column!r} names the admin column of the CSVs' codes, but "
             'the CSVs share no ID_n column (they are located by LONGITUDE/LATITUDE '
             'or have different levels); map a level explicitly, e.g. '
             f"{{'ID_1': {column!r}}}"
