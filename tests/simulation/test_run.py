@@ -2,6 +2,7 @@
 # Licensed under the MIT License.
 
 import csv
+import functools
 import hashlib
 import math
 import os
@@ -24,7 +25,11 @@ from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.simulation import run, writers
 from torchgeo_sar_damage.simulation.observation import EMS_GRADES, NOT_ANALYSED
 from torchgeo_sar_damage.simulation.run import heading_deg, simulate
-from torchgeo_sar_damage.simulation.sar import SARImage, render_sigma0_tiles
+from torchgeo_sar_damage.simulation.sar import (
+    SARImage,
+    render_sigma0,
+    render_sigma0_tiles,
+)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -42,6 +47,84 @@ def city_files(manifest: dict[str, Any], slug: str) -> list[str]:
     for value in files.values():
         out += value if isinstance(value, list) else [value]
     return out
+
+
+def published_sigma0(dn: np.ndarray, h5: Path) -> np.ndarray:
+    """Sigma nought of detected DN, from the product's own HDF5 attributes.
+
+    The published COSMO-SkyMed calibration, as SNAP's s1tbx ``CosmoSkymedCalibrator``
+    (github.com/senbox-org/s1tbx) applies it to detected products, written here
+    independently of the package::
+
+        sigma0 = DN^2 * Rref^(2 Rexp) * sin(alpha_ref) / (F^2 * K)
+
+    each of the last three terms only where the product's compensation flags ask
+    for it. DN 0 is nodata (NaN).
+    """
+    with h5py.File(h5) as f:
+        root = dict(f.attrs)
+        k = float(f['S01'].attrs['Calibration Constant'])
+    gain = 1.0 / float(root['Rescaling Factor']) ** 2
+    if root['Range Spreading Loss Compensation Geometry'] != b'NONE':
+        rref = float(root['Reference Slant Range'])
+        gain *= rref ** (2 * float(root['Reference Slant Range Exponent']))
+    if root['Incidence Angle Compensation Geometry'] != b'NONE':
+        gain *= math.sin(math.radians(float(root['Reference Incidence Angle'])))
+    if int(root['Calibration Constant Compensation Flag']) != 1:
+        gain /= k
+    dn = dn.astype(np.float64)
+    return np.where(dn == 0, np.nan, dn**2 * gain)
+
+
+def test_products_hold_the_rendered_sigma0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The products give back the rendered sigma nought by the published formula.
+
+    Written with an exponent, rescaling factor and calibration constant other than
+    the simulator's, so that a writer that drops or misplaces a term is caught.
+    """
+    rendered: list[np.ndarray] = []
+
+    def recording(*args: object, **kwargs: object) -> SARImage:
+        image = render_sigma0(*args, **kwargs)  # type: ignore[arg-type]
+        rendered.append(image.sigma0.copy())
+        return image
+
+    monkeypatch.setattr(run, 'render_sigma0', recording)
+    monkeypatch.setattr(
+        run,
+        'Calibration',
+        functools.partial(
+            writers.Calibration,
+            rescaling_factor=450.0,
+            calibration_constant=2.0e5,
+            reference_slant_range_m=1200.0,
+            reference_slant_range_exponent=0.85,
+        ),
+    )
+    out = tmp_path / 'scene'
+    manifest = simulate(
+        out, cities=['nurdagi'], n_buildings=20, pixel_m=2.0, progress=False
+    )
+    files = manifest['cities']['nurdagi']['files']
+    h5 = out / 'nurdagi' / files['sar_hdf5']
+    tif = out / 'nurdagi' / files['sar_geotiff']
+    with h5py.File(h5) as f:
+        assert float(f.attrs['Reference Slant Range Exponent']) == 0.85
+        dn_h5 = np.asarray(f['S01/SBI'][()], dtype=np.float64)
+    with rasterio.open(tif) as src:
+        dn_tif = src.read(1).astype(np.float64)
+    assert len(rendered) == 1
+    (sigma0,) = rendered
+    assert sigma0.shape == dn_tif.shape == dn_h5.shape
+    valid = dn_tif > 0  # inside the swath
+    assert 0.5 < valid.mean() < 1.0
+    for dn in (dn_h5, dn_tif):
+        np.testing.assert_array_equal(dn > 0, valid)
+        np.testing.assert_allclose(
+            published_sigma0(dn, h5)[valid], sigma0[valid], rtol=1e-5
+        )
 
 
 class TestOutputs:
@@ -119,8 +202,10 @@ class TestOutputs:
         np.testing.assert_allclose(sigma_a, sigma_b, rtol=1e-6)
         valid = dn_b > 0
         assert 0.5 < valid.mean() < 1.0  # nodata corners outside the swath
-        db = 10 * np.log10(sigma_b[valid])
-        assert -30 < np.median(db) < 5
+        # the calibration the products declare, read by the test's own formula
+        np.testing.assert_allclose(
+            sigma_b[valid], published_sigma0(dn_b, h5)[valid], rtol=1e-9
+        )
 
     def test_gem_exposure_matches_buildings(
         self, tiny_scene: Path, tiny_manifest: dict[str, Any]
