@@ -51,7 +51,7 @@ def _checkpoint(path: Path, backbone: str, size_m: float) -> None:
     import lightning
     import torch
 
-    from torchgeo_sar_damage.datamodules.damage import TABULAR_FEATURES, Normalisation
+    from torchgeo_sar_damage.batch import TABULAR_FEATURES, Normalisation
     from torchgeo_sar_damage.tasks import DamageClassification
 
     task = DamageClassification(backbone=backbone, embed_dim=32)

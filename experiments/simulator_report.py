@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from torchgeo_sar_damage.datasets.utils import footprint_sigma0_statistics
+from torchgeo_sar_damage.datasets.cosmo_skymed import footprint_sigma0_statistics
 from torchgeo_sar_damage.simulation.cities import CITIES
 from torchgeo_sar_damage.simulation.run import city_streams, shake_and_damage, simulate
 from torchgeo_sar_damage.simulation.scene import generate_scene

@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .datasets.utils import read_sigma0
+from .datasets.cosmo_skymed import read_sigma0
 from .utils import write_atomic
 
 #: Colours of the EMS-98 damage grades 0 (none) to 5 (destruction).

@@ -70,7 +70,7 @@ from torchgeo.datasets import DatasetNotFoundError, GeoDataset
 from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
-from .datamodules.damage import Normalisation, check_modalities, normalise_batch
+from .batch import Normalisation, check_modalities, normalise_batch
 from .datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings
 from .datasets.utils import extract_batch, merge_batches
 from .errors import ArgumentError, InputFileError, OutputError

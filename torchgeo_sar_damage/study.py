@@ -27,7 +27,7 @@ on a scene folder (simulated by default):
   tabular features of DSM, footprint and GEM exposure, no SAR) and **SAR statistics**
   (``sar``: mean, standard deviation, 90th percentile, maximum and bright-pixel share
   of sigma nought in dB over each OSM footprint, see
-  :func:`~torchgeo_sar_damage.datasets.utils.footprint_sigma0_statistics`).
+  :func:`~torchgeo_sar_damage.datasets.cosmo_skymed.footprint_sigma0_statistics`).
 * **Metrics** per run and split: F1, precision, recall (at the validation city's
   threshold), AUROC, average precision, Cohen's kappa, and the expected calibration
   error of the probabilities; the report adds ``f1_best``, the F1 at the test set's
@@ -73,11 +73,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
+from .batch import MODALITIES, check_modalities
 from .calibration import expected_calibration_error, reliability_curve
-from .datamodules import MODALITIES, SARDamageDataModule, leave_one_city_out
-from .datamodules.damage import check_modalities
+from .datamodules import SARDamageDataModule, leave_one_city_out
 from .datasets import OSMBuildings, collate_buildings
-from .datasets.utils import footprint_sigma0_statistics
+from .datasets.cosmo_skymed import footprint_sigma0_statistics
 from .errors import ArgumentError, InputFileError
 from .models.fusion import FUSIONS
 from .plot import save_figure  # also selects the Agg backend

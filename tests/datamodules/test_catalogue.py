@@ -19,7 +19,7 @@ from torchgeo_sar_damage.datamodules.catalogue import Catalogue
 from torchgeo_sar_damage.datasets import GEMExposure
 from torchgeo_sar_damage.errors import ArgumentError, CatalogueError
 
-SPLIT = {
+SPLIT: dict[str, Any] = {
     'train_cities': ['nurdagi'],
     'val_cities': ['islahiye'],
     'test_cities': ['adiyaman'],

@@ -19,8 +19,10 @@ import rasterio
 import rasterio.features
 from sklearn.metrics import roc_auc_score
 
-from torchgeo_sar_damage.datasets.cosmo_skymed import sigma0_per_dn2
-from torchgeo_sar_damage.datasets.utils import footprint_sigma0_statistics
+from torchgeo_sar_damage.datasets.cosmo_skymed import (
+    footprint_sigma0_statistics,
+    sigma0_per_dn2,
+)
 from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.simulation import run, writers
 from torchgeo_sar_damage.simulation.observation import EMS_GRADES, NOT_ANALYSED

@@ -3,15 +3,9 @@
 
 """Lightning data modules for post-event SAR damage assessment."""
 
+from ..batch import MODALITIES, Normalisation, feature_names
 from .catalogue import Catalogue, TownFiles
-from .damage import (
-    MODALITIES,
-    Normalisation,
-    SARDamageDataModule,
-    feature_names,
-    holdout_blocks,
-    leave_one_city_out,
-)
+from .damage import SARDamageDataModule, holdout_blocks, leave_one_city_out
 
 __all__ = [
     'MODALITIES',

@@ -3,15 +3,8 @@
 
 """Models: multimodal fusion of SAR with footprint, DSM and GEM context."""
 
-from .fusion import (
-    FUSIONS,
-    MODALITIES,
-    AttentionFusion,
-    EarlyFusion,
-    Fusion,
-    FusionNet,
-    LateFusion,
-)
+from ..batch import MODALITIES
+from .fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, FusionNet, LateFusion
 
 __all__ = [
     'FUSIONS',

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batch import MODALITIES
 from ..errors import ArgumentError, InputFileError
 from .encoders import (
     IMAGE_INPUTS,
@@ -22,9 +23,6 @@ from .encoders import (
     load_encoder_state,
     read_state_dict,
 )
-
-#: Modalities a model can use, in canonical order.
-MODALITIES = ('sar', 'osm', 'dsm', 'gem')
 
 #: Modalities with an image input (the others are tabular only).
 IMAGE_MODALITIES = tuple(IMAGE_INPUTS)

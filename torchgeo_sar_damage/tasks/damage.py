@@ -30,8 +30,8 @@ from torchmetrics import (
 from torchmetrics.functional.classification import binary_precision_recall_curve
 from torchvision.ops import sigmoid_focal_loss
 
+from ..batch import check_modalities, feature_names
 from ..calibration import fit_temperature
-from ..datamodules.damage import check_modalities, feature_names
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
 
