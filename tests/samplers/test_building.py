@@ -7,6 +7,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,22 +30,65 @@ def town(
     return SAR(paths=folder), osm
 
 
-def test_one_window_per_building(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
+def shifted(ds: SAR, dx: float, dy: float, folder: Path) -> SAR:
+    """A copy of the dataset's raster whose grid origin is moved by ``(dx, dy)``.
+
+    Args:
+        ds: the dataset (one file).
+        dx: shift of the origin in x (CRS units).
+        dy: shift of the origin in y.
+        folder: where the copy goes.
+
+    Returns:
+        The dataset of the copy.
+    """
+    path = Path(ds.index['filepath'].iloc[0])
+    with rasterio.open(path) as src:
+        profile = src.profile
+        data = src.read()
+    profile['transform'] = rasterio.Affine.translation(dx, dy) * profile['transform']
+    with rasterio.open(folder / path.name, 'w', **profile) as dst:
+        dst.write(data)
+    return SAR(paths=folder)
+
+
+@pytest.mark.parametrize('shift', [(0.0, 0.0), (0.3, -0.45)])
+def test_one_window_per_building(
+    town: tuple[SAR, gpd.GeoDataFrame], shift: tuple[float, float], tmp_path: Path
+) -> None:
     ds, osm = town
+    if shift != (0.0, 0.0):  # a grid whose origin is not on whole metres
+        ds = shifted(ds, *shift, tmp_path)
     sampler = BuildingSampler(ds, osm, 24.0, id_column='osm_id')
     queries = list(sampler)
     assert len(sampler) == len(queries) == len(osm)
     np.testing.assert_array_equal(sampler.building_ids, osm['osm_id'].to_numpy())
     xres, yres = ds.res
-    for (x, y), geom in zip(queries, osm.geometry):
-        assert x.stop - x.start == pytest.approx(24.0)
-        assert y.stop - y.start == pytest.approx(24.0)
+    # the raster's own grid, read from the file (not from the dataset's index)
+    with rasterio.open(ds.index['filepath'].iloc[0]) as src:
+        assert (src.res, src.crs) == ((xres, yres), ds.crs)
+        origin_x, origin_y = src.transform.c, src.transform.f
+    assert origin_x % xres == pytest.approx(shift[0] % xres)
+    # the footprint centre: the centroid, or a point inside an L or U shape
+    local = osm.to_crs(ds.crs).geometry
+    centroid = local.centroid
+    centre = centroid.where(local.contains(centroid), local.representative_point())
+    for (x, y), geom, cx, cy in zip(queries, local, centre.x, centre.y, strict=True):
+        assert x.stop - x.start == pytest.approx(24.0, abs=1e-9)
+        assert y.stop - y.start == pytest.approx(24.0, abs=1e-9)
         assert (x.step, y.step) == (xres, yres)
         window = shapely.box(x.start, y.start, x.stop, y.stop)
         assert window.contains(geom.representative_point())
-        # snapped to the raster's pixel grid
-        assert (x.start / xres) == pytest.approx(round(x.start / xres))
-        assert (y.stop / yres) == pytest.approx(round(y.stop / yres))
+        # on the raster's pixel grid: whole pixels from its origin (UTM
+        # coordinates are millions of metres, so a relative tolerance would allow
+        # pixels of error)
+        columns = (x.start - origin_x) / xres
+        rows = (origin_y - y.stop) / yres
+        assert abs(columns - round(columns)) < 1e-6
+        assert abs(rows - round(rows)) < 1e-6
+        # centred on the footprint to half a pixel (what snapping may move it)
+        assert abs((x.start + x.stop) / 2 - cx) <= xres / 2 + 1e-6
+        assert abs((y.start + y.stop) / 2 - cy) <= yres / 2 + 1e-6
 
 
 def test_deterministic_and_works_on_torchgeo(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,69 @@ def test_overfits_32_samples(scene: Path, tmp_path: Path) -> None:
     assert float(fit.callback_metrics['train_F1Score']) == 1.0
 
 
+def validation_logits(
+    model: DamageClassification, dm: SARDamageDataModule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of the validation town's labelled buildings.
+
+    Args:
+        model: the trained task (put in evaluation mode).
+        dm: its data module, set up for fitting.
+
+    Returns:
+        ``[N]`` float32 logits and ``[N]`` labels, in validation order.
+    """
+    model.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for raw in dm.val_dataloader():
+            batch = dm.normalise(raw)
+            keep = batch['label'] >= 0
+            logits.append(model(batch)[keep].float().reshape(-1))
+            labels.append(batch['label'][keep])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def brute_force_best_f1_threshold(
+    probabilities: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """The smallest probability ``t`` whose rule ``p >= t`` has the best F1.
+
+    Every distinct probability is tried; F1 = 2 TP / (2 TP + FP + FN) is compared as
+    an exact fraction, so ties are ties.
+
+    Args:
+        probabilities: ``[N]`` probabilities of damage.
+        labels: ``[N]`` labels (0 or 1).
+
+    Returns:
+        The threshold.
+    """
+    p = probabilities.double().numpy()
+    y = labels.numpy() == 1
+    best: tuple[Fraction, float] | None = None
+    for t in sorted(set(p.tolist())):
+        predicted = p >= t
+        tp = int((predicted & y).sum())
+        wrong = int((predicted & ~y).sum() + (~predicted & y).sum())
+        f1 = Fraction(2 * tp, 2 * tp + wrong) if tp else Fraction(0)
+        if best is None or f1 > best[0]:
+            best = (f1, t)
+    assert best is not None
+    assert best[0] > 0
+    return best[1]
+
+
+def test_brute_force_best_f1_threshold() -> None:
+    probs = torch.tensor([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
+    targets = torch.tensor([0, 0, 1, 0, 1, 1])
+    assert brute_force_best_f1_threshold(probs, targets) == float(probs[2])
+    # F1 2/3 at 0.2 (TP 2, FP 2) and at 0.9 (TP 1, FN 1): the smaller one
+    probs = torch.tensor([0.2, 0.5, 0.6, 0.9])
+    targets = torch.tensor([1, 0, 0, 1])
+    assert brute_force_best_f1_threshold(probs, targets) == float(probs[0])
+
+
 def test_checkpoint_reload_gives_identical_predictions(
     scene: Path, tmp_path: Path
 ) -> None:
@@ -187,21 +251,30 @@ def test_checkpoint_reload_gives_identical_predictions(
     fit = trainer(tmp_path, max_epochs=2)
     fit.fit(model, dm)
     threshold = float(model.threshold)
-    assert threshold != 0.5  # chosen on the validation town
+    # the threshold with the best F1 on the validation town's calibrated
+    # probabilities, found here by trying every candidate
+    logits, labels = validation_logits(model, dm)
+    temperature = float(model.temperature)
+    assert temperature != 1.0  # fitted on the validation town
+    probabilities = torch.sigmoid(logits / model.temperature)
+    assert threshold == brute_force_best_f1_threshold(probabilities, labels)
+    assert threshold != 0.5
     path = tmp_path / 'model.ckpt'
     fit.save_checkpoint(path)
     before = fit.predict(model, dm)
 
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint['decision_threshold'] == pytest.approx(threshold)
-    assert checkpoint['state_dict']['threshold'] == pytest.approx(threshold)
+    assert checkpoint['decision_threshold'] == threshold
+    assert float(checkpoint['state_dict']['threshold']) == threshold
+    assert checkpoint['temperature'] == temperature
     assert checkpoint['SARDamageDataModule']['statistics'] == dm.statistics.to_dict()
     assert float(checkpoint['state_dict']['criterion.pos_weight']) == pytest.approx(
         dm.statistics.class_counts[0] / dm.statistics.class_counts[1]
     )
 
     loaded = DamageClassification.load_from_checkpoint(path)
-    assert float(loaded.threshold) == pytest.approx(threshold)
+    assert float(loaded.threshold) == threshold
+    assert float(loaded.temperature) == temperature
     fresh = make_dm(scene)
     after = trainer(tmp_path).predict(loaded, fresh, ckpt_path=path)
     assert fresh.statistics == dm.statistics
