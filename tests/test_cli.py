@@ -10,7 +10,7 @@ import geopandas as gpd
 import pytest
 import torch
 
-from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.cli import build_parser, main
 from torchgeo_sar_damage.simulation.cities import CITIES
 
 
@@ -183,3 +183,18 @@ def test_demo_writes_its_outputs(
     expected = (predictions.loc[assessed, 'damage_prob'] >= threshold).astype(int)
     assert (damage == expected).all()
     assert not list(out.glob('.*tmp*'))
+
+
+def test_one_accelerator_flag_per_command() -> None:
+    """demo and predict take --accelerator; predict's old --device still works."""
+    parser = build_parser()
+    base = ['predict', '--sar', 'a.tif', '--buildings', 'b.gpkg']
+    base += ['--checkpoint', 'm.ckpt', '--out', 'o.gpkg']
+    assert parser.parse_args(base).accelerator == 'cpu'
+    assert parser.parse_args([*base, '--accelerator', 'gpu']).accelerator == 'gpu'
+    assert parser.parse_args([*base, '--device', 'auto']).accelerator == 'auto'
+    assert parser.parse_args(['demo', '--accelerator', 'gpu']).accelerator == 'gpu'
+    for command in (['simulate', '--out', 'x'], ['demo'], base):
+        args = parser.parse_args(command)
+        assert callable(args.handler)
+        assert args.handler.__name__ == f'_{command[0]}'

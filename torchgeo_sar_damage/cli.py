@@ -73,15 +73,22 @@ def _city(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``sardamage``."""
-    parser = argparse.ArgumentParser(
-        prog='sardamage',
-        description='Building damage assessment from one post-event VHR SAR image '
-        'plus geospatial context (torchgeo-sar-damage).',
+def _add_accelerator(parser: argparse.ArgumentParser) -> None:
+    """``--accelerator`` (``--device`` is its old name in ``predict``)."""
+    parser.add_argument(
+        '--accelerator',
+        '--device',
+        dest='accelerator',
+        default='cpu',
+        metavar='A',
+        help="Lightning accelerator: 'cpu' (default), 'gpu' or 'auto' (a GPU if any)",
     )
-    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
+
+def _add_simulate(
+    sub: 'argparse._SubParsersAction[argparse.ArgumentParser]',
+) -> argparse.ArgumentParser:
+    """The ``simulate`` subcommand."""
     sim = sub.add_parser(
         'simulate',
         help="simulate post-earthquake scenes in the real products' formats",
@@ -133,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument('--quiet', action='store_true', help='no progress bars')
 
+    sim.set_defaults(handler=_simulate)
+    return sim
+
+
+def _add_demo(
+    sub: 'argparse._SubParsersAction[argparse.ArgumentParser]',
+) -> argparse.ArgumentParser:
+    """The ``demo`` subcommand."""
     demo = sub.add_parser(
         'demo',
         help='simulate, train, test on an unseen town, map (CPU, minutes)',
@@ -167,13 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='S',
         help='random seed (default: 0)',
     )
-    demo.add_argument(
-        '--accelerator',
-        default='cpu',
-        help="Lightning accelerator (default: 'cpu'; 'auto' uses a GPU)",
-    )
+    _add_accelerator(demo)
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
 
+    demo.set_defaults(handler=_demo)
+    return demo
+
+
+def _add_predict(
+    sub: 'argparse._SubParsersAction[argparse.ArgumentParser]',
+) -> argparse.ArgumentParser:
+    """The ``predict`` subcommand: its inputs (run options in :func:`_add_predict_run`)."""
     pred = sub.add_parser(
         'predict',
         help='per-building damage of a whole town from raw files (GeoPackage + map)',
@@ -223,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
             "e.g. ISO_1 (for the CSVs' deepest ID_n level) or ID_1=ISO_1"
         ),
     )
+    pred.set_defaults(handler=_predict)
+    return pred
+
+
+def _add_predict_run(pred: argparse.ArgumentParser) -> None:
+    """The ``predict`` subcommand's model, output and run options."""
     pred.add_argument(
         '--checkpoint',
         required=True,
@@ -241,12 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='N',
         help='buildings per chunk (default: 256)',
     )
-    pred.add_argument(
-        '--device',
-        default='cpu',
-        metavar='D',
-        help="Lightning accelerator: 'cpu' (default), 'gpu' or 'auto'",
-    )
+    _add_accelerator(pred)
     pred.add_argument(
         '--devices',
         type=_positive_int,
@@ -273,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument('--quiet', action='store_true', help='no progress bars')
 
+
+def _add_lightning(sub: 'argparse._SubParsersAction[argparse.ArgumentParser]') -> None:
+    """``fit``, ``validate``, ``test``: listed for ``--help`` (LightningCLI runs them)."""
     # listed for --help only: main() hands these to LightningCLI before parsing
     lightning_help = {
         'fit': 'train a damage model (LightningCLI; see sardamage fit --help)',
@@ -281,6 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in lightning_help.items():
         sub.add_parser(name, help=text, add_help=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sardamage``: one builder per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog='sardamage',
+        description='Building damage assessment from one post-event VHR SAR image '
+        'plus geospatial context (torchgeo-sar-damage).',
+    )
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    _add_simulate(sub)
+    _add_demo(sub)
+    _add_predict_run(_add_predict(sub))
+    _add_lightning(sub)
     return parser
 
 
@@ -357,7 +394,7 @@ def _predict(args: argparse.Namespace) -> int:
         gem_id_columns=_code_column(args.admin_code_column),
         map_path=args.map,
         batch_size=args.batch_size,
-        accelerator=args.device,
+        accelerator=args.accelerator,
         devices=args.devices,
         num_workers=args.num_workers,
         mc_samples=args.mc_samples,
@@ -434,9 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(arguments)
-    handlers = {'simulate': _simulate, 'demo': _demo, 'predict': _predict}
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except SARDamageError as err:
         print(f'sardamage {args.command}: error: {err}', file=sys.stderr)
         return 2
