@@ -494,7 +494,7 @@ def test_interrupted_run_leaves_nothing(
 
         monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', getitem)
     else:
-        monkeypatch.setattr(predict_module, 'WRITE_CHUNK', 10)
+        monkeypatch.setattr(predict_module.output, 'WRITE_CHUNK', 10)
         write = pyogrio.write_dataframe
 
         def write_dataframe(*args: object, **kwargs: object) -> None:
