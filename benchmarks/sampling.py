@@ -80,7 +80,7 @@ def main() -> None:
             & VectorDataset(paths=labels_path)
         )
         osm = OSMBuildings(paths=osm_path)
-        plain_sampler = BuildingSampler(plain, osm, args.size)
+        plain_sampler = BuildingSampler(plain, osm, size=args.size)
         queries = list(plain_sampler)[: args.plain_samples]
         start = time.perf_counter()
         for query in queries:
@@ -97,7 +97,7 @@ def main() -> None:
             )
             & DamageLabels(paths=labels_path)
         )
-        sampler = BuildingSampler(fast, osm, args.size)
+        sampler = BuildingSampler(fast, osm, size=args.size)
         start = time.perf_counter()
         chips = BuildingChips(fast, sampler, work / 'chips', progress=False)
         for i in range(len(chips)):

@@ -61,7 +61,7 @@ def setup(
     from torchgeo.datasets import IntersectionDataset
 
     ds = IntersectionDataset(sar, dsm, collate_fn=merge_modalities)
-    return ds, BuildingSampler(ds, osm, 20.0, id_column='osm_id')
+    return ds, BuildingSampler(ds, osm, size=20.0, id_column='osm_id')
 
 
 def test_chips_equal_dataset(
@@ -88,7 +88,7 @@ def test_store_is_reused_and_invalidated(tiny_scene: Path, tmp_path: Path) -> No
     tif = next(folder.glob('CSG_*.tif'))
     (copy / tif.name).write_bytes(tif.read_bytes())
     ds = CountingSAR(paths=copy)
-    sampler = BuildingSampler(ds, osm, 16.0)
+    sampler = BuildingSampler(ds, osm, size=16.0)
     CountingSAR.calls = 0
     first = BuildingChips(ds, sampler, tmp_path / 'store', progress=False)
     assert CountingSAR.calls == len(sampler)
@@ -99,7 +99,7 @@ def test_store_is_reused_and_invalidated(tiny_scene: Path, tmp_path: Path) -> No
     assert again.path == first.path
     # another window size gives another store
     other = BuildingChips(
-        ds, BuildingSampler(ds, osm, 12.0), tmp_path / 'store', progress=False
+        ds, BuildingSampler(ds, osm, size=12.0), tmp_path / 'store', progress=False
     )
     assert other.path != first.path
     # touching the input invalidates the store

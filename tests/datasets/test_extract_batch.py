@@ -99,7 +99,7 @@ def town(
 
 def _queries(sar: COSMOSkyMed, buildings: gpd.GeoDataFrame) -> list[GeoSlice]:
     """Every building's window, plus unsnapped, half-outside and far-apart ones."""
-    queries: list[GeoSlice] = list(BuildingSampler(sar, buildings, 16.0))
+    queries: list[GeoSlice] = list(BuildingSampler(sar, buildings, size=16.0))
     left, bottom, right, top = sar.index.total_bounds
     rng = np.random.default_rng(0)
     for _ in range(40):  # sub-pixel phases: resampled reads
@@ -153,7 +153,7 @@ class TestUnionReads:
         dsm = DSM(folder / files['dsm'], res=0.5)  # 1 m file read at 0.5 m
         sar = COSMOSkyMed(folder / files['sar_geotiff'], res=0.5)
         buildings = gpd.read_file(folder / files['osm'])
-        queries = list(BuildingSampler(sar, buildings, 16.0))
+        queries = list(BuildingSampler(sar, buildings, size=16.0))
         got = extract_batch(dsm, queries)
         want = _reference(dsm, queries)
         _assert_same(got, want)
@@ -184,7 +184,7 @@ class TestExtractBatch:
         )
         osm = OSMBuildings(folder / files['osm'], crs=sar.crs, res=sar.res)
         base = sar & dsm & gem
-        queries = list(BuildingSampler(base, osm.buildings, 24.0))
+        queries = list(BuildingSampler(base, osm.buildings, size=24.0))
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)  # windows off the swath
             got = merge_batches(
@@ -230,7 +230,7 @@ class TestExtractBatch:
         sar = COSMOSkyMed(folder / files['sar_geotiff'], transforms=double)
         plain = COSMOSkyMed(folder / files['sar_geotiff'])
         buildings = gpd.read_file(folder / files['osm'])
-        queries = list(BuildingSampler(plain, buildings, 16.0))[:20]
+        queries = list(BuildingSampler(plain, buildings, size=16.0))[:20]
         got = extract_batch(sar, queries)
         assert _same(got['image'], 2 * extract_batch(plain, queries)['image'])
 

@@ -12,6 +12,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchgeo.datasets import RasterDataset
+from torchgeo.samplers import Units
 
 from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.samplers import BuildingSampler
@@ -59,7 +60,7 @@ def test_one_window_per_building(
     ds, osm = town
     if shift != (0.0, 0.0):  # a grid whose origin is not on whole metres
         ds = shifted(ds, *shift, tmp_path)
-    sampler = BuildingSampler(ds, osm, 24.0, id_column='osm_id')
+    sampler = BuildingSampler(ds, osm, size=24.0, id_column='osm_id')
     queries = list(sampler)
     assert len(sampler) == len(queries) == len(osm)
     np.testing.assert_array_equal(sampler.building_ids, osm['osm_id'].to_numpy())
@@ -95,8 +96,8 @@ def test_deterministic_and_works_on_torchgeo(
     town: tuple[SAR, gpd.GeoDataFrame],
 ) -> None:
     ds, osm = town
-    a = list(BuildingSampler(ds, osm, 16.0))
-    b = list(BuildingSampler(ds, osm, 16.0))
+    a = list(BuildingSampler(ds, osm, size=16.0))
+    b = list(BuildingSampler(ds, osm, size=16.0))
     assert a == b
     sample = ds[a[3]]
     assert tuple(sample['image'].shape) == (
@@ -109,11 +110,20 @@ def test_deterministic_and_works_on_torchgeo(
 def test_filters(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
     ds, osm = town
     labelled = np.arange(len(osm)) % 3 == 0
-    sampler = BuildingSampler(ds, osm, 16.0, labelled=labelled)
+    sampler = BuildingSampler(ds, osm[labelled], size=16.0)
     assert len(sampler) == labelled.sum()
+    # a filtered frame gives the same windows as the whole one, for its buildings
+    everyone = BuildingSampler(ds, osm, size=16.0)
+    np.testing.assert_array_equal(
+        sampler.window_bounds, everyone.window_bounds[labelled]
+    )
+    # without an id column the ids are the frame's index labels (row numbers of
+    # the whole frame, not of the filtered one)
+    ids = BuildingSampler(ds, osm[labelled], size=16.0, id_column='none').building_ids
+    np.testing.assert_array_equal(ids, np.flatnonzero(labelled))
     left, bottom, right, top = osm.total_bounds
     roi = shapely.box(left, bottom, (left + right) / 2, top)
-    half = BuildingSampler(ds, osm, 16.0, roi=roi)
+    half = BuildingSampler(ds, osm, size=16.0, roi=roi)
     cent = osm.geometry.representative_point()
     assert 0 < len(half) < len(osm)
     assert all(roi.contains(shapely.Point(x, y)) for x, y in half.centres)
@@ -122,8 +132,8 @@ def test_filters(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
 
 def test_other_crs_is_reprojected(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
     ds, osm = town
-    a = BuildingSampler(ds, osm, 16.0)
-    b = BuildingSampler(ds, osm.to_crs('EPSG:4326'), 16.0)
+    a = BuildingSampler(ds, osm, size=16.0)
+    b = BuildingSampler(ds, osm.to_crs('EPSG:4326'), size=16.0)
     np.testing.assert_allclose(a.window_bounds, b.window_bounds, atol=1e-3)
 
 
@@ -131,17 +141,56 @@ def test_other_crs_is_reprojected(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
 def test_bad_size(town: tuple[SAR, gpd.GeoDataFrame], size: float) -> None:
     ds, osm = town
     with pytest.raises(ArgumentError, match='size'):
-        BuildingSampler(ds, osm, size)
+        BuildingSampler(ds, osm, size=size)
 
 
 def test_bad_buildings(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
     ds, osm = town
-    with pytest.raises(ArgumentError, match='labelled'):
-        BuildingSampler(ds, osm, 16.0, labelled=np.ones(3, dtype=bool))
     with pytest.raises(ArgumentError, match='no CRS'):
-        BuildingSampler(ds, osm.set_crs(None, allow_override=True), 16.0)
+        BuildingSampler(ds, osm.set_crs(None, allow_override=True), size=16.0)
     with pytest.raises(ArgumentError, match='GeoDataFrame'):
-        BuildingSampler(ds, object(), 16.0)
+        BuildingSampler(ds, object(), size=16.0)
+
+
+def test_size_is_keyword_only(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
+    ds, osm = town
+    with pytest.raises(TypeError):
+        BuildingSampler(ds, osm, 16.0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize('size', [(16.0, 0.0), (16.0, 8.0, 4.0), 'big'])
+def test_bad_size_pair(town: tuple[SAR, gpd.GeoDataFrame], size: object) -> None:
+    ds, osm = town
+    # ValueError, as TorchGeo's own argument checks
+    with pytest.raises(ValueError, match='window size'):
+        BuildingSampler(ds, osm, size=size)  # type: ignore[arg-type]
+
+
+def test_size_pair_and_pixel_units(town: tuple[SAR, gpd.GeoDataFrame]) -> None:
+    """``size`` as TorchGeo's samplers: (height, width), in CRS units or pixels."""
+    ds, osm = town
+    xres, yres = ds.res
+    square = BuildingSampler(ds, osm, size=16.0)
+    assert square.size == (16.0, 16.0)
+    assert square.strategy == BuildingSampler.strategy == 'sequential'
+    # pixels of another resolution in x than in y: 64 rows of 0.25 m, 32 columns
+    # of 0.5 m are 16 m by 16 m
+    fine = SAR(paths=ds.paths, res=(0.5, 0.25))
+    pixels = BuildingSampler(fine, osm, size=(64, 32), units=Units.PIXELS)
+    assert pixels.size == (16.0, 16.0)
+    in_m = BuildingSampler(fine, osm, size=16.0)
+    np.testing.assert_array_equal(pixels.window_bounds, in_m.window_bounds)
+    assert tuple(fine[next(iter(pixels))]['image'].shape[-2:]) == (64, 32)
+    tall = BuildingSampler(ds, osm, size=(24.0, 8.0), snap=False)
+    for x, y in tall:
+        assert y.stop - y.start == pytest.approx(24.0, abs=1e-9)
+        assert x.stop - x.start == pytest.approx(8.0, abs=1e-9)
+    # centred on the same points as the square windows
+    np.testing.assert_allclose(
+        (tall.window_bounds[:, :2] + tall.window_bounds[:, 2:]) / 2, tall.centres
+    )
+    sample = ds[next(iter(tall))]
+    assert tuple(sample['image'].shape[-2:]) == (round(24.0 / yres), round(8.0 / xres))
 
 
 @settings(max_examples=40, deadline=None)
@@ -163,7 +212,7 @@ def test_window_contains_footprint_centre(
 
     buildings = gpd.GeoDataFrame(geometry=[box, l_shape], crs='EPSG:32637')
     ds = _FakeDataset(res)
-    sampler = BuildingSampler(ds, buildings, size)  # type: ignore[arg-type]
+    sampler = BuildingSampler(ds, buildings, size=size)  # type: ignore[arg-type]
     queries = list(sampler)
     assert len(queries) == 2
     for (xs, ys), geom, centre in zip(queries, buildings.geometry, sampler.centres):

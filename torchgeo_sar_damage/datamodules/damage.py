@@ -451,11 +451,13 @@ class SARDamageDataModule(LightningDataModule):
         key = (slug, labelled)
         if key not in self._chips:
             city = self.city(slug)
-            mask = city.labels.labelled(city.osm.buildings) if labelled else None
+            buildings = city.osm.buildings
+            if labelled:
+                buildings = buildings[city.labels.labelled(buildings)]
             # prediction leaves the labels out, so that buildings outside the
             # grading's area of interest are assessed too
             dataset = city.dataset if labelled else city.inputs
-            sampler = BuildingSampler(dataset, city.osm, self.size_m, labelled=mask)
+            sampler = BuildingSampler(dataset, buildings, size=self.size_m)
             self._chips[key] = BuildingChips(
                 dataset, sampler, self.chips_root, progress=self.progress
             )

@@ -3,12 +3,10 @@
 
 """One window per building footprint."""
 
-from collections.abc import Iterator, Sequence
-from typing import Literal
+from collections.abc import Iterator
 
 import geopandas as gpd
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 import shapely
 from shapely import Polygon
@@ -18,7 +16,7 @@ from torchgeo.datasets import (
     RasterDataset,
     UnionDataset,
 )
-from torchgeo.samplers import SpatialSampler
+from torchgeo.samplers import SpatialSampler, Units
 
 from ..errors import ArgumentError, InputFileError
 
@@ -63,60 +61,82 @@ class BuildingSampler(SpatialSampler):
     """Sample one window per building, centred on its footprint.
 
     Each building yields exactly one query ``[xmin:xmax:xres, ymin:ymax:yres]`` of
-    ``size`` CRS units (metres for projected CRSs) centred on its
-    footprint (the centroid, or a point inside the polygon when the centroid falls
-    outside it, e.g. for L or U shapes). Queries are ordinary TorchGeo slices, so
-    ``dataset[query]`` works on any TorchGeo dataset. With ``snap=True`` (default) the
-    window is moved by less than half a pixel so that its edges fall on the pixel grid
-    of the dataset's first raster: windows then read pixels without resampling, and
-    the footprint centre always stays inside its window.
+    ``size`` centred on its footprint (the centroid, or a point inside the polygon
+    when the centroid falls outside it, e.g. for L or U shapes). Queries are ordinary
+    TorchGeo slices, so ``dataset[query]`` works on any TorchGeo dataset. With
+    ``snap=True`` (default) the window is moved by less than half a pixel so that its
+    edges fall on the pixel grid of the dataset's first raster: windows then read
+    pixels without resampling, and the footprint centre always stays inside its
+    window.
 
     Buildings are yielded in the order given (deterministic, ``strategy`` is
-    ``'sequential'``); filters keep buildings whose centre lies in ``roi`` and in the
-    area the dataset covers, and, with ``labelled``, only labelled ones.
+    ``'sequential'``); buildings whose centre lies outside ``roi`` or outside the area
+    the dataset covers are left out. To sample only some buildings, filter the
+    GeoDataFrame first, e.g. the labelled ones of one city::
+
+        table = osm.buildings
+        keep = labels.labelled(table) & (table['city'] == 'antakya').to_numpy()
+        sampler = BuildingSampler(dataset, table[keep], size=32.0)
 
     .. versionadded:: 0.1
     """
+
+    strategy = 'sequential'
 
     def __init__(
         self,
         dataset: GeoDataset,
         buildings: gpd.GeoDataFrame | GeoDataset,
-        size: float,
         *,
+        size: tuple[float, float] | float,
+        units: Units = Units.CRS,
         roi: Polygon | None = None,
-        labelled: npt.ArrayLike | None = None,
-        cities: str | Sequence[str] | None = None,
         snap: bool = True,
         id_column: str = 'building_id',
     ) -> None:
         """Initialise a new BuildingSampler.
+
+        The ``size`` argument can either be:
+
+        * a single ``float`` - in which case the same value is used for the height and
+          width dimension
+        * a ``tuple`` of two floats - in which case, the first *float* is used for the
+          height dimension, and the second *float* for the width dimension
 
         Args:
             dataset: the dataset (or intersection of datasets) to sample.
             buildings: footprints, as a GeoDataFrame in any CRS or an
                 :class:`~torchgeo_sar_damage.datasets.OSMBuildings` dataset (its
                 ``buildings`` table).
-            size: window side length in CRS units (metres).
+            size: window height and width, in ``units``.
+            units: whether ``size`` is in CRS units (metres for projected CRSs, the
+                default) or in pixels of the dataset's resolution.
             roi: only buildings whose centre lies in this polygon (dataset CRS).
-            labelled: boolean mask over ``buildings``: only buildings where True
-                (e.g. ``DamageLabels.labelled(buildings)``).
-            cities: only buildings whose ``city`` column (set by
-                :class:`~torchgeo_sar_damage.datasets.OSMBuildings` from the folder of
-                each file) is one of these.
             snap: align windows to the pixel grid of the dataset's first raster.
-            id_column: column of ``buildings`` with the building ids (row numbers
-                when absent).
+            id_column: column of ``buildings`` with the building ids (the index
+                labels of ``buildings`` when absent).
 
         Raises:
-            ArgumentError: if ``size`` is not positive, ``labelled`` has the wrong
-                length, a city is unknown, or ``buildings`` has no CRS.
-            InputFileError: if buildings were selected but none lies inside the
+            ArgumentError: if ``size`` is not positive, or ``buildings`` is not a
+                GeoDataFrame or has no CRS.
+            InputFileError: if ``buildings`` is not empty but none lies inside the
                 dataset (e.g. footprints of another area, or with a wrong CRS).
         """
         super().__init__(dataset, roi=roi)
-        if not np.isfinite(size) or size <= 0:
+        try:
+            pair = np.broadcast_to(np.asarray(size, dtype=np.float64), (2,))
+        except (TypeError, ValueError):
+            raise ArgumentError(
+                f'window size must be a number or a (height, width) pair, not {size!r}'
+            ) from None
+        height, width = (float(v) for v in pair)
+        if not all(np.isfinite(v) and v > 0 for v in (height, width)):
             raise ArgumentError(f'window size must be positive, not {size}')
+        xres, yres = self.res
+        if units == Units.PIXELS:
+            height, width = height * yres, width * xres
+        #: Window height and width in CRS units, as TorchGeo's samplers.
+        self.size = (height, width)
         table = getattr(buildings, 'buildings', buildings)
         if not isinstance(table, gpd.GeoDataFrame):
             raise ArgumentError(
@@ -124,61 +144,32 @@ class BuildingSampler(SpatialSampler):
             )
         if table.crs is None:
             raise ArgumentError('buildings have no CRS')
-        keep = np.ones(len(table), dtype=bool)
-        if labelled is not None:
-            mask = np.asarray(labelled, dtype=bool)
-            if mask.shape != (len(table),):
-                raise ArgumentError(
-                    f'labelled has {mask.size} values for {len(table)} buildings'
-                )
-            keep &= mask
-        if cities is not None:
-            wanted = [cities] if isinstance(cities, str) else list(cities)
-            if 'city' not in table.columns:
-                raise ArgumentError(
-                    'cities given but the buildings have no city column'
-                )
-            unknown = sorted(set(wanted) - set(table['city']))
-            if unknown:
-                known = ', '.join(sorted(set(table['city'])))
-                raise ArgumentError(
-                    f'unknown cities {unknown}; the buildings have: {known}'
-                )
-            keep &= table['city'].isin(wanted).to_numpy()
+        ids = (
+            table[id_column].to_numpy()
+            if id_column in table.columns
+            else table.index.to_numpy()
+        )
         table = table.to_crs(dataset.crs)
         centroid = table.geometry.centroid
         inside = table.geometry.contains(centroid)
         centre = centroid.where(inside, table.geometry.representative_point())
-        selected = int(keep.sum())
-        keep &= shapely.contains_xy(
+        keep = shapely.contains_xy(
             self.geometry, centre.x.to_numpy(), centre.y.to_numpy()
         )
-        if selected and not keep.any():
-            _outside(buildings, selected, dataset)
-        self.size = float(size)
-        self.res = dataset.res
-        xres, yres = self.res
+        if len(table) and not keep.any():
+            _outside(buildings, len(table), dataset)
         x = centre.x.to_numpy()[keep]
         y = centre.y.to_numpy()[keep]
-        xmin = x - size / 2
-        ymax = y + size / 2
+        xmin = x - width / 2
+        ymax = y + height / 2
         if snap:
             ox, oy = _raster_origin(dataset) or (0.0, 0.0)
             xmin = ox + np.round((xmin - ox) / xres) * xres
             ymax = oy + np.round((ymax - oy) / yres) * yres
-        self.window_bounds = np.column_stack([xmin, ymax - size, xmin + size, ymax])
-        if id_column in table.columns:
-            ids = table[id_column].to_numpy()
-        else:
-            ids = np.arange(len(table))
+        self.window_bounds = np.column_stack([xmin, ymax - height, xmin + width, ymax])
         self.building_ids = np.asarray(ids)[keep]
         self.buildings = table[keep]
         self.centres = np.column_stack([x, y])
-
-    @property
-    def strategy(self) -> Literal['random', 'sequential']:
-        """Buildings come in a fixed order."""
-        return 'sequential'
 
     def __iter__(self) -> Iterator[tuple[slice, slice]]:
         """Yield one query per building.
