@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torchgeo_sar_damage.cli import build_parser, main
+from torchgeo_sar_damage.predict import load_checkpoint
 from torchgeo_sar_damage.simulation.cities import CITIES
 
 
@@ -177,6 +178,13 @@ def test_demo_writes_its_outputs(
     assert (out / 'map.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     checkpoint = torch.load(out / 'model.ckpt', weights_only=False, map_location='cpu')
     assert 'state_dict' in checkpoint
+    # an inference checkpoint: no optimiser state, but all that predict needs
+    assert 'optimizer_states' not in checkpoint
+    assert 'lr_schedulers' not in checkpoint
+    loaded = load_checkpoint(out / 'model.ckpt')
+    assert loaded.sensor is not None
+    assert loaded.sensor['window_px'] == 64  # 32 m windows at 0.5 m
+    assert loaded.threshold == pytest.approx(metrics['threshold'], abs=1e-4)
     threshold = float(checkpoint['decision_threshold'])
     assert metrics['threshold'] == pytest.approx(threshold, abs=1e-4)
     damage = predictions.loc[assessed, 'damage'].astype(int)

@@ -7,7 +7,8 @@
 (SAR + OSM footprints + DSM + GEM exposure) on two of them, chooses the decision
 threshold on a third and tests on the fourth, which it never saw, then writes:
 
-* ``DIR/model.ckpt``: the trained model (threshold and normalisation included);
+* ``DIR/model.ckpt``: the trained model for prediction (weights, threshold,
+  calibration and normalisation; no optimiser state, so it cannot resume training);
 * ``DIR/predictions.gpkg``: the unseen town's OSM footprints with ``damage_prob``,
   ``damage`` (at the threshold) and, where the EMS grading has one, ``label``;
 * ``DIR/map.png``: damage probability per footprint over the SAR backdrop, with the
@@ -109,12 +110,43 @@ def run_demo(
         overwrite=True,
         progress=not quiet,
     )
-
     _say(
         f'[2/4] training the {"+".join(config.modalities)} {config.fusion}-fusion model on '
         f'{", ".join(config.train_cities)} (threshold chosen on {config.val_city})',
         quiet,
     )
+    trainer, model, data = _train(out, scene, config, quiet)
+    _say(f'[3/4] testing on the unseen town {config.test_city}', quiet)
+    metrics = _test(trainer, model, data, config)
+    _say(
+        '[4/4] predicting every building of the unseen town and drawing the map', quiet
+    )
+    predictions = _predict(trainer, model, data, scene, manifest, config)
+    write_atomic(
+        out / 'predictions.gpkg',
+        lambda p: write_vector(p, predictions, layer='predictions', driver='GPKG'),
+    )
+    files = manifest['cities'][config.test_city]['files']
+    town = scene / config.test_city
+    plot_prediction_map(
+        town / files['sar_geotiff'],
+        predictions,
+        gpd.read_file(town / files['truth']),
+        out / 'map.png',
+        title=f'{manifest["cities"][config.test_city]["name"]} (never seen in training): '
+        f'F1 {metrics["f1score"]:.2f}, AUROC {metrics["auroc"]:.2f}',
+    )
+    metrics['buildings_predicted'] = int(predictions['damage_prob'].notna().sum())
+    metrics['seconds'] = round(time.perf_counter() - start, 1)
+    text = json.dumps(metrics, indent=2) + '\n'
+    write_atomic(out / 'metrics.json', lambda p: p.write_text(text, encoding='utf-8'))
+    return metrics
+
+
+def _train(
+    out: Path, scene: Path, config: DemoConfig, quiet: bool
+) -> tuple[lightning.Trainer, DamageClassification, SARDamageDataModule]:
+    """Train the model and write ``out/model.ckpt`` (weights, no optimiser state)."""
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     data = SARDamageDataModule(
         root=str(scene),
@@ -143,13 +175,24 @@ def run_demo(
         deterministic=True,
     )
     trainer.fit(model, datamodule=data)
-    checkpoint = out / 'model.ckpt'
-    write_atomic(checkpoint, trainer.save_checkpoint)
+    # what prediction needs (weights, threshold, temperature, normalisation, the
+    # training SAR), not the optimiser's state: a third of the size
+    write_atomic(
+        out / 'model.ckpt', lambda p: trainer.save_checkpoint(p, weights_only=True)
+    )
+    return trainer, model, data
 
-    _say(f'[3/4] testing on the unseen town {config.test_city}', quiet)
+
+def _test(
+    trainer: lightning.Trainer,
+    model: DamageClassification,
+    data: SARDamageDataModule,
+    config: DemoConfig,
+) -> dict[str, Any]:
+    """The unseen town's metrics (the content of ``metrics.json`` so far)."""
     results = trainer.test(model, datamodule=data, verbose=False)[0]
     prefix = f'test_{config.test_city}_'
-    metrics: dict[str, Any] = {
+    return {
         'test_city': config.test_city,
         'train_cities': list(config.train_cities),
         'val_city': config.val_city,
@@ -159,9 +202,16 @@ def run_demo(
         **{m.lower(): round(float(results[prefix + m]), 4) for m in METRICS},
     }
 
-    _say(
-        '[4/4] predicting every building of the unseen town and drawing the map', quiet
-    )
+
+def _predict(
+    trainer: lightning.Trainer,
+    model: DamageClassification,
+    data: SARDamageDataModule,
+    scene: Path,
+    manifest: dict[str, Any],
+    config: DemoConfig,
+) -> gpd.GeoDataFrame:
+    """Every footprint of the unseen town with its probability, decision and label."""
     batches = trainer.predict(model, datamodule=data)
     outputs: list[dict[str, torch.Tensor]] = []
     for item in batches or []:  # one list per dataloader when there are several
@@ -180,22 +230,4 @@ def run_demo(
     predictions['damage'] = (predictions['damage_prob'] >= threshold).astype('Int64')
     predictions.loc[predictions['damage_prob'].isna(), 'damage'] = pd.NA
     predictions['label'] = np.where(labels >= 0, labels, -1)
-    predictions = gpd.GeoDataFrame(predictions, geometry='geometry', crs=footprints.crs)
-    write_atomic(
-        out / 'predictions.gpkg',
-        lambda p: write_vector(p, predictions, layer='predictions', driver='GPKG'),
-    )
-    truth = gpd.read_file(town / files['truth'])
-    plot_prediction_map(
-        town / files['sar_geotiff'],
-        predictions,
-        truth,
-        out / 'map.png',
-        title=f'{manifest["cities"][config.test_city]["name"]} (never seen in training): '
-        f'F1 {metrics["f1score"]:.2f}, AUROC {metrics["auroc"]:.2f}',
-    )
-    metrics['buildings_predicted'] = int(predictions['damage_prob'].notna().sum())
-    metrics['seconds'] = round(time.perf_counter() - start, 1)
-    text = json.dumps(metrics, indent=2) + '\n'
-    write_atomic(out / 'metrics.json', lambda p: p.write_text(text, encoding='utf-8'))
-    return metrics
+    return gpd.GeoDataFrame(predictions, geometry='geometry', crs=footprints.crs)
