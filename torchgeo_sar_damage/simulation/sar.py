@@ -632,6 +632,421 @@ class Scatterers:
         )
 
 
+@dataclass
+class _Draws:
+    """Per-building random draws of :func:`building_scatterers` (linear powers).
+
+    Attributes:
+        roof: roof sigma nought.
+        wall: facade sigma nought.
+        double_bounce: sigma nought of the wall–ground dihedral.
+        debris: mean sigma nought of rubble.
+        pile_fraction: height of a rubble pile over the building's height.
+        pancake: whether a collapse keeps its roof slab on top of the pile.
+        spill_m: how far debris spills around a collapsed footprint.
+        point_density: rooftop point scatterers per square metre.
+    """
+
+    roof: npt.NDArray[np.float64]
+    wall: npt.NDArray[np.float64]
+    double_bounce: npt.NDArray[np.float64]
+    debris: npt.NDArray[np.float64]
+    pile_fraction: npt.NDArray[np.float64]
+    pancake: npt.NDArray[np.bool_]
+    spill_m: npt.NDArray[np.float64]
+    point_density: npt.NDArray[np.float64]
+
+
+@dataclass
+class _View:
+    """The buildings' parts and walls as the sensor sees them.
+
+    Attributes:
+        footprints: the true footprints, one per building.
+        parts: the buildings split into parts of uniform height.
+        edges: the wall segments of the parts.
+        owner: building of each edge.
+        layover_m: horizontal layover of the top of each part (towards the sensor).
+        shadow_m: horizontal length of the shadow of each part (away from it).
+        away_xy: unit ground vector pointing away from the sensor.
+        cot: cotangent of the incidence angle.
+    """
+
+    footprints: npt.NDArray[np.object_]
+    parts: _Parts
+    edges: _Edges
+    owner: npt.NDArray[np.intp]
+    layover_m: npt.NDArray[np.float64]
+    shadow_m: npt.NDArray[np.float64]
+    away_xy: npt.NDArray[np.float64]
+    cot: float
+
+
+@dataclass
+class _Facades:
+    """Roofs and the facades laid over in front of them, before sorting by damage.
+
+    Attributes:
+        roofs: every part's top, shifted towards the sensor (one per part).
+        roof_value: linear sigma nought of each roof.
+        facing: which edges are walls facing the sensor with some height.
+        walls: the layover band of each facing wall.
+        wall_value: linear sigma nought of each wall.
+        standing: which of ``walls`` belong to a part that still stands.
+    """
+
+    roofs: npt.NDArray[np.object_]
+    roof_value: npt.NDArray[np.float64]
+    facing: npt.NDArray[np.bool_]
+    walls: npt.NDArray[np.object_]
+    wall_value: npt.NDArray[np.float64]
+    standing: npt.NDArray[np.bool_]
+
+
+def _draw_buildings(
+    height_m: npt.NDArray[np.float64],
+    grade: npt.NDArray[np.int64],
+    rng: np.random.Generator,
+) -> _Draws:
+    """Draw every building's levels, always in the same order (determinism).
+
+    Args:
+        height_m: height of each building.
+        grade: EMS-98 grade of each building.
+        rng: random generator of the building draws.
+
+    Returns:
+        The draws, one value per building in each array.
+    """
+    n = len(height_m)
+    roof_db = np.where(
+        rng.random(n) < _BRIGHT_ROOF_FRACTION,
+        rng.uniform(*_BRIGHT_ROOF_DB, n),
+        rng.uniform(*_ROOF_DB, n),
+    )
+    wall_lin = _db_to_linear(rng.uniform(*_WALL_DB, n))
+    double_bounce_lin = _db_to_linear(rng.uniform(*_DOUBLE_BOUNCE_DB, n))
+    debris_lin = _db_to_linear(rng.uniform(*_DEBRIS_DB, n))
+    pile_fraction = rng.uniform(*_PILE_FRACTION, n)
+    pancake = rng.random(n) < _PANCAKE_SHARE
+    spill_m = rng.uniform(*_SPILL_M, n) * np.where(pancake, 0.5, 1.0)
+    point_density = rng.uniform(*_ROOF_POINTS_PER_M2, n) * np.where(grade == 3, 2, 1)
+    return _Draws(
+        roof=_db_to_linear(roof_db),
+        wall=wall_lin,
+        double_bounce=double_bounce_lin,
+        debris=debris_lin,
+        pile_fraction=pile_fraction,
+        pancake=pancake,
+        spill_m=spill_m,
+        point_density=point_density,
+    )
+
+
+def _no_scatterers() -> Scatterers:
+    """The scatterers of a scene without buildings."""
+    empty = _Layer.of(np.empty(0, dtype=object))
+    no_xy = np.empty((0, 2), dtype=np.float64)
+    return Scatterers(
+        0, empty, empty, empty, empty, empty, no_xy, no_xy[:, 0], empty, empty
+    )
+
+
+def _view(
+    geometry: SARGeometry,
+    buildings: gpd.GeoDataFrame,
+    height_m: npt.NDArray[np.float64],
+    grade: npt.NDArray[np.int64],
+    draws: _Draws,
+    rng: np.random.Generator,
+) -> _View:
+    """Split the buildings into parts and find their walls and displacements.
+
+    Args:
+        geometry: the acquisition geometry.
+        buildings: the footprints.
+        height_m: height of each building.
+        grade: EMS-98 grade of each building.
+        draws: the per-building draws.
+        rng: random generator (cuts of partly collapsed buildings).
+
+    Returns:
+        The parts and walls as the sensor sees them.
+    """
+    away = geometry.range_unit_vector
+    cot = 1.0 / math.tan(math.radians(geometry.incidence_deg))
+    tan = math.tan(math.radians(geometry.incidence_deg))
+    parts = _split_parts(buildings, height_m, grade, draws.pile_fraction, rng)
+    edges = _edges(parts, away)
+    return _View(
+        footprints=np.asarray(buildings.geometry.values, dtype=object),
+        parts=parts,
+        edges=edges,
+        owner=parts.building[edges.part],
+        layover_m=parts.height_m * cot,
+        shadow_m=parts.height_m * tan,
+        away_xy=np.array(away, dtype=np.float64),
+        cot=cot,
+    )
+
+
+def _facades(view: _View, draws: _Draws) -> _Facades:
+    """Shift roofs towards the sensor and lay the walls facing it over the ground.
+
+    Args:
+        view: the parts and walls.
+        draws: the per-building draws.
+
+    Returns:
+        Roofs (rubble-pile tops included) and facing walls with their values.
+    """
+    parts, edges = view.parts, view.edges
+    edge_layover = view.layover_m[edges.part][:, None] * view.away_xy
+    zero = np.zeros_like(edge_layover)
+    roofs = _translate(parts.polygons, -view.layover_m[:, None] * view.away_xy)
+    facing = (edges.facing > _EPS) & (view.layover_m[edges.part] > _EPS)
+    walls = _parallelograms(
+        edges.start[facing], edges.end[facing], zero[facing], -edge_layover[facing]
+    )
+    rubble = parts.collapsed[edges.part]
+    return _Facades(
+        roofs=roofs,
+        roof_value=draws.roof[parts.building],
+        facing=facing,
+        walls=walls,
+        wall_value=draws.wall[view.owner[facing]] * edges.facing[facing],
+        standing=~rubble[facing],
+    )
+
+
+def _storey_rows(
+    view: _View, facades: _Facades, draws: _Draws, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float64]]:
+    """Bright lines of the storey rows (balconies, window rows) of standing walls.
+
+    Args:
+        view: the parts and walls.
+        facades: the facing walls.
+        draws: the per-building draws.
+        rng: random generator (gain of each row).
+
+    Returns:
+        The rows as line strings and their linear sigma nought.
+    """
+    edges = view.edges
+    rubble = view.parts.collapsed[edges.part]
+    wall_index = np.flatnonzero(facades.facing & ~rubble)
+    wall_height = view.parts.height_m[edges.part[wall_index]]
+    storeys = np.floor(np.maximum(wall_height - 0.5, 0.0) / _STOREY_M).astype(np.intp)
+    row_edge = np.repeat(wall_index, storeys)
+    level = np.arange(len(row_edge)) - np.repeat(np.cumsum(storeys) - storeys, storeys)
+    row_offset = (-(level + 1) * _STOREY_M * view.cot)[:, None] * view.away_xy
+    rows: npt.NDArray[np.object_] = np.empty(0, dtype=object)
+    if len(row_edge):
+        ends = [edges.start[row_edge] + row_offset, edges.end[row_edge] + row_offset]
+        rows = np.asarray(shapely.linestrings(np.stack(ends, axis=1)), dtype=object)
+    row_value = (
+        draws.wall[view.owner[row_edge]]
+        * edges.facing[row_edge]
+        * _db_to_linear(rng.uniform(*_STOREY_GAIN_DB, len(row_edge)))
+    )
+    return rows, row_value
+
+
+def _sort_by_damage(
+    view: _View,
+    facades: _Facades,
+    draws: _Draws,
+    rows: tuple[npt.NDArray[np.object_], npt.NDArray[np.float64]],
+) -> tuple[_Layer, _Layer, _Layer]:
+    """Sort roofs and walls into elevated returns, layover bands and rubble heaps.
+
+    A pancake collapse keeps its roof slab on top of the pile: it images like a low
+    roof with a short, dim facade rather than as a rough rubble heap.
+
+    Args:
+        view: the parts and walls.
+        facades: roofs and facing walls.
+        draws: the per-building draws.
+        rows: the storey rows and their values (:func:`_storey_rows`).
+
+    Returns:
+        The elevated, layover and debris layers.
+    """
+    parts = view.parts
+    pancake = draws.pancake
+    intact = ~parts.collapsed
+    standing_wall = facades.standing
+    wall_owner = view.owner[facades.facing]
+    slab = parts.collapsed & pancake[parts.building]
+    heap = parts.collapsed & ~pancake[parts.building]
+    slab_wall = ~standing_wall & pancake[wall_owner]
+    heap_wall = ~standing_wall & ~pancake[wall_owner]
+    roofs, walls = facades.roofs, facades.walls
+    elevated = _Layer.of(
+        np.concatenate(
+            [roofs[intact | slab], walls[standing_wall], walls[slab_wall], rows[0]]
+        ),
+        np.concatenate(
+            [
+                facades.roof_value[intact | slab],
+                facades.wall_value[standing_wall],
+                0.5 * facades.wall_value[slab_wall],
+                rows[1],
+            ]
+        ),
+    )
+    layover = _Layer.of(walls[standing_wall])
+    debris = _Layer.of(
+        np.concatenate([roofs[heap], walls[heap_wall]]),
+        np.concatenate(
+            [draws.debris[parts.building[heap]], draws.debris[wall_owner][heap_wall]]
+        ),
+    )
+    return elevated, layover, debris
+
+
+def _spill(view: _View, draws: _Draws) -> _Layer:
+    """Debris spilled around collapsed footprints (ground level).
+
+    Args:
+        view: the parts and walls.
+        draws: the per-building draws.
+
+    Returns:
+        The spill areas with their linear sigma nought.
+    """
+    parts = view.parts
+    rubble_index = np.flatnonzero(parts.collapsed)
+    spill = shapely.difference(
+        shapely.buffer(
+            parts.polygons[rubble_index], draws.spill_m[parts.building[rubble_index]]
+        ),
+        view.footprints[parts.building[rubble_index]],
+    )
+    spill_lin = draws.debris[parts.building[rubble_index]] * _db_to_linear(
+        _SPILL_GAIN_DB
+    )
+    return _Layer.of(spill, spill_lin)
+
+
+def _roof_points(
+    view: _View, draws: _Draws, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Point scatterers on intact roofs, shifted with the roof.
+
+    Args:
+        view: the parts and walls.
+        draws: the per-building draws.
+        rng: random generator (number, position and level of the points).
+
+    Returns:
+        The points ``(n, 2)`` and their linear sigma nought.
+    """
+    parts = view.parts
+    area = shapely.area(parts.polygons)
+    intact_index = np.flatnonzero(~parts.collapsed)
+    counts = rng.poisson(
+        draws.point_density[parts.building[intact_index]] * area[intact_index]
+    )
+    roof_xy, which = _sample_in_polygons(rng, parts.polygons[intact_index], counts)
+    part = intact_index[which]
+    roof_xy -= view.layover_m[part][:, None] * view.away_xy
+    return roof_xy, _db_to_linear(rng.uniform(*_ROOF_POINT_DB, len(roof_xy)))
+
+
+def _debris_points(
+    view: _View, draws: _Draws, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Bright debris points over the pile and the spill, at random heights.
+
+    Args:
+        view: the parts and walls.
+        draws: the per-building draws.
+        rng: random generator (number, position, height and level of the points).
+
+    Returns:
+        The points ``(n, 2)``, displaced by their layover, and their linear sigma
+        nought.
+    """
+    parts = view.parts
+    area = shapely.area(parts.polygons)
+    rubble_index = np.flatnonzero(parts.collapsed)
+    buffered = shapely.buffer(
+        parts.polygons[rubble_index], draws.spill_m[parts.building[rubble_index]]
+    )
+    density = _DEBRIS_POINTS_PER_M2 * np.where(
+        draws.pancake[parts.building[rubble_index]], _PANCAKE_DEBRIS, 1.0
+    )
+    counts = rng.poisson(density * area[rubble_index])
+    debris_xy, which = _sample_in_polygons(rng, buffered, counts)
+    part = rubble_index[which]
+    debris_xy -= (rng.random(len(debris_xy)) * view.layover_m[part])[
+        :, None
+    ] * view.away_xy
+    return debris_xy, _db_to_linear(rng.uniform(*_DEBRIS_POINT_DB, len(debris_xy)))
+
+
+def _shadows(view: _View) -> _Layer:
+    """Ground not illuminated: swept away from the sensor by the walls behind.
+
+    Args:
+        view: the parts and walls.
+
+    Returns:
+        The shadow areas (a mask layer).
+    """
+    edges = view.edges
+    edge_shadow = view.shadow_m[edges.part][:, None] * view.away_xy
+    zero = np.zeros_like(edge_shadow)
+    behind = (edges.facing < -_EPS) & (view.shadow_m[edges.part] > _EPS)
+    return _Layer.of(
+        _parallelograms(
+            edges.start[behind], edges.end[behind], zero[behind], edge_shadow[behind]
+        )
+    )
+
+
+def _double_bounce(
+    view: _View, draws: _Draws, rng: np.random.Generator, pixel_m: float
+) -> _Layer:
+    """Double bounce at the true wall foot of standing walls facing the sensor.
+
+    Args:
+        view: the parts and walls.
+        draws: the per-building draws.
+        rng: random generator (pieces of broken lines that survive).
+        pixel_m: pixel size (sets the width of the lines).
+
+    Returns:
+        The double-bounce lines as thin polygons with their linear sigma nought.
+    """
+    parts, edges = view.parts, view.edges
+    edge_height = parts.height_m[edges.part]
+    angle_deg = np.degrees(np.arccos(np.clip(edges.facing, -1.0, 1.0)))
+    strength = np.exp(-((angle_deg / _DOUBLE_BOUNCE_TAPER_DEG) ** 2))
+    candidate = (edges.facing > _EPS) & (strength > 1e-3) & (edge_height > _EPS)
+    mode = parts.double_bounce[edges.part]
+    continuous = np.flatnonzero(candidate & (mode == 1))
+    broken = np.flatnonzero(candidate & (mode == 2))
+    # Only the original outline of a partly collapsed building keeps a wall foot.
+    midpoint = (edges.start[broken] + edges.end[broken]) / 2
+    outline = shapely.boundary(view.footprints[view.owner[broken]])
+    on_outline = shapely.distance(shapely.points(midpoint), outline) < 1e-6
+    broken = broken[on_outline]
+    start_b, end_b, broken = _fragment(
+        rng, edges.start[broken], edges.end[broken], broken
+    )
+    start = np.concatenate([edges.start[continuous], start_b])
+    end = np.concatenate([edges.end[continuous], end_b])
+    which = np.concatenate([continuous, broken])
+    half = (
+        np.full((len(which), 1), 0.5 * _DOUBLE_BOUNCE_WIDTH_PX * pixel_m) * view.away_xy
+    )
+    lines = _parallelograms(start, end, -half, half)
+    return _Layer.of(lines, draws.double_bounce[view.owner[which]] * strength[which])
+
+
 def building_scatterers(
     geometry: SARGeometry,
     buildings: gpd.GeoDataFrame,
@@ -640,6 +1055,10 @@ def building_scatterers(
     pixel_m: float,
 ) -> Scatterers:
     """Draw the scatterers of every building (the vector half of the renderer).
+
+    The steps draw from ``rng`` in a fixed order (per-building levels, partial
+    collapses, storey rows, roof points, debris points, broken double-bounce lines),
+    so the same generator gives the same scatterers.
 
     Args:
         geometry: the acquisition geometry.
@@ -657,186 +1076,31 @@ def building_scatterers(
             grade.
     """
     _check_buildings(buildings)
-    away = geometry.range_unit_vector
-    away_xy = np.array(away, dtype=np.float64)
-    cot = 1.0 / math.tan(math.radians(geometry.incidence_deg))
-    tan = math.tan(math.radians(geometry.incidence_deg))
-    px = pixel_m
-
-    # Per-building draws, always in the same order (determinism).
-    n = len(buildings)
     height_m = buildings['height_m'].to_numpy(dtype=np.float64)
     grade = buildings['grade'].to_numpy(dtype=np.int64)
-    roof_db = np.where(
-        rng.random(n) < _BRIGHT_ROOF_FRACTION,
-        rng.uniform(*_BRIGHT_ROOF_DB, n),
-        rng.uniform(*_ROOF_DB, n),
-    )
-    wall_lin = _db_to_linear(rng.uniform(*_WALL_DB, n))
-    double_bounce_lin = _db_to_linear(rng.uniform(*_DOUBLE_BOUNCE_DB, n))
-    debris_lin = _db_to_linear(rng.uniform(*_DEBRIS_DB, n))
-    pile_fraction = rng.uniform(*_PILE_FRACTION, n)
-    pancake = rng.random(n) < _PANCAKE_SHARE
-    spill_m = rng.uniform(*_SPILL_M, n) * np.where(pancake, 0.5, 1.0)
-    point_density = rng.uniform(*_ROOF_POINTS_PER_M2, n) * np.where(grade == 3, 2, 1)
-    roof_lin = _db_to_linear(roof_db)
-
-    if n == 0:
-        empty = _Layer.of(np.empty(0, dtype=object))
-        no_xy = np.empty((0, 2), dtype=np.float64)
-        return Scatterers(
-            0, empty, empty, empty, empty, empty, no_xy, no_xy[:, 0], empty, empty
-        )
-
-    footprints = np.asarray(buildings.geometry.values, dtype=object)
-    parts = _split_parts(buildings, height_m, grade, pile_fraction, rng)
-    layover_part = parts.height_m * cot
-    shadow_part = parts.height_m * tan
-    edges = _edges(parts, away)
-    owner = parts.building[edges.part]
-    rubble = parts.collapsed[edges.part]
-    edge_layover = layover_part[edges.part][:, None] * away_xy
-    edge_shadow = shadow_part[edges.part][:, None] * away_xy
-    zero = np.zeros_like(edge_layover)
-
-    # Roofs (and rubble-pile tops): footprints shifted towards the sensor.
-    roofs = _translate(parts.polygons, -layover_part[:, None] * away_xy)
-    intact = ~parts.collapsed
-    roof_value = roof_lin[parts.building]
-
-    # Walls facing the sensor are laid over onto the ground in front of them.
-    facing = (edges.facing > _EPS) & (layover_part[edges.part] > _EPS)
-    walls = _parallelograms(
-        edges.start[facing], edges.end[facing], zero[facing], -edge_layover[facing]
-    )
-    wall_value = wall_lin[owner[facing]] * edges.facing[facing]
-    standing_wall = ~rubble[facing]
-
-    # Storey rows (balconies, window rows) of standing walls: bright lines.
-    wall_index = np.flatnonzero(facing & ~rubble)
-    wall_height = parts.height_m[edges.part[wall_index]]
-    storeys = np.floor(np.maximum(wall_height - 0.5, 0.0) / _STOREY_M).astype(np.intp)
-    row_edge = np.repeat(wall_index, storeys)
-    level = np.arange(len(row_edge)) - np.repeat(np.cumsum(storeys) - storeys, storeys)
-    row_offset = (-(level + 1) * _STOREY_M * cot)[:, None] * away_xy
-    rows = (
-        shapely.linestrings(
-            np.stack(
-                [edges.start[row_edge] + row_offset, edges.end[row_edge] + row_offset],
-                axis=1,
-            )
-        )
-        if len(row_edge)
-        else np.empty(0, dtype=object)
-    )
-    row_value = (
-        wall_lin[owner[row_edge]]
-        * edges.facing[row_edge]
-        * _db_to_linear(rng.uniform(*_STOREY_GAIN_DB, len(row_edge)))
-    )
-
-    # A pancake collapse keeps its roof slab on top of the pile: it images like a
-    # low roof with a short, dim facade rather than as a rough rubble heap.
-    slab = parts.collapsed & pancake[parts.building]
-    heap = parts.collapsed & ~pancake[parts.building]
-    slab_wall = ~standing_wall & pancake[owner[facing]]
-    heap_wall = ~standing_wall & ~pancake[owner[facing]]
-    elevated = _Layer.of(
-        np.concatenate(
-            [roofs[intact | slab], walls[standing_wall], walls[slab_wall], rows]
-        ),
-        np.concatenate(
-            [
-                roof_value[intact | slab],
-                wall_value[standing_wall],
-                0.5 * wall_value[slab_wall],
-                row_value,
-            ]
-        ),
-    )
-    layover = _Layer.of(walls[standing_wall])
-
-    # Rubble: pile top and its (short) layover, plus debris spilled around.
-    rubble_index = np.flatnonzero(parts.collapsed)
-    spill = shapely.difference(
-        shapely.buffer(
-            parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
-        ),
-        footprints[parts.building[rubble_index]],
-    )
-    debris = _Layer.of(
-        np.concatenate([roofs[heap], walls[heap_wall]]),
-        np.concatenate(
-            [debris_lin[parts.building[heap]], debris_lin[owner[facing]][heap_wall]]
-        ),
-    )
-    spill_lin = debris_lin[parts.building[rubble_index]] * _db_to_linear(_SPILL_GAIN_DB)
-
-    # Point scatterers on intact roofs, shifted with the roof.
-    area = shapely.area(parts.polygons)
-    intact_index = np.flatnonzero(intact)
-    counts = rng.poisson(
-        point_density[parts.building[intact_index]] * area[intact_index]
-    )
-    roof_xy, which = _sample_in_polygons(rng, parts.polygons[intact_index], counts)
-    part = intact_index[which]
-    roof_xy -= layover_part[part][:, None] * away_xy
-    roof_points = _db_to_linear(rng.uniform(*_ROOF_POINT_DB, len(roof_xy)))
-
-    # Bright debris points over the pile and the spill, at random heights.
-    buffered = shapely.buffer(
-        parts.polygons[rubble_index], spill_m[parts.building[rubble_index]]
-    )
-    density = _DEBRIS_POINTS_PER_M2 * np.where(
-        pancake[parts.building[rubble_index]], _PANCAKE_DEBRIS, 1.0
-    )
-    counts = rng.poisson(density * area[rubble_index])
-    debris_xy, which = _sample_in_polygons(rng, buffered, counts)
-    part = rubble_index[which]
-    debris_xy -= (rng.random(len(debris_xy)) * layover_part[part])[:, None] * away_xy
-    debris_points = _db_to_linear(rng.uniform(*_DEBRIS_POINT_DB, len(debris_xy)))
-
-    # Ground not illuminated: swept away from the sensor by the walls behind.
-    behind = (edges.facing < -_EPS) & (shadow_part[edges.part] > _EPS)
-    shadows = _parallelograms(
-        edges.start[behind], edges.end[behind], zero[behind], edge_shadow[behind]
-    )
-
-    # Double bounce at the true wall foot of standing walls facing the sensor.
-    edge_height = parts.height_m[edges.part]
-    angle_deg = np.degrees(np.arccos(np.clip(edges.facing, -1.0, 1.0)))
-    strength = np.exp(-((angle_deg / _DOUBLE_BOUNCE_TAPER_DEG) ** 2))
-    candidate = (edges.facing > _EPS) & (strength > 1e-3) & (edge_height > _EPS)
-    mode = parts.double_bounce[edges.part]
-    continuous = np.flatnonzero(candidate & (mode == 1))
-    broken = np.flatnonzero(candidate & (mode == 2))
-    # Only the original outline of a partly collapsed building keeps a wall foot.
-    midpoint = (edges.start[broken] + edges.end[broken]) / 2
-    outline = shapely.boundary(footprints[owner[broken]])
-    on_outline = shapely.distance(shapely.points(midpoint), outline) < 1e-6
-    broken = broken[on_outline]
-    start_b, end_b, broken = _fragment(
-        rng, edges.start[broken], edges.end[broken], broken
-    )
-    start = np.concatenate([edges.start[continuous], start_b])
-    end = np.concatenate([edges.end[continuous], end_b])
-    which = np.concatenate([continuous, broken])
-    half = np.full((len(which), 1), 0.5 * _DOUBLE_BOUNCE_WIDTH_PX * px) * away_xy
-    lines = _parallelograms(start, end, -half, half)
-
+    draws = _draw_buildings(height_m, grade, rng)
+    if len(buildings) == 0:
+        return _no_scatterers()
+    view = _view(geometry, buildings, height_m, grade, draws, rng)
+    facades = _facades(view, draws)
+    rows = _storey_rows(view, facades, draws, rng)
+    elevated, layover, debris = _sort_by_damage(view, facades, draws, rows)
+    spill = _spill(view, draws)
+    roof_xy, roof_points = _roof_points(view, draws, rng)
+    debris_xy, debris_points = _debris_points(view, draws, rng)
+    shadow = _shadows(view)
+    double_bounce = _double_bounce(view, draws, rng, pixel_m)
     return Scatterers(
-        n_buildings=n,
-        occupied=_Layer.of(footprints),
+        n_buildings=len(buildings),
+        occupied=_Layer.of(view.footprints),
         elevated=elevated,
         layover=layover,
         debris=debris,
-        spill=_Layer.of(spill, spill_lin),
+        spill=spill,
         points_xy=np.concatenate([roof_xy, debris_xy]),
         points_value=np.concatenate([roof_points, debris_points]),
-        shadow=_Layer.of(shadows),
-        double_bounce=_Layer.of(
-            lines, double_bounce_lin[owner[which]] * strength[which]
-        ),
+        shadow=shadow,
+        double_bounce=double_bounce,
     )
 
 
