@@ -45,7 +45,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -699,33 +699,9 @@ def run_study(
                 config, root, fold, name.split('+'), fusion, seed, chips, cache
             )
         seconds = time.perf_counter() - start
-        threshold = result['threshold']
-        assert isinstance(threshold, float)
-        records = []
-        for split in ('seen', 'unseen'):
-            found = result[split]
-            assert isinstance(found, _Predictions)
-            records.append(
-                {
-                    'modalities': name,
-                    'fusion': fusion,
-                    'split': split,
-                    'held_out_city': city,
-                    'seed': seed,
-                    **scores(
-                        found.probability, found.label, threshold, config.ece_bins
-                    ),
-                    'threshold': threshold,
-                    'seconds': round(seconds, 2),
-                }
-            )
-            frame = pd.DataFrame(
-                {'probability': found.probability, 'label': found.label}
-            )
-            frame.to_csv(
-                predictions_dir / f'{name}_{fusion}_{split}_{city}_{seed}.csv.gz',
-                index=False,
-            )
+        records = _run_records(
+            result, (name, fusion, city, seed), seconds, config, predictions_dir
+        )
         new = pd.DataFrame(records, columns=list(COLUMNS))
         journal = pd.concat([journal, new], ignore_index=True) if len(journal) else new
         write_atomic(journal_path, partial(journal.to_csv, index=False))
@@ -747,6 +723,41 @@ def run_study(
         ['modalities', 'fusion', 'held_out_city', 'seed', 'split']
     ).reset_index(drop=True)
     return chosen, _read_predictions(predictions_dir, chosen)
+
+
+def _run_records(
+    result: Mapping[str, object],
+    key: tuple[str, str, str, int],
+    seconds: float,
+    config: StudyConfig,
+    predictions_dir: Path,
+) -> list[dict[str, Any]]:
+    """A finished run's rows (seen and unseen) and its saved predictions."""
+    name, fusion, city, seed = key
+    threshold = result['threshold']
+    assert isinstance(threshold, float)
+    records: list[dict[str, Any]] = []
+    for split in ('seen', 'unseen'):
+        found = result[split]
+        assert isinstance(found, _Predictions)
+        records.append(
+            {
+                'modalities': name,
+                'fusion': fusion,
+                'split': split,
+                'held_out_city': city,
+                'seed': seed,
+                **scores(found.probability, found.label, threshold, config.ece_bins),
+                'threshold': threshold,
+                'seconds': round(seconds, 2),
+            }
+        )
+        frame = pd.DataFrame({'probability': found.probability, 'label': found.label})
+        frame.to_csv(
+            predictions_dir / f'{name}_{fusion}_{split}_{city}_{seed}.csv.gz',
+            index=False,
+        )
+    return records
 
 
 def _read_predictions(folder: Path, rows: pd.DataFrame) -> pd.DataFrame:
@@ -1106,13 +1117,26 @@ def write_report(
     plot_reliability(predictions, out / 'study_reliability.png', config.ece_bins)
     written += [out / f'study_{n}.png' for n in ('models', 'curves', 'reliability')]
 
+    lines = _page_intro(rows, config, seconds, command, simulator_page)
+    lines += _page_results(rows)
+
+    def page(path: Path) -> None:
+        path.write_text('\n'.join(lines), encoding='utf-8')
+
+    replace(out / 'study.md', page)
+    return written
+
+
+def _page_intro(
+    rows: pd.DataFrame,
+    config: StudyConfig,
+    seconds: float | None,
+    command: str | None,
+    simulator_page: str | None,
+) -> list[str]:
+    """The study page's title, protocol, data and settings (see :func:`write_report`)."""
     runs = rows.drop_duplicates(['modalities', 'fusion', 'held_out_city', 'seed'])
     run_minutes = float(runs['seconds'].astype(float).sum()) / 60
-    overall = summary(rows, ['modalities', 'fusion', 'split'])
-    per_city = summary(
-        rows[rows.split == 'unseen'], ['modalities', 'fusion', 'held_out_city']
-    )
-    gaps = gap_table(rows)
     settings = {k: v for k, v in asdict(config).items() if k != 'name'}
     if config.scene is not None:
         scene_text = f'Data: the scene in `{config.scene}`; '
@@ -1123,7 +1147,7 @@ def write_report(
         scene_text += (
             f', {config.buildings} buildings per city at {config.pixel_m:g} m; '
         )
-    lines = [
+    return [
         f'# The study ({config.name} configuration): modality ablation x fusion x '
         + 'unseen cities',
         '',
@@ -1159,6 +1183,17 @@ def write_report(
         '',
         '</details>',
         '',
+    ]
+
+
+def _page_results(rows: pd.DataFrame) -> list[str]:
+    """The study page's findings, tables and figures (see :func:`write_report`)."""
+    overall = summary(rows, ['modalities', 'fusion', 'split'])
+    per_city = summary(
+        rows[rows.split == 'unseen'], ['modalities', 'fusion', 'held_out_city']
+    )
+    gaps = gap_table(rows)
+    return [
         '## Findings (computed from the table)',
         '',
         *[f'- {line}' for line in findings(rows)],
@@ -1212,9 +1247,3 @@ def write_report(
         '![Reliability diagram on unseen cities](study_reliability.png)',
         '',
     ]
-
-    def page(path: Path) -> None:
-        path.write_text('\n'.join(lines), encoding='utf-8')
-
-    replace(out / 'study.md', page)
-    return written
