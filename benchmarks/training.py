@@ -27,7 +27,7 @@ from torchgeo_sar_damage.models import FusionNet
 from torchgeo_sar_damage.transforms import (
     RandomDecibelGain,
     RandomSpeckle,
-    sar_geometric_augmentation,
+    SARGeometricAugmentation,
 )
 
 CONFIGS = (
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument('--amp', action='store_true', help='autocast to float16 (CUDA)')
     args = parser.parse_args()
     device = torch.device(args.device)
-    geometric = sar_geometric_augmentation('azimuth').to(device)
+    geometric = SARGeometricAugmentation('azimuth').to(device)
     speckle = RandomSpeckle(looks=(1.0, 4.0), p=0.5).to(device)
     gain = RandomDecibelGain(p=0.5).to(device)
     results = []

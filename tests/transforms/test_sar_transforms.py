@@ -2,6 +2,8 @@
 # Licensed under the MIT License.
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import kornia.augmentation as K
 import pytest
@@ -21,6 +23,7 @@ from torchgeo_sar_damage.transforms import (
     SARGeometricAugmentation,
     sar_geometric_augmentation,
 )
+from torchgeo_sar_damage.transforms.sar import Domain
 
 DB_PER_LN = 10 / math.log(10)
 
@@ -281,7 +284,7 @@ class TestSARGeometricAugmentation:
         torch.manual_seed(0)
         batch = make_batch(64, 32, device)
         for policy in GEOMETRIC_POLICIES:
-            out = sar_geometric_augmentation(policy)(batch)
+            out = SARGeometricAugmentation(policy)(batch)
             sar = out['sar']
             assert set(out) == set(batch)
             assert not any(v.isnan().any() for v in out.values())
@@ -295,7 +298,7 @@ class TestSARGeometricAugmentation:
     def test_azimuth_flips_all_keys_identically(self, device: torch.device) -> None:
         torch.manual_seed(0)
         batch = make_batch(32, 16, device)
-        out = sar_geometric_augmentation('azimuth', max_shift=0)(batch)
+        out = SARGeometricAugmentation('azimuth', max_shift=0)(batch)
         flipped = torch.zeros(32, dtype=torch.bool)
         for i in range(32):
             if torch.equal(out['sar'][i], batch['sar'][i]):
@@ -312,7 +315,7 @@ class TestSARGeometricAugmentation:
     def test_all_gives_every_flip_and_rotation(self, device: torch.device) -> None:
         torch.manual_seed(0)
         batch = make_batch(128, 16, device)
-        out = sar_geometric_augmentation('all', max_shift=0)(batch)
+        out = SARGeometricAugmentation('all', max_shift=0)(batch)
         seen = set()
         for i in range(128):
             candidates = d4(batch['sar'][i])
@@ -336,7 +339,7 @@ class TestSARGeometricAugmentation:
     def test_azimuth_never_flips_east_west(self, device: torch.device) -> None:
         torch.manual_seed(0)
         batch = make_batch(256, 16, device)
-        augment = sar_geometric_augmentation('azimuth', max_shift=0.125)
+        augment = SARGeometricAugmentation('azimuth', max_shift=0.125)
         for _ in range(4):
             out = augment(batch)
             assert self.west_to_east_kept(out['sar']).all()
@@ -347,13 +350,13 @@ class TestSARGeometricAugmentation:
     def test_all_flips_east_west_sometimes(self, device: torch.device) -> None:
         torch.manual_seed(0)
         batch = make_batch(64, 16, device)
-        kept = self.west_to_east_kept(sar_geometric_augmentation('all')(batch)['sar'])
+        kept = self.west_to_east_kept(SARGeometricAugmentation('all')(batch)['sar'])
         assert 0 < kept.sum() < 64
 
     def test_shift_keeps_target_and_binary_masks(self, device: torch.device) -> None:
         torch.manual_seed(0)
         batch = make_batch(64, 64, device)
-        out = sar_geometric_augmentation('azimuth')(batch)
+        out = SARGeometricAugmentation('azimuth')(batch)
         assert not torch.equal(out['sar'], batch['sar'])
         target = out['footprint'][:, 0].flatten(1).sum(dim=1)
         assert torch.equal(target, batch['footprint'][:, 0].flatten(1).sum(dim=1))
@@ -366,7 +369,7 @@ class TestSARGeometricAugmentation:
 
     def test_none_is_identity(self, device: torch.device) -> None:
         batch = make_batch(4, 8, device)
-        augment = sar_geometric_augmentation('none')
+        augment = SARGeometricAugmentation('none')
         out = augment(batch)
         assert out is not batch
         for key, value in batch.items():
@@ -390,7 +393,7 @@ class TestSARGeometricAugmentation:
 
     def test_deterministic_given_seed(self, device: torch.device) -> None:
         batch = make_batch(16, 16, device)
-        augment = sar_geometric_augmentation('all')
+        augment = SARGeometricAugmentation('all')
         torch.manual_seed(3)
         first = augment(batch)
         torch.manual_seed(3)
@@ -400,8 +403,61 @@ class TestSARGeometricAugmentation:
 
     def test_unknown_policy(self) -> None:
         with pytest.raises(ValueError, match=r"'range'.*none, azimuth, all"):
-            sar_geometric_augmentation('range')
+            SARGeometricAugmentation('range')
 
     def test_bad_shift(self) -> None:
         with pytest.raises(ArgumentError, match='max_shift'):
             SARGeometricAugmentation(max_shift=0.5)
+
+    def test_own_keys(self, device: torch.device) -> None:
+        """Any batch keys, e.g. a TorchGeo sample's ``image`` and ``mask``."""
+        torch.manual_seed(0)
+        batch = make_batch(16, 16, device)
+        augment = SARGeometricAugmentation(
+            'all', max_shift=0, image_keys=('image',), mask_keys=('mask',)
+        )
+        out = augment({'image': batch['sar'], 'mask': batch['footprint'], 'x': 1})
+        assert out['x'] == 1
+        for i in range(16):
+            j = [
+                k
+                for k, c in enumerate(d4(batch['sar'][i]))
+                if torch.equal(out['image'][i], c)
+            ]
+            assert len(j) == 1
+            assert torch.equal(out['mask'][i], d4(batch['footprint'][i])[j[0]])
+        # the project's model batch keys are the defaults, so they are left alone
+        mine = augment(batch)
+        for key, value in batch.items():
+            assert mine[key] is value
+        with pytest.raises(ValueError, match='image_keys'):
+            SARGeometricAugmentation(image_keys='image')
+
+    def test_constructor_function_is_deprecated(self) -> None:
+        with pytest.deprecated_call(match='SARGeometricAugmentation'):
+            augment = sar_geometric_augmentation('all', max_shift=0.125)
+        assert isinstance(augment, SARGeometricAugmentation)
+        assert (augment.policy, augment.max_shift) == ('all', 0.125)
+
+
+@pytest.mark.parametrize(
+    ('make', 'match'),
+    [
+        (lambda: PowerToDecibel(eps=0), 'eps'),
+        (lambda: AmplitudeToDecibel(eps=-1), 'eps'),
+        (lambda: RandomSpeckle(looks=(0.0, 1.0)), 'looks'),
+        (lambda: RandomSpeckle(looks=(4.0, 1.0)), 'looks'),
+        (lambda: RandomSpeckle(looks='many'), 'looks'),  # type: ignore[arg-type]
+        (lambda: RandomSpeckle(domain=cast(Domain, 'amplitude')), 'domain'),
+        (lambda: RandomDecibelGain(gain_db=(1.0, float('nan'))), 'gain_db'),
+        (lambda: RandomDecibelGain(domain=cast(Domain, 'power')), 'domain'),
+        (lambda: SARGeometricAugmentation('range'), 'policy'),
+        (lambda: SARGeometricAugmentation(max_shift=-0.1), 'max_shift'),
+        (lambda: SARGeometricAugmentation(mask_keys='footprint'), 'mask_keys'),
+    ],
+)
+def test_errors_are_value_errors(make: Callable[[], object], match: str) -> None:
+    """Bad arguments raise ValueError, as Kornia's and TorchGeo's checks do."""
+    with pytest.raises(ValueError, match=match) as raised:
+        make()
+    assert isinstance(raised.value, ArgumentError)

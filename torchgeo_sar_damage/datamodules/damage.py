@@ -45,7 +45,7 @@ from ..datasets import (
 )
 from ..errors import ArgumentError, InputFileError
 from ..samplers import BuildingSampler
-from ..transforms import RandomDecibelGain, RandomSpeckle, sar_geometric_augmentation
+from ..transforms import RandomDecibelGain, RandomSpeckle, SARGeometricAugmentation
 from .catalogue import Catalogue, TownFiles, town_gem_id_columns
 
 
@@ -227,7 +227,7 @@ class SARDamageDataModule(LightningDataModule):
     and, while training only, augments it (:meth:`augment`): random calibration gain
     and speckle on the SAR (in dB, before standardisation), then the same geometric
     transform on ``sar``, ``sar_valid``, ``footprint`` and ``dsm``
-    (:func:`~torchgeo_sar_damage.transforms.sar_geometric_augmentation`; the default
+    (:class:`~torchgeo_sar_damage.transforms.SARGeometricAugmentation`; the default
     ``'azimuth'`` policy keeps the look direction, see there).
 
     Test and predict dataloaders are one per test city (``dataloader_idx`` = position
@@ -337,7 +337,7 @@ class SARDamageDataModule(LightningDataModule):
         if negative is not None:
             self._labels_kwargs['negative'] = tuple(negative)
         # validate the augmentation policy now (ArgumentError names the valid ones)
-        self.geometric_augmentation = sar_geometric_augmentation(
+        self.geometric_augmentation = SARGeometricAugmentation(
             augmentation, image_keys=IMAGE_KEYS, mask_keys=MASK_KEYS
         )
         self.intensity_augmentation: nn.Module = (

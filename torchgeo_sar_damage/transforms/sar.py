@@ -14,8 +14,7 @@ datamodule's ``on_after_batch_transfer``:
 * **Radiometric augmentations** on SAR channels only: :class:`RandomSpeckle`
   (multiplicative gamma speckle) and :class:`RandomDecibelGain` (calibration offset).
 * **Geometric augmentation** that respects the side-looking geometry:
-  :class:`SARGeometricAugmentation` (also made by :func:`sar_geometric_augmentation`),
-  which moves every image-like key of a batch with the same random transform.
+  :class:`SARGeometricAugmentation`, which moves every image-like key of a batch with the same random transform.
 
 Every transform keeps ``NaN`` (nodata) as ``NaN``; the geometric one never creates it.
 Apply the radiometric ones to sigma nought *before* standardising it (on the raw batch's
@@ -33,6 +32,7 @@ import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 from kornia.augmentation.random_generator import PlainUniformGenerator
 from torch import Tensor, nn
+from typing_extensions import deprecated
 
 from ..errors import ArgumentError
 
@@ -485,7 +485,9 @@ class SARGeometricAugmentation(nn.Module):
     resampling, dtype kept). All policies resample with nearest neighbours, so every
     output pixel is an input pixel or the 0 fill: binary masks stay binary and no
     ``NaN`` appears. Other keys (``tabular``, ``label``...) pass through unchanged.
-    Image keys must be floating point and, like the masks, ``[B, C, H, W]``.
+    Image keys must be floating point and, like the masks, ``[B, C, H, W]``. The
+    default keys are those of this package's model batch; for a TorchGeo sample
+    batch pass ``image_keys=('image',), mask_keys=('mask',)``.
 
     .. versionadded:: 0.1
     """
@@ -504,11 +506,14 @@ class SARGeometricAugmentation(nn.Module):
                 ``'all'``.
             max_shift: largest shift, as a fraction of the chip's height and width
                 (0 for none); each sample draws its own.
-            image_keys: batch keys of continuous, floating-point images.
-            mask_keys: batch keys of masks (nearest-neighbour resampling).
+            image_keys: batch keys of continuous, floating-point images (default:
+                the model batch's ``sar`` and ``dsm``).
+            mask_keys: batch keys of masks, resampled with nearest neighbours
+                (default: the model batch's ``sar_valid`` and ``footprint``).
 
         Raises:
-            ArgumentError: if *policy* is unknown or *max_shift* is not in [0, 0.5).
+            ArgumentError: if *policy* is unknown, *max_shift* is not in [0, 0.5) or
+                a key argument is a string instead of a sequence of keys.
         """
         super().__init__()
         if policy not in _POLICIES:
@@ -521,6 +526,12 @@ class SARGeometricAugmentation(nn.Module):
                 f'max_shift must be a fraction of the chip size in [0, 0.5), '
                 f'not {max_shift}'
             )
+        for name, keys in (('image_keys', image_keys), ('mask_keys', mask_keys)):
+            if isinstance(keys, str):
+                raise ArgumentError(
+                    f'{name} must be a sequence of batch keys, e.g. ({keys!r},), '
+                    f'not the string {keys!r}'
+                )
         self.policy = policy
         self.max_shift = max_shift
         self.image_keys = tuple(image_keys)
@@ -570,6 +581,7 @@ class SARGeometricAugmentation(nn.Module):
         return f'policy={self.policy!r}, max_shift={self.max_shift}'
 
 
+@deprecated('Use torchgeo_sar_damage.transforms.SARGeometricAugmentation instead')
 def sar_geometric_augmentation(
     policy: str = 'azimuth',
     max_shift: float = 0.0625,
@@ -578,7 +590,8 @@ def sar_geometric_augmentation(
 ) -> SARGeometricAugmentation:
     """Make the geometric augmentation of a SAR model batch for *policy*.
 
-    See :class:`SARGeometricAugmentation` for the policies and their physics.
+    .. deprecated:: 0.1
+       It only repeats the constructor: use :class:`SARGeometricAugmentation`.
 
     Args:
         policy: ``'none'``, ``'azimuth'`` (default, physically valid) or ``'all'``.
@@ -588,10 +601,5 @@ def sar_geometric_augmentation(
 
     Returns:
         the augmentation module, ``batch -> batch``.
-
-    Raises:
-        ArgumentError: if *policy* is unknown (the message lists the valid ones).
-
-    .. versionadded:: 0.1
     """
     return SARGeometricAugmentation(policy, max_shift, image_keys, mask_keys)
