@@ -120,3 +120,16 @@ def test_layers_import_downstream_only(layer: str) -> None:
         for target in targets:
             below = target.removeprefix(f'{NAME}.').split('.')[0]
             assert below not in FORBIDDEN[layer], f'{module} imports {target}'
+
+
+def test_former_calibration_module_still_imports() -> None:
+    """``torchgeo_sar_damage.calibration`` is now ``reliability``, with a warning."""
+    import importlib
+    import sys
+
+    from torchgeo_sar_damage import reliability
+
+    sys.modules.pop('torchgeo_sar_damage.calibration', None)
+    with pytest.warns(FutureWarning, match='now torchgeo_sar_damage.reliability'):
+        former = importlib.import_module('torchgeo_sar_damage.calibration')
+    assert former.fit_temperature is reliability.fit_temperature

@@ -23,15 +23,15 @@ import shapely
 import torch
 
 from torchgeo_sar_damage import predict as predict_module
-from torchgeo_sar_damage.calibration import (
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.datamodules import SARDamageDataModule
+from torchgeo_sar_damage.predict import STATUSES, load_checkpoint, predict_buildings
+from torchgeo_sar_damage.reliability import (
     expected_calibration_error,
     fit_temperature,
     plot_reliability_diagram,
     reliability_curve,
 )
-from torchgeo_sar_damage.cli import main
-from torchgeo_sar_damage.datamodules import SARDamageDataModule
-from torchgeo_sar_damage.predict import STATUSES, load_checkpoint, predict_buildings
 from torchgeo_sar_damage.tasks import DamageClassification
 
 TOWN = 'adiyaman'  # never seen in training

@@ -74,13 +74,13 @@ from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
 from .batch import MODALITIES, check_modalities
-from .calibration import expected_calibration_error, reliability_curve
 from .datamodules import SARDamageDataModule, leave_one_city_out
 from .datasets import OSMBuildings, collate_buildings
 from .datasets.cosmo_skymed import footprint_sigma0_statistics
 from .errors import ArgumentError, InputFileError
 from .models.fusion import FUSIONS
 from .plot import save_figure  # also selects the Agg backend
+from .reliability import expected_calibration_error, reliability_curve
 from .simulation.run import simulate
 from .tasks import DamageClassification
 from .tasks.damage import best_f1_threshold

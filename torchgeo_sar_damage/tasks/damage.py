@@ -31,9 +31,9 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 from torchvision.ops import sigmoid_focal_loss
 
 from ..batch import check_modalities, feature_names
-from ..calibration import fit_temperature
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
+from ..reliability import fit_temperature
 
 #: Number of classes of ``task='multiclass'``: the four Copernicus EMS grades.
 NUM_GRADES = 4
@@ -136,7 +136,7 @@ class DamageClassification(Classification):
       Threshold-free metrics (AUROC, average precision) do not depend on it.
     * **Calibration**: at the end of every validation epoch, before the threshold, a
       temperature is fitted on the validation-city logits
-      (:func:`~torchgeo_sar_damage.calibration.fit_temperature`, temperature scaling)
+      (:func:`~torchgeo_sar_damage.reliability.fit_temperature`, temperature scaling)
       and kept in the buffer :attr:`temperature` (checkpoint key
       ``'temperature'`` too); :meth:`probabilities` divides the logits by it, so the
       threshold, predictions and metrics are on calibrated probabilities. Rankings
