@@ -29,7 +29,7 @@ import os
 import re
 import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -151,10 +151,89 @@ def _non_overlapping(feet: list[Polygon]) -> np.ndarray:
     return keep
 
 
+@dataclass
+class _Block:
+    """A street block of the layout.
+
+    Attributes:
+        index: position of the block in :attr:`_Plots.blocks`.
+        cx: x of the block's centre.
+        cy: y of the block's centre.
+        width: length of the block along its street fronts (m).
+        depth: depth of the block across them (m).
+        angle_deg: azimuth of the street fronts (degrees clockwise from north).
+        outer: whether the block lies on the outskirts, where industrial plots sit.
+    """
+
+    index: int
+    cx: float
+    cy: float
+    width: float
+    depth: float
+    angle_deg: float
+    outer: bool
+
+    def axes(self) -> tuple[float, float, float, float]:
+        """Unit vectors along the street fronts and across them, ``(ux, uy, vx, vy)``."""
+        a = math.radians(self.angle_deg)
+        ux, uy = math.sin(a), math.cos(a)
+        return ux, uy, uy, -ux
+
+
+@dataclass
+class _Plots:
+    """Footprints laid out so far, with what the scene needs of each one.
+
+    Attributes:
+        feet: the building footprints.
+        dist: distance of each footprint from the town centre (m).
+        yards: land cover (:class:`~.sar.LandCover`) of each plot's yard.
+        industrial: whether each plot is industrial.
+        block_of: index in ``blocks`` of each footprint's block.
+        blocks: outlines of the street blocks.
+    """
+
+    feet: list[Polygon] = field(default_factory=list)
+    dist: list[float] = field(default_factory=list)
+    yards: list[int] = field(default_factory=list)
+    industrial: list[bool] = field(default_factory=list)
+    block_of: list[int] = field(default_factory=list)
+    blocks: list[Polygon] = field(default_factory=list)
+
+    def kept(self, keep: np.ndarray) -> '_Plots':
+        """The footprints where ``keep`` is true (all the blocks stay).
+
+        Args:
+            keep: boolean mask, one value per footprint.
+
+        Returns:
+            The kept footprints, in the same order.
+        """
+        return _Plots(
+            feet=[f for f, k in zip(self.feet, keep) if k],
+            dist=[d for d, k in zip(self.dist, keep) if k],
+            yards=[y for y, k in zip(self.yards, keep) if k],
+            industrial=[i for i, k in zip(self.industrial, keep) if k],
+            block_of=[b for b, k in zip(self.block_of, keep) if k],
+            blocks=self.blocks,
+        )
+
+
 def _layout(
     city: City, centre: tuple[float, float], n: int, rng: np.random.Generator
 ) -> tuple[list[Polygon], list[Polygon], np.ndarray, np.ndarray]:
-    """Lay out street blocks and plots; return footprints, blocks, yard classes, industrial flags."""
+    """Lay out street blocks and plots, growing the grid until ``n`` footprints fit.
+
+    Args:
+        city: the town.
+        centre: the town centre.
+        n: number of buildings.
+        rng: random generator (the layout's stream).
+
+    Returns:
+        The footprints, the blocks holding them, the land cover of each footprint's
+        yard and whether each one is industrial.
+    """
     bx, by = city.block_m
     street = city.street_m
     fmin, fmax = city.plot_frontage_m
@@ -163,98 +242,182 @@ def _layout(
     # industrial plots sit on the outer blocks of a town of the expected radius
     town_radius = math.sqrt(n / per_block * (bx + street) * (by + street) / math.pi)
     while True:
-        feet: list[Polygon] = []
-        dist: list[float] = []
-        yards: list[int] = []
-        industrial: list[bool] = []
-        blocks: list[Polygon] = []
-        block_of: list[int] = []
-        a = math.radians(city.grid_azimuth_deg)
-        ux, uy = math.sin(a), math.cos(a)
-        vx, vy = uy, -ux
-        for i in range(-side, side + 1):
-            for j in range(-side, side + 1):
-                sbx = bx * rng.uniform(0.85, 1.0)
-                sby = by * rng.uniform(0.85, 1.0)
-                ang = city.grid_azimuth_deg + rng.normal(0, city.grid_jitter_deg)
-                cx = centre[0] + i * (bx + street) * ux + j * (by + street) * vx
-                cy = centre[1] + i * (bx + street) * uy + j * (by + street) * vy
-                r_block = math.hypot(cx - centre[0], cy - centre[1])
-                blk = _rect(cx, cy, sbx, sby, ang)
-                blocks.append(blk)
-                b_index = len(blocks) - 1
-                ab = math.radians(ang)
-                bux, buy = math.sin(ab), math.cos(ab)
-                bvx, bvy = buy, -bux
-                is_outer = r_block > 0.7 * town_radius
-                for row in (-1, 1):
-                    pos = -sbx / 2
-                    while True:
-                        front = rng.uniform(fmin, fmax)
-                        ind = is_outer and rng.random() < 0.12
-                        if ind:
-                            front *= rng.uniform(2.0, 3.0)
-                        if pos + front > sbx / 2:
-                            break
-                        pcx = pos + front / 2
-                        pos += front
-                        if rng.random() > city.plot_fill:
-                            continue
-                        depth_plot = sby / 2
-                        w = front - rng.uniform(1.0, 4.0)
-                        d = min(
-                            depth_plot - rng.uniform(2.0, 5.0), rng.uniform(9.0, 18.0)
-                        )
-                        if ind:
-                            d = depth_plot - rng.uniform(1.5, 3.0)
-                        if w < 6 or d < 6:
-                            continue
-                        setback = rng.uniform(1.0, 4.0)
-                        off = row * (sby / 2 - setback - d / 2)
-                        fx = cx + bux * pcx + bvx * off
-                        fy = cy + buy * pcx + bvy * off
-                        feet.append(_footprint(fx, fy, w, d, ang, rng))
-                        dist.append(math.hypot(fx - centre[0], fy - centre[1]))
-                        yards.append(
-                            int(
-                                rng.choice(
-                                    [
-                                        LandCover.PAVED,
-                                        LandCover.BARE_SOIL,
-                                        LandCover.GRASS,
-                                        LandCover.TREES,
-                                    ],
-                                    p=[0.45, 0.25, 0.2, 0.1],
-                                )
-                            )
-                        )
-                        industrial.append(ind)
-                        block_of.append(b_index)
-        keep = _non_overlapping(feet)
+        plots = _lay_out_blocks(city, centre, side, town_radius, rng)
+        keep = _non_overlapping(plots.feet)
         if int(keep.sum()) >= n:
             break
         side += 2
-    feet = [f for f, k in zip(feet, keep) if k]
-    dist = [d for d, k in zip(dist, keep) if k]
-    yards = [y for y, k in zip(yards, keep) if k]
-    industrial = [i for i, k in zip(industrial, keep) if k]
-    block_of = [b for b, k in zip(block_of, keep) if k]
-    # irregular town edge: rank by distance plus a smooth angular perturbation
-    d_arr = np.asarray(dist)
-    xs = np.array([f.centroid.x for f in feet]) - centre[0]
-    ys = np.array([f.centroid.y for f in feet]) - centre[1]
+    plots = plots.kept(keep)
+    order = _town_edge(plots, centre, n, rng)
+    kept_blocks = sorted({plots.block_of[k] for k in order})
+    return (
+        [plots.feet[k] for k in order],
+        [plots.blocks[b] for b in kept_blocks],
+        np.asarray(plots.yards)[order],
+        np.asarray(plots.industrial)[order],
+    )
+
+
+def _lay_out_blocks(
+    city: City,
+    centre: tuple[float, float],
+    side: int,
+    town_radius: float,
+    rng: np.random.Generator,
+) -> _Plots:
+    """Lay out a square grid of street blocks and fill them with plots.
+
+    Args:
+        city: the town.
+        centre: the town centre.
+        side: the grid has ``2 side + 1`` blocks each way.
+        town_radius: expected radius of the town (m); blocks beyond 0.7 of it are on
+            the outskirts.
+        rng: random generator.
+
+    Returns:
+        Every footprint laid out, overlapping ones included, and every block.
+    """
+    bx, by = city.block_m
+    street = city.street_m
+    a = math.radians(city.grid_azimuth_deg)
+    ux, uy = math.sin(a), math.cos(a)
+    vx, vy = uy, -ux
+    plots = _Plots()
+    for i in range(-side, side + 1):
+        for j in range(-side, side + 1):
+            sbx = bx * rng.uniform(0.85, 1.0)
+            sby = by * rng.uniform(0.85, 1.0)
+            ang = city.grid_azimuth_deg + rng.normal(0, city.grid_jitter_deg)
+            cx = centre[0] + i * (bx + street) * ux + j * (by + street) * vx
+            cy = centre[1] + i * (bx + street) * uy + j * (by + street) * vy
+            r_block = math.hypot(cx - centre[0], cy - centre[1])
+            plots.blocks.append(_rect(cx, cy, sbx, sby, ang))
+            block = _Block(
+                index=len(plots.blocks) - 1,
+                cx=cx,
+                cy=cy,
+                width=sbx,
+                depth=sby,
+                angle_deg=ang,
+                outer=r_block > 0.7 * town_radius,
+            )
+            for row in (-1, 1):
+                _lay_out_row(city, centre, block, row, plots, rng)
+    return plots
+
+
+def _lay_out_row(
+    city: City,
+    centre: tuple[float, float],
+    block: _Block,
+    row: int,
+    plots: _Plots,
+    rng: np.random.Generator,
+) -> None:
+    """Divide one long side of a block into plots and build on some of them.
+
+    Args:
+        city: the town.
+        centre: the town centre.
+        block: the block.
+        row: -1 or 1, the side of the block.
+        plots: where the footprints go (appended in place).
+        rng: random generator.
+    """
+    fmin, fmax = city.plot_frontage_m
+    pos = -block.width / 2
+    while True:
+        front = rng.uniform(fmin, fmax)
+        ind = block.outer and rng.random() < 0.12
+        if ind:
+            front *= rng.uniform(2.0, 3.0)
+        if pos + front > block.width / 2:
+            break
+        pcx = pos + front / 2
+        pos += front
+        if rng.random() > city.plot_fill:
+            continue
+        _build_on_plot(centre, block, row, (pcx, front), ind, plots, rng)
+
+
+def _build_on_plot(
+    centre: tuple[float, float],
+    block: _Block,
+    row: int,
+    plot: tuple[float, float],
+    industrial: bool,
+    plots: _Plots,
+    rng: np.random.Generator,
+) -> None:
+    """Put a building on a plot, set back from the street, unless it is too small.
+
+    Args:
+        centre: the town centre.
+        block: the plot's block.
+        row: -1 or 1, the side of the block.
+        plot: position of the plot's middle along the block from its centre, and the
+            plot's frontage (m).
+        industrial: whether the plot is industrial (deeper buildings).
+        plots: where the footprint goes (appended in place).
+        rng: random generator.
+    """
+    pcx, front = plot
+    depth_plot = block.depth / 2
+    w = front - rng.uniform(1.0, 4.0)
+    d = min(depth_plot - rng.uniform(2.0, 5.0), rng.uniform(9.0, 18.0))
+    if industrial:
+        d = depth_plot - rng.uniform(1.5, 3.0)
+    if w < 6 or d < 6:
+        return
+    setback = rng.uniform(1.0, 4.0)
+    off = row * (block.depth / 2 - setback - d / 2)
+    bux, buy, bvx, bvy = block.axes()
+    fx = block.cx + bux * pcx + bvx * off
+    fy = block.cy + buy * pcx + bvy * off
+    plots.feet.append(_footprint(fx, fy, w, d, block.angle_deg, rng))
+    plots.dist.append(math.hypot(fx - centre[0], fy - centre[1]))
+    plots.yards.append(
+        int(
+            rng.choice(
+                [
+                    LandCover.PAVED,
+                    LandCover.BARE_SOIL,
+                    LandCover.GRASS,
+                    LandCover.TREES,
+                ],
+                p=[0.45, 0.25, 0.2, 0.1],
+            )
+        )
+    )
+    plots.industrial.append(industrial)
+    plots.block_of.append(block.index)
+
+
+def _town_edge(
+    plots: _Plots, centre: tuple[float, float], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Keep the ``n`` footprints nearest the centre, behind an irregular town edge.
+
+    Footprints are ranked by distance plus a smooth angular perturbation.
+
+    Args:
+        plots: the non-overlapping footprints.
+        centre: the town centre.
+        n: number of footprints to keep.
+        rng: random generator.
+
+    Returns:
+        Indices of the kept footprints, in increasing order.
+    """
+    d_arr = np.asarray(plots.dist)
+    xs = np.array([f.centroid.x for f in plots.feet]) - centre[0]
+    ys = np.array([f.centroid.y for f in plots.feet]) - centre[1]
     theta = np.arctan2(ys, xs)
     phases = rng.uniform(0, 2 * np.pi, 3)
     wobble = 1 + 0.15 * sum(np.sin((k + 2) * theta + p) for k, p in enumerate(phases))
     order = np.argsort(d_arr / wobble, kind='stable')[:n]
-    order = np.sort(order)
-    kept_blocks = sorted({block_of[k] for k in order})
-    return (
-        [feet[k] for k in order],
-        [blocks[b] for b in kept_blocks],
-        np.asarray(yards)[order],
-        np.asarray(industrial)[order],
-    )
+    return np.sort(order)
 
 
 def _districts(
