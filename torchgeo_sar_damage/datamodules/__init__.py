@@ -5,11 +5,17 @@
 
 from ..batch import MODALITIES, Normalisation, feature_names
 from .catalogue import Catalogue, TownFiles
-from .damage import SARDamageDataModule, holdout_blocks, leave_one_city_out
+from .damage import (
+    CityDatasets,
+    SARDamageDataModule,
+    holdout_blocks,
+    leave_one_city_out,
+)
 
 __all__ = [
     'MODALITIES',
     'Catalogue',
+    'CityDatasets',
     'Normalisation',
     'SARDamageDataModule',
     'TownFiles',

@@ -150,8 +150,20 @@ def sar_product_info(datasets: Sequence[COSMOSkyMed], size_m: float) -> dict[str
     }
 
 
-class _City:
-    """The combined datasets of one city, opened once."""
+class CityDatasets:
+    """The combined datasets of one town, opened once (:meth:`SARDamageDataModule.city`).
+
+    Attributes:
+        osm: the footprints (one sample per building).
+        labels: the damage labels.
+        sar: the SAR product(s).
+        inputs: SAR & DSM & OSM & GEM (what prediction reads).
+        dataset: the inputs & labels (their intersection is the labels' area).
+        tabular_names: columns of the raw ``tabular`` vector.
+        missing: modalities the town has no file for.
+
+    .. versionadded:: 0.2
+    """
 
     def __init__(
         self,
@@ -161,6 +173,18 @@ class _City:
         gem_id_columns: Mapping[str, str] | None = None,
         pixel_m: float | None = None,
     ) -> None:
+        """Open a town's datasets.
+
+        Args:
+            town: its files (from the catalogue).
+            modalities: the model's modalities.
+            labels_kwargs: arguments of :class:`DamageLabels` (the label rule).
+            gem_id_columns: default ``id_columns`` of :class:`GEMExposure`.
+            pixel_m: SAR pixel spacing to resample to (None: the product's own).
+
+        Raises:
+            ArgumentError: if the town has no footprints.
+        """
         if town.osm is None:  # Catalogue.check refuses such towns first
             raise ArgumentError(f'town {town.name!r} has no footprints ("osm")')
         self.osm = OSMBuildings(paths=town.osm)
@@ -405,7 +429,7 @@ class SARDamageDataModule(LightningDataModule):
 
         self.statistics_: Normalisation | None = None
         self.sensor_: dict[str, Any] | None = None
-        self._cities: dict[str, _City] = {}
+        self._cities: dict[str, CityDatasets] = {}
         self._chips: dict[tuple[str, bool], BuildingChips] = {}
         self.train_dataset: ConcatDataset[Sample] | None = None
         self.val_dataset: ConcatDataset[Sample] | None = None
@@ -419,7 +443,7 @@ class SARDamageDataModule(LightningDataModule):
         """The catalogue of ``root`` as read (see :class:`Catalogue`)."""
         return Catalogue(root).raw
 
-    def city(self, slug: str) -> _City:
+    def city(self, slug: str) -> CityDatasets:
         """The combined datasets of a city (opened on first use).
 
         Args:
@@ -429,7 +453,7 @@ class SARDamageDataModule(LightningDataModule):
             Its datasets.
         """
         if slug not in self._cities:
-            self._cities[slug] = _City(
+            self._cities[slug] = CityDatasets(
                 self.catalogue[slug],
                 self.modalities,
                 self._labels_kwargs,
