@@ -73,6 +73,28 @@ def _city(text: str) -> str:
     return text
 
 
+def _add_buildings(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--buildings N`` (per town)."""
+    parser.add_argument(
+        '--buildings',
+        type=_positive_int,
+        default=default,
+        metavar='N',
+        help=f'buildings per town (default: {default})',
+    )
+
+
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    """``--seed S``."""
+    parser.add_argument(
+        '--seed',
+        type=_non_negative_int,
+        default=0,
+        metavar='S',
+        help='random seed (default: 0)',
+    )
+
+
 def _add_accelerator(parser: argparse.ArgumentParser) -> None:
     """``--accelerator`` (``--device`` is its old name in ``predict``)."""
     parser.add_argument(
@@ -106,20 +128,8 @@ def _add_simulate(
         metavar='SLUG',
         help='towns to simulate (default: all): ' + ', '.join(CITIES),
     )
-    sim.add_argument(
-        '--buildings',
-        type=_positive_int,
-        default=3000,
-        metavar='N',
-        help='buildings per town (default: 3000)',
-    )
-    sim.add_argument(
-        '--seed',
-        type=_non_negative_int,
-        default=0,
-        metavar='S',
-        help='random seed (default: 0)',
-    )
+    _add_buildings(sim, 3000)
+    _add_seed(sim)
     sim.add_argument(
         '--pixel-m',
         type=_pixel,
@@ -161,13 +171,7 @@ def _add_demo(
         default=Path('outputs/demo'),
         help='output folder (default: outputs/demo)',
     )
-    demo.add_argument(
-        '--buildings',
-        type=_positive_int,
-        default=800,
-        metavar='N',
-        help='buildings per town (default: 800)',
-    )
+    _add_buildings(demo, 800)
     demo.add_argument(
         '--epochs',
         type=_positive_int,
@@ -175,13 +179,7 @@ def _add_demo(
         metavar='E',
         help='training epochs (default: 6)',
     )
-    demo.add_argument(
-        '--seed',
-        type=_non_negative_int,
-        default=0,
-        metavar='S',
-        help='random seed (default: 0)',
-    )
+    _add_seed(demo)
     _add_accelerator(demo)
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
 
