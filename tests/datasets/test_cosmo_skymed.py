@@ -119,7 +119,7 @@ class TestFileNames:
         assert match.group('mission') == name[:3]
         assert match.group('product') in ('RAW', 'SCS', 'DGM', 'GEC', 'GTC')
         assert match.group('polarisation') in fields
-        start = pd.to_datetime(match.group('date'), format=COSMOSkyMed.date_format)
+        start = pd.to_datetime(match.group('start'), format=COSMOSkyMed.date_format)
         stop = pd.to_datetime(match.group('stop'), format=COSMOSkyMed.date_format)
         assert pd.Timedelta(0) < stop - start < pd.Timedelta(seconds=20)
 
@@ -137,7 +137,7 @@ class TestFileNames:
             'look_side': 'L',
             'orbit': 'D',
             'quality': 'F',
-            'date': '20250329114557',
+            'start': '20250329114557',
             'stop': '20250329114606',
             'latitude': '22',
             'hemisphere': 'N',
@@ -376,7 +376,7 @@ class TestCOSMOSkyMed:
     @pytest.mark.parametrize(
         ('kwargs', 'message'),
         [
-            ({'units': 'dB'}, "units must be 'linear' or 'db'"),
+            ({'units': 'dB'}, "units must be 'linear', 'db' or 'dn'"),
             ({'units': 'amplitude'}, 'units must be'),
             ({'bands': ('XX',)}, 'bands must be distinct polarisations'),
             ({'bands': ('HH', 'HH')}, 'bands must be distinct'),
@@ -763,3 +763,183 @@ class TestCalibration:
         # it mixes with other rasters like any product
         both = COSMOSkyMed(CSG_VALID_H5, bands=('VV',)) & DSM(DSM_DIR)
         assert both[(*window(4, 4, 8, 8), both.bounds[2])]['image'].shape == (1, 8, 8)
+
+
+#: A CSG GTC GeoTIFF as users clip or export it: uint16 DN, EPSG:32637, no tags.
+CLIPPED = (
+    'CSG_SSAR1_GTC_B_0101_STR_012_HH_RA_F_20240101033000_20240101033007_1_F_37N_Z37_N00'
+    '.tif'
+)
+#: Calibration a user supplies for it (any product's values would do).
+USER_CALIBRATION: dict[str, float | str] = {
+    'Rescaling_Factor': 300.0,
+    'Reference_Slant_Range': 600000.0,
+    'Reference_Slant_Range_Exponent': 1.1,
+    'Reference_Incidence_Angle': 28.0,
+    'S01_Calibration_Constant': 3.3e6,
+    'Range_Spreading_Loss_Compensation_Geometry': 'DEFAULT',
+    'Incidence_Angle_Compensation_Geometry': 'DEFAULT',
+    'Calibration_Constant_Compensation_Flag': 0,
+}
+
+
+#: A calibrated CSG GeoTIFF (HH) over the same area.
+CSG_HH = CALIBRATION / next(n for n in CALIBRATED if n.endswith('.tif'))
+
+
+def write_clipped(folder: Path, name: str = CLIPPED) -> Path:
+    """Write a tagless uint16 GTC GeoTIFF over the test products' area."""
+    path = folder / name
+    dn = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) % 997) + 1
+    dn[:2, :2] = 0
+    profile = {
+        'driver': 'GTiff',
+        'width': 32,
+        'height': 32,
+        'count': 1,
+        'dtype': 'uint16',
+        'crs': 'EPSG:32637',
+        'transform': rasterio.transform.from_origin(X0, Y1, PIXEL, PIXEL),
+    }
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(dn, 1)
+    return path
+
+
+class TestWhatUsersHave:
+    """Products as users have them: clipped GeoTIFFs without tags, odd names."""
+
+    def test_dn_reads_uncalibrated_geotiff(self, tmp_path: Path) -> None:
+        path = write_clipped(tmp_path)
+        ds = COSMOSkyMed(path, units='dn')
+        image = ds[window(0, 0, 32, 32)]['image']
+        dn = raw_dn(path, 'HH').astype(np.float32)
+        expected = np.where(dn == 0, np.nan, dn)
+        np.testing.assert_array_equal(image[0].numpy(), expected)
+
+    def test_dn_reads_hdf5_as_stored(self) -> None:
+        ds = COSMOSkyMed(GTC, units='dn')
+        image = ds[window(0, 0, 32, 32)]['image'][0].numpy()
+        dn = raw_dn(GTC, 'HH').astype(np.float32)
+        np.testing.assert_array_equal(image, np.where(dn == 0, np.nan, dn)[:32, :32])
+
+    def test_refusal_names_file_attributes_and_options(self, tmp_path: Path) -> None:
+        path = write_clipped(tmp_path)
+        with pytest.raises(InputFileError) as err:
+            COSMOSkyMed(path)
+        message = str(err.value)
+        assert CLIPPED in message
+        assert 'Rescaling_Factor' in message
+        assert 'S01_Calibration_Constant' in message
+        assert 'calibration=' in message
+        assert "units='dn'" in message
+
+    @pytest.mark.parametrize('per_file', [False, True])
+    def test_calibration_argument(self, tmp_path: Path, per_file: bool) -> None:
+        path = write_clipped(tmp_path)
+        given = {CLIPPED: USER_CALIBRATION} if per_file else USER_CALIBRATION
+        ds = COSMOSkyMed(path, calibration=given)
+        cal = Calibration(300.0, 600000.0, 1.1, 28.0, 0, 'DEFAULT', 'DEFAULT', {})
+        cal = replace(cal, constants={'HH': 3.3e6})
+        expected = snap_sigma0(raw_dn(path, 'HH'), cal, 'HH').astype(np.float32)
+        image = ds[window(0, 0, 32, 32)]['image'][0].numpy()
+        np.testing.assert_allclose(image, expected, rtol=1e-6)
+
+    def test_calibration_wins_over_product(self) -> None:
+        ds = COSMOSkyMed(CSG_HH, calibration=USER_CALIBRATION)
+        cal = Calibration(300.0, 600000.0, 1.1, 28.0, 0, 'DEFAULT', 'DEFAULT', {})
+        cal = replace(cal, constants={'HH': 3.3e6})
+        expected = snap_sigma0(raw_dn(CSG_HH, 'HH'), cal, 'HH').astype(np.float32)
+        image = ds[window(0, 0, 32, 32)]['image'][0].numpy()
+        np.testing.assert_allclose(image, expected, rtol=1e-6)
+
+    def test_calibration_with_hdf5_names(self, tmp_path: Path) -> None:
+        path = write_clipped(tmp_path)
+        spaced = {k.replace('_', ' '): v for k, v in USER_CALIBRATION.items()}
+        spaced['S01_Calibration_Constant'] = spaced.pop('S01 Calibration Constant')
+        a = COSMOSkyMed(path, calibration=spaced)[window(0, 0, 8, 8)]['image']
+        b = COSMOSkyMed(path, calibration=USER_CALIBRATION)[window(0, 0, 8, 8)]
+        np.testing.assert_array_equal(a.numpy(), b['image'].numpy())
+
+    @pytest.mark.parametrize(
+        ('calibration', 'message'),
+        [
+            ({'Rescaling': 1.0}, "'Rescaling' is not a calibration attribute"),
+            ({'other.tif': {'Rescaling_Factor': 1.0}}, 'not one of the products'),
+            ({'a': 1.0, 'b': {'c': 1.0}}, 'not mix both'),
+        ],
+    )
+    def test_bad_calibration(
+        self, tmp_path: Path, calibration: dict[str, object], message: str
+    ) -> None:
+        path = write_clipped(tmp_path)
+        with pytest.raises(ArgumentError, match=message):
+            COSMOSkyMed(path, calibration=calibration)  # type: ignore[arg-type]
+
+    def test_calibration_with_dn_refused(self, tmp_path: Path) -> None:
+        path = write_clipped(tmp_path)
+        with pytest.raises(ArgumentError, match="no effect with units='dn'"):
+            COSMOSkyMed(path, units='dn', calibration=USER_CALIBRATION)
+
+    def test_mixed_calibration_refused(self, tmp_path: Path) -> None:
+        shutil.copy(CSG_HH, tmp_path / CSG_HH.name)
+        write_clipped(tmp_path)
+        with pytest.raises(InputFileError, match='calibrated and uncalibrated') as err:
+            COSMOSkyMed(tmp_path)
+        assert CLIPPED in str(err.value)
+        assert CSG_HH.name in str(err.value)
+        # every product as digital numbers, or the missing constants given: read
+        assert len(COSMOSkyMed(tmp_path, units='dn')) == 2
+        ds = COSMOSkyMed(tmp_path, calibration={CLIPPED: USER_CALIBRATION})
+        assert len(ds) == 2
+
+    def test_named_file_off_convention_refused(self, tmp_path: Path) -> None:
+        path = write_clipped(tmp_path, 'my_clip.tif')
+        with pytest.raises(InputFileError, match='does not follow the CSK/CSG') as err:
+            COSMOSkyMed(path, units='dn')
+        assert 'my_clip.tif' in str(err.value)
+        # in a directory, files off the convention are not products: skipped
+        write_clipped(tmp_path)
+        assert len(COSMOSkyMed(tmp_path, units='dn')) == 1
+
+    def test_upstream_shape(self) -> None:
+        ds = COSMOSkyMed(GTC)
+        assert isinstance(ds, RasterDataset)
+        # TorchGeo's own start/stop parsing, no override
+        assert (
+            COSMOSkyMed._filepath_to_timestamp is RasterDataset._filepath_to_timestamp
+        )
+        interval = ds.index.index[0]
+        assert interval.left == pd.Timestamp('2023-02-08 15:43:12')
+        assert interval.right == pd.Timestamp('2023-02-08 15:43:20.999999')
+
+    def test_time_series(self, tmp_path: Path) -> None:
+        shutil.copy(CSG_HH, tmp_path / CSG_HH.name)
+        write_clipped(tmp_path)
+        ds = COSMOSkyMed(tmp_path, units='dn', time_series=True)
+        x, y = window(0, 0, 8, 8)
+        image = ds[x, y, ds.bounds[2]]['image']
+        assert image.shape == (2, 1, 8, 8)
+        for i, path in enumerate(ds.index.filepath):
+            alone = COSMOSkyMed(path, units='dn')[x, y]['image']
+            assert torch.equal(image[i], alone) or torch.allclose(
+                image[i], alone, equal_nan=True
+            )
+        batch = ds.extract_batch([(x, y, ds.bounds[2])])['image']
+        np.testing.assert_array_equal(batch[0].numpy(), image.numpy())
+
+    def test_and_plain_torchgeo_image_refused(self) -> None:
+        class Optical(RasterDataset):  # e.g. Sentinel1, Sentinel2: key 'image'
+            filename_glob = '*.tif'
+
+        sar, optical = COSMOSkyMed(GTC), Optical(DSM_DIR)
+        with pytest.raises(ArgumentError, match="both produce 'image'"):
+            sar & optical
+        with pytest.raises(ArgumentError, match='IntersectionDataset'):
+            (sar & DSM(DSM_DIR)) & optical
+        # TorchGeo's own intersection stacks the channels, as TorchGeo users expect
+        both = IntersectionDataset(sar, optical)
+        x, y = window(4, 4, 8, 8)
+        sample = both[x, y, both.bounds[2]]
+        assert sample['image'].shape == (2, 8, 8)
+        assert torch.allclose(sample['image'][:1], sar[x, y]['image'], equal_nan=True)

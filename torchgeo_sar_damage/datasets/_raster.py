@@ -30,7 +30,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from .utils import ModalityMixin, from_origin
+from .utils import ModalityMixin, bounds_tensor, from_origin, resolve_slice
 
 #: An open raster: a file read as it is, or a warped view of it in the dataset's CRS.
 type Source = DatasetReader | WarpedVRT
@@ -211,30 +211,6 @@ def check_georeferencing(src: Source, path: Path, advice: str = '') -> None:
     raise InputFileError(path, f'{problem}; {advice}')
 
 
-def resolve_slice(
-    index: GeoSlice, bounds: tuple[slice, slice, slice]
-) -> tuple[slice, slice, slice]:
-    """Fill the parts of a partial query from a dataset's bounds (as TorchGeo does).
-
-    Args:
-        index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``, any part left out.
-        bounds: the dataset's bounds.
-
-    Returns:
-        The fully resolved x, y and t slices.
-    """
-    parts = (index,) if isinstance(index, slice) else tuple(index)
-    out = list(bounds)
-    for i, part in enumerate(parts):
-        out[i] = slice(
-            out[i].start if part.start is None else part.start,
-            out[i].stop if part.stop is None else part.stop,
-            out[i].step if part.step is None else part.step,
-        )
-    x, y, t = out
-    return x, y, t
-
-
 #: Upsampling factors (source pixel / query pixel) at which windows are still read
 #: together: every position GDAL computes is then a binary fraction, so a window cut
 #: from a union equals the window read alone (tested for nearest, bilinear and cubic;
@@ -284,7 +260,13 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
     cover a pixel, NaN where none does), and provides :meth:`extract`, which reads
     many windows file by file in block order and converts each file's windows in one
     vectorised call. ``__getitem__`` is ``extract`` of one query, so both give the
-    same arrays.
+    same arrays. With ``time_series=True`` (TorchGeo's argument) the files of a query
+    are stacked, ``[T, bands, H, W]`` in index order, instead of mosaicked.
+
+    Subclasses change two hooks: :meth:`_read_raw` (a file's raw values over a
+    window) and :meth:`_convert` (a file's raw values to the sample's, e.g.
+    :class:`~torchgeo_sar_damage.datasets.COSMOSkyMed`'s per-product calibration);
+    the block reads are an addition on top of them, not a second code path.
 
     .. versionadded:: 0.1
     """
@@ -324,7 +306,16 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         Raises:
             IndexError: if no file of the dataset intersects a query.
         """
+        if self.time_series:
+            yield from self._time_series(queries)
+            return
         for (x, y, t), data in self._windows(queries):
+            yield self._sample(x, y, t, data)
+
+    def _time_series(self, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
+        """Samples stacking each query's files, ``[T, bands, H, W]`` in index order."""
+        for (x, y, t), paths in self._plan(queries):
+            data = np.stack([self._convert(p, self._read_raw(p, x, y)) for p in paths])
             yield self._sample(x, y, t, data)
 
     def extract_batch(self, queries: Sequence[GeoSlice]) -> Sample:
@@ -345,6 +336,9 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
 
         .. versionadded:: 0.1
         """
+        if self.time_series:
+            samples = list(self._time_series(queries))
+            return {self.sample_key: torch.stack([s[self.sample_key] for s in samples])}
         return {self.sample_key: torch.from_numpy(self._batch(queries))}
 
     def _batch(
@@ -400,20 +394,9 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
     ) -> Sample:
         """Wrap a window's data into a TorchGeo sample (as RasterDataset does)."""
         transform = from_origin(x.start, y.stop, x.step, y.step)
-        bounds = [
-            x.start,
-            x.stop,
-            x.step,
-            y.start,
-            y.stop,
-            y.step,
-            t.start.timestamp(),
-            t.stop.timestamp(),
-            t.step,
-        ]
         sample: Sample = {
             self.sample_key: torch.from_numpy(data),
-            'bounds': torch.tensor(bounds),
+            'bounds': bounds_tensor(x, y, t),
             'transform': torch.tensor(transform),
         }
         if self.transforms is not None:

@@ -9,7 +9,6 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 import geopandas as gpd
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 from pyproj import CRS
 from rasterio import features
 from rasterio.errors import NotGeoreferencedWarning
-from torchgeo.datasets.utils import Path, Sample, disambiguate_timestamp
+from torchgeo.datasets.utils import Path, Sample
 
 from ..errors import ArgumentError, InputFileError
 from ._raster import UNREADABLE, Source, WindowedRasterDataset, check_georeferencing
@@ -83,6 +82,116 @@ def sigma0_per_dn2(meta: Mapping[str, str], path: str | os.PathLike[str]) -> flo
     return factor
 
 
+#: Compensation flags read by :func:`sigma0_per_dn2`, with the value taken when absent.
+COMPENSATION_FLAGS = {
+    'Range_Spreading_Loss_Compensation_Geometry': 'NONE',
+    'Incidence_Angle_Compensation_Geometry': 'NONE',
+    'Calibration_Constant_Compensation_Flag': '0',
+}
+
+#: Attributes :func:`sigma0_per_dn2` reads (GDAL's names); ``S01_Calibration_Constant``
+#: stands for the constant of each polarisation group (``S02_...`` for ``/S02``).
+CALIBRATION_ATTRIBUTES = (
+    'Rescaling_Factor',
+    'Reference_Slant_Range',
+    'Reference_Slant_Range_Exponent',
+    'Reference_Incidence_Angle',
+    'S01_Calibration_Constant',
+    *COMPENSATION_FLAGS,
+)
+
+#: Calibration constants supplied by the user: attribute name -> value, for every
+#: product, or file -> (attribute name -> value), per product (see
+#: :class:`COSMOSkyMed`).
+type Calibration = Mapping[str, float | str] | Mapping[str, Mapping[str, float | str]]
+
+
+def missing_calibration(meta: Mapping[str, str]) -> list[str]:
+    """Attributes :func:`sigma0_per_dn2` needs that a product's metadata lacks.
+
+    Which are needed depends on the compensation flags (absent flags count as
+    :data:`COMPENSATION_FLAGS`).
+
+    Args:
+        meta: the product's metadata, as for :func:`sigma0_per_dn2`.
+
+    Returns:
+        The missing attributes, in the order the formula reads them.
+    """
+    needed = ['Rescaling_Factor']
+    flag = {k: meta.get(k, v).strip().upper() for k, v in COMPENSATION_FLAGS.items()}
+    if flag['Range_Spreading_Loss_Compensation_Geometry'] != 'NONE':
+        needed += ['Reference_Slant_Range', 'Reference_Slant_Range_Exponent']
+    if flag['Incidence_Angle_Compensation_Geometry'] != 'NONE':
+        needed.append('Reference_Incidence_Angle')
+    if flag['Calibration_Constant_Compensation_Flag'] != '1':
+        needed.append('S01_Calibration_Constant')
+    return [key for key in needed if key not in meta]
+
+
+def _attribute_name(key: str) -> str:
+    """GDAL's name of a calibration attribute given by its HDF5 or GDAL name."""
+    name = key.strip().replace(' ', '_')
+    if name in CALIBRATION_ATTRIBUTES or re.fullmatch(
+        r'S\d{2}_Calibration_Constant', name
+    ):
+        return name
+    raise ArgumentError(
+        f'calibration: {key!r} is not a calibration attribute; use '
+        f'{", ".join(CALIBRATION_ATTRIBUTES)} (S02_Calibration_Constant... for other '
+        'polarisation groups), HDF5 names with spaces also accepted'
+    )
+
+
+def _calibration_for(
+    calibration: Calibration | None, files: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """The supplied calibration attributes of each product file, as strings.
+
+    Args:
+        calibration: the ``calibration`` argument of :class:`COSMOSkyMed`.
+        files: the product files.
+
+    Returns:
+        File -> (GDAL attribute name -> value) for the files given constants.
+
+    Raises:
+        ArgumentError: if the mapping mixes the two shapes, names an unknown
+            attribute or a file that is not one of the products.
+    """
+    if not calibration:
+        return {}
+    nested = [isinstance(v, Mapping) for v in calibration.values()]
+    if any(nested) and not all(nested):
+        raise ArgumentError(
+            'calibration must map attribute names to values (every product) or files '
+            'to such mappings (per product), not mix both'
+        )
+
+    def attributes(values: Mapping[str, float | str]) -> dict[str, str]:
+        return {_attribute_name(k): str(v) for k, v in values.items()}
+
+    if not all(nested):
+        flat = attributes(calibration)  # type: ignore[arg-type]
+        return {f: dict(flat) for f in files}
+    out: dict[str, dict[str, str]] = {}
+    for key, values in calibration.items():
+        hits = [
+            f
+            for f in files
+            if os.path.basename(f) == key or os.path.abspath(f) == os.path.abspath(key)
+        ]
+        if not hits:
+            raise ArgumentError(
+                f'calibration names {key!r}, which is not one of the products '
+                f'({", ".join(os.path.basename(f) for f in files) or "none"}); key '
+                'per-product constants by file path or file name'
+            )
+        for f in hits:
+            out[f] = attributes(values)  # type: ignore[arg-type]
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # COSMO-SkyMed
 # --------------------------------------------------------------------------------------
@@ -118,6 +227,10 @@ class _Product:
     #: Product metadata under GDAL's names, per polarisation, with the calibration
     #: constant of the polarisation's group as ``S01_Calibration_Constant``.
     metadata: dict[str, dict[str, str]]
+    #: Polarisation group (``S01``...) of each polarisation.
+    groups: dict[str, str]
+    #: The product's metadata as read (root and every group).
+    tags: dict[str, str]
     #: Linear sigma nought of one DN², per requested polarisation.
     sigma0_per_dn2: dict[str, float] = field(default_factory=dict)
 
@@ -290,7 +403,7 @@ class COSMOSkyMed(WindowedRasterDataset):
         # availability). CSG <Q>: one of D, P, F, R
         _(?(csk)(?P<delivery>[FS][NF])|(?P<quality>[DPFR]))
         # <start>, <stop>: acquisition start and stop, UTC, YYYYMMDDhhmmss
-        _(?P<date>\d{14})
+        _(?P<start>\d{14})
         _(?P<stop>\d{14})
         # CSG only: <j> digit, <S> F or C, <ll><H> scene latitude band and
         # hemisphere, Z<LL> UTM zone, <AAA> N, F or B and 2 digits
@@ -311,9 +424,11 @@ class COSMOSkyMed(WindowedRasterDataset):
         crs: CRS | None = None,
         res: float | tuple[float, float] | None = None,
         bands: Sequence[str] | None = None,
-        units: Literal['linear', 'db'] = 'linear',
+        units: Literal['linear', 'db', 'dn'] = 'linear',
         transforms: Callable[[Sample], Sample] | None = None,
         cache: bool = True,
+        time_series: bool = False,
+        calibration: Calibration | None = None,
     ) -> None:
         """Initialize a new COSMOSkyMed instance.
 
@@ -325,21 +440,44 @@ class COSMOSkyMed(WindowedRasterDataset):
                 (defaults to the resolution of the first file found)
             bands: polarisations to return (defaults to those every product has)
             units: ``'linear'`` for sigma nought in linear power, ``'db'`` for
-                decibels
+                decibels, ``'dn'`` for the products' digital numbers as they are
+                (no calibration attribute needed)
             transforms: a function/transform that takes an input sample
                 and returns a transformed version
             cache: if True, cache file handles to speed up repeated sampling
+            time_series: if True, stack the products of a window along a time
+                dimension (``[T, bands, H, W]``, in index order) instead of
+                mosaicking them
+            calibration: calibration attributes for products that lack them (or to
+                replace theirs), under the names of :data:`CALIBRATION_ATTRIBUTES`
+                (HDF5 names with spaces also accepted), values as numbers or
+                strings: either one mapping for every product, e.g.
+                ``{'Rescaling_Factor': 1.9e-4, 'S01_Calibration_Constant': 2.2e5,
+                ...}``, or a mapping from product file (path or file name) to such a
+                mapping, e.g. ``{'CSG_..._N00.tif': {...}}``; a value given here
+                wins over the product's own
 
         Raises:
-            ArgumentError: if *bands* or *units* are invalid, or the products share
+            ArgumentError: if *bands*, *units* or *calibration* are invalid (or
+                *calibration* is given with ``units='dn'``), or the products share
                 no polarisation and *bands* is not given.
             InputFileError: if a product is not geocoded (L0/L1A/L1B), of an
-                unknown type, lacks a requested polarisation or calibration
-                attribute, or GDAL cannot georeference it.
+                unknown type, named explicitly but not by the CSK/CSG convention,
+                lacks a requested polarisation or calibration attributes (or some
+                products are calibrated and others not), or GDAL cannot
+                georeference it.
             DatasetNotFoundError: if no product is found.
+
+        .. versionchanged:: 0.2
+           *units* ``'dn'``, *calibration* and *time_series*.
         """
-        if units not in ('linear', 'db'):
-            raise ArgumentError(f"units must be 'linear' or 'db', not {units!r}")
+        if units not in ('linear', 'db', 'dn'):
+            raise ArgumentError(f"units must be 'linear', 'db' or 'dn', not {units!r}")
+        if calibration and units == 'dn':
+            raise ArgumentError(
+                "calibration has no effect with units='dn' (digital numbers are read "
+                "as they are); give units='linear' or 'db', or leave calibration out"
+            )
         if bands is not None:
             unknown = [b for b in bands if b not in self.all_bands]
             if unknown or not bands or len(set(bands)) != len(bands):
@@ -350,11 +488,22 @@ class COSMOSkyMed(WindowedRasterDataset):
         self.units = units
         self.paths = paths
         regex = re.compile(self.filename_regex, re.VERBOSE)
+        named = set(self.named_files)
         self._products: dict[str, _Product] = {}
         for filepath in self.files:
             match = regex.match(os.path.basename(filepath))
             if match is not None:
                 self._products[filepath] = self._inspect(filepath, match)
+            elif filepath in named:
+                raise InputFileError(
+                    filepath,
+                    'is named explicitly but its name does not follow the CSK/CSG '
+                    'convention (CSKS<i>_<YYY>_..._<start>_<stop>.h5 or CSG_SSAR<i>_'
+                    '<YYY>_..._<start>_<stop>_..._<AAA>.h5|.tif, see '
+                    'COSMOSkyMed.filename_regex), from which the product type, '
+                    'polarisation and acquisition time are read; give it its '
+                    "product's original name",
+                )
 
         if bands is None and self._products:
             common = set.intersection(
@@ -375,11 +524,72 @@ class COSMOSkyMed(WindowedRasterDataset):
                         f'{", ".join(product.sources) or "none"}); choose other bands '
                         'or leave this product out',
                     )
-                product.sigma0_per_dn2[band] = sigma0_per_dn2(
-                    product.metadata[band], filepath
-                )
+        if units != 'dn':
+            self._calibrate(bands or (), calibration)
 
-        super().__init__(paths, crs, res, bands, transforms, cache)
+        super().__init__(paths, crs, res, bands, transforms, cache, time_series)
+
+    def _calibrate(self, bands: Sequence[str], calibration: Calibration | None) -> None:
+        """Find each product's sigma nought per DN², or refuse uncalibrated ones.
+
+        Args:
+            bands: the requested polarisations.
+            calibration: the ``calibration`` argument.
+
+        Raises:
+            ArgumentError: if *calibration* is malformed.
+            InputFileError: if a product lacks calibration attributes (naming the
+                file, the attributes and the options), or a value is not a number.
+        """
+        supplied = _calibration_for(calibration, list(self._products))
+        missing: dict[str, list[str]] = {}
+        for filepath, product in self._products.items():
+            for band in bands:
+                meta = product.metadata[band]
+                if filepath in supplied:
+                    tags = {**product.tags, **supplied[filepath]}
+                    meta = _group_metadata(tags, product.groups[band])
+                group = product.groups[band]
+                lacking = [
+                    f'{group}_Calibration_Constant'
+                    if key == 'S01_Calibration_Constant'
+                    else key
+                    for key in missing_calibration(meta)
+                ]
+                if lacking:
+                    missing.setdefault(filepath, [])
+                    missing[filepath] += [
+                        k for k in lacking if k not in missing[filepath]
+                    ]
+                    continue
+                product.sigma0_per_dn2[band] = sigma0_per_dn2(meta, filepath)
+        if not missing:
+            return
+        filepath, lacking = next(iter(missing.items()))
+        absent = [
+            k for k in COMPENSATION_FLAGS if k not in self._products[filepath].tags
+        ]
+        flags = (
+            f' (its compensation flags {", ".join(absent)} are absent too, taken as '
+            f'{", ".join(COMPENSATION_FLAGS[k] for k in absent)})'
+            if absent and filepath not in supplied
+            else ''
+        )
+        calibrated = [f for f in self._products if f not in missing]
+        mixed = (
+            f'; the other products ({", ".join(map(os.path.basename, calibrated))}) are '
+            'calibrated, and calibrated and uncalibrated products are not mixed in one '
+            'dataset'
+            if calibrated
+            else ''
+        )
+        raise InputFileError(
+            filepath,
+            f'cannot be calibrated: calibration attributes {", ".join(lacking)} '
+            f"missing{flags}{mixed}; give them from the product's metadata with "
+            "calibration={'Rescaling_Factor': ..., ...} (or {file name: {...}} per "
+            "product), or read every product's digital numbers with units='dn'",
+        )
 
     def _inspect(self, path: str, match: re.Match[str]) -> _Product:
         """Check a product and find its polarisations and metadata.
@@ -399,6 +609,7 @@ class COSMOSkyMed(WindowedRasterDataset):
             return self._inspect_hdf5(path, match)
         sources: dict[str, tuple[str, int]] = {}
         metadata: dict[str, dict[str, str]] = {}
+        groups: dict[str, str] = {}
         try:
             with rasterio.open(path) as src:
                 check_georeferencing(src, path)
@@ -411,11 +622,12 @@ class COSMOSkyMed(WindowedRasterDataset):
                     if polarisation in self.all_bands:
                         sources[polarisation] = (path, i)
                         metadata[polarisation] = _group_metadata(tags, group)
+                        groups[polarisation] = group
         except rasterio.errors.RasterioIOError as err:
             raise InputFileError(
                 path, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
             ) from None
-        return _Product(sources, metadata)
+        return _Product(sources, metadata, groups, tags)
 
     def _check_level(self, path: str, product: str, where: str) -> None:
         """Refuse products that are not geocoded L1C/L1D ones."""
@@ -473,9 +685,9 @@ class COSMOSkyMed(WindowedRasterDataset):
         images: dict[str, str] = {}
         if not subdatasets and single_image:
             # GDAL opens a file with a single image dataset as that image.
-            groups = {k[:3] for k in tags if re.fullmatch(r'S\d{2}_Polarisation', k)}
-            if len(groups) == 1:
-                images[groups.pop()] = path
+            named = {k[:3] for k in tags if re.fullmatch(r'S\d{2}_Polarisation', k)}
+            if len(named) == 1:
+                images[named.pop()] = path
         for name in subdatasets:
             found = re.search(r'//(S\d{2})/([A-Z]{3})$', name)
             if found and found.group(2) in IMAGE_DATASETS:
@@ -487,6 +699,7 @@ class COSMOSkyMed(WindowedRasterDataset):
                     images[group] = name
         sources: dict[str, tuple[str, int]] = {}
         metadata: dict[str, dict[str, str]] = {}
+        groups: dict[str, str] = {}
         for group, name in sorted(images.items()):
             polarisation = tags.get(f'{group}_Polarisation', '').strip().upper()
             if polarisation not in self.all_bands:
@@ -497,6 +710,7 @@ class COSMOSkyMed(WindowedRasterDataset):
                 )
             sources[polarisation] = (name, 1)
             metadata[polarisation] = _group_metadata(tags, group)
+            groups[polarisation] = group
         if not sources:
             raise InputFileError(
                 path,
@@ -525,23 +739,7 @@ class COSMOSkyMed(WindowedRasterDataset):
                         'that'
                     )
                 check_georeferencing(src, path, advice)
-        return _Product(sources, metadata)
-
-    def _filepath_to_timestamp(self, filepath: Path) -> tuple[datetime, datetime]:
-        """Acquisition interval [start, stop] of a product, from its file name.
-
-        Args:
-            filepath: the product file.
-
-        Returns:
-            (mint, maxt) tuple.
-        """
-        match = re.match(self.filename_regex, os.path.basename(filepath), re.VERBOSE)
-        if match is None:
-            return self.mint, self.maxt
-        mint, _ = disambiguate_timestamp(match.group('date'), self.date_format)
-        _, maxt = disambiguate_timestamp(match.group('stop'), self.date_format)
-        return mint, maxt
+        return _Product(sources, metadata, groups, tags)
 
     def _load_warp_file(self, filepath: Path, crs: CRS | None = None) -> Source:
         """Open the image of a product's first requested polarisation (for indexing).
@@ -593,13 +791,21 @@ class COSMOSkyMed(WindowedRasterDataset):
     ) -> npt.NDArray[np.float32]:
         """Calibrate DN to sigma nought in the dataset's units; DN 0 becomes NaN.
 
+        The per-file calibration hook of :class:`WindowedRasterDataset`: every read
+        (``__getitem__``, :meth:`extract`, :meth:`extract_batch`) converts a
+        product's DN through it, with the product's own factor
+        (:func:`sigma0_per_dn2` of its metadata and the ``calibration`` argument).
+
         Args:
             path: the product file.
             raw: DN ``[..., bands, rows, columns]``.
 
         Returns:
-            Sigma nought, linear or dB, float32.
+            Sigma nought, linear or dB, or the DN themselves (``units='dn'``),
+            float32.
         """
+        if self.units == 'dn':
+            return np.where(raw == 0, np.nan, raw).astype(np.float32)
         product = self._products[path]
         factors = np.array([product.sigma0_per_dn2[b] for b in self.bands])
         sigma0 = np.where(raw == 0, np.nan, raw**2 * factors[:, None, None])
@@ -623,6 +829,8 @@ class COSMOSkyMed(WindowedRasterDataset):
         image = sample['image'].detach().cpu().double()
         if self.units == 'linear':
             image = 10 * torch.log10(image.clamp(min=1e-10))
+        elif self.units == 'dn':
+            image = 20 * torch.log10(image.clamp(min=1e-10))
         values = image[torch.isfinite(image)]
         vmin, vmax = (
             (float(values.quantile(0.02)), float(values.quantile(0.98)))
@@ -635,7 +843,8 @@ class COSMOSkyMed(WindowedRasterDataset):
             ax.imshow(layer.numpy(), cmap='gray', vmin=vmin, vmax=vmax)
             ax.axis('off')
             if show_titles:
-                ax.set_title(f'{band} sigma0 (dB)')
+                what = 'DN²' if self.units == 'dn' else 'sigma0'
+                ax.set_title(f'{band} {what} (dB)')
         if suptitle is not None:
             fig.suptitle(suptitle)
         return fig

@@ -18,13 +18,8 @@ from torchgeo.datasets import DatasetNotFoundError
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from ._raster import (
-    UNREADABLE,
-    Source,
-    WindowedRasterDataset,
-    check_georeferencing,
-    resolve_slice,
-)
+from ._raster import UNREADABLE, Source, WindowedRasterDataset, check_georeferencing
+from .utils import resolve_slice
 
 
 class DSM(WindowedRasterDataset):

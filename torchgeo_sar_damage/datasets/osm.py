@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 from pyproj import CRS
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
-from ._raster import UNION_BLOCK_PIXELS, UNION_SPARSITY, resolve_slice
+from ._raster import UNION_BLOCK_PIXELS, UNION_SPARSITY
 from ._vector import InMemoryVectorDataset, drop_bad_geometries, find_column, read_table
-from .utils import from_origin
+from .utils import from_origin, resolve_slice
 
 #: Column names of the OSM identifier, preferred first: HOT exports and osmium/ogr
 #: (``osm_id``), Overpass turbo GeoJSON (``@id`` / ``id``, e.g. ``way/123``).

@@ -3,14 +3,22 @@
 
 """Helpers shared by the datasets."""
 
-from collections.abc import Callable, Iterator, Sequence
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from affine import Affine
-from torchgeo.datasets import GeoDataset, IntersectionDataset, UnionDataset
-from torchgeo.datasets.utils import GeoSlice, Sample
+from torchgeo.datasets import (
+    GeoDataset,
+    IntersectionDataset,
+    RasterDataset,
+    UnionDataset,
+    VectorDataset,
+)
+from torchgeo.datasets.utils import GeoSlice, Path, Sample, find_files
 
-from ..errors import InputFileError
+from ..errors import ArgumentError, InputFileError
 
 
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
@@ -39,6 +47,74 @@ def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine
         0.0 * 0.0 + 1.0 * neg,
         0.0 * 0.0 + 1.0 * 0.0 + north,
     )
+
+
+def resolve_slice(
+    index: GeoSlice, bounds: tuple[slice, slice, slice]
+) -> tuple[slice, slice, slice]:
+    """Fill the parts of a partial query from a dataset's bounds.
+
+    :meth:`GeoDataset._disambiguate_slice
+    <torchgeo.datasets.GeoDataset._disambiguate_slice>` with the bounds passed in, so
+    that many queries are resolved against one computation of :attr:`bounds`.
+
+    Args:
+        index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``, any part left out.
+        bounds: the dataset's bounds.
+
+    Returns:
+        The fully resolved x, y and t slices.
+    """
+    parts = (index,) if isinstance(index, slice) else tuple(index)
+    out = list(bounds)
+    for i, part in enumerate(parts):
+        out[i] = slice(
+            out[i].start if part.start is None else part.start,
+            out[i].stop if part.stop is None else part.stop,
+            out[i].step if part.step is None else part.step,
+        )
+    x, y, t = out
+    return x, y, t
+
+
+def bounds_tensor(x: slice, y: slice, t: slice) -> torch.Tensor:
+    """The ``bounds`` of a sample, as :meth:`GeoDataset._slice_to_tensor` builds it.
+
+    Args:
+        x: ``xmin:xmax:xres`` of a resolved query.
+        y: ``ymin:ymax:yres``.
+        t: ``tmin:tmax:tres`` (timestamps).
+
+    Returns:
+        ``[xmin, xmax, xres, ymin, ymax, yres, tmin, tmax, tres]`` (float32).
+    """
+    return torch.tensor(
+        [
+            x.start,
+            x.stop,
+            x.step,
+            y.start,
+            y.stop,
+            y.step,
+            t.start.timestamp(),
+            t.stop.timestamp(),
+            t.step,
+        ]
+    )
+
+
+def named_files(paths: Path | Iterable[Path]) -> list[str]:
+    """The files among *paths* (as opposed to directories to search).
+
+    Args:
+        paths: a dataset's ``paths``.
+
+    Returns:
+        The entries that are existing files, as strings.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    return [str(p) for p in paths if os.path.isfile(p)]
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -167,18 +243,70 @@ class ModalityIntersection(IntersectionDataset):
 
         Returns:
             The intersection.
+
+        Raises:
+            ArgumentError: if both produce the same data key (see
+                :class:`ModalityMixin`).
         """
-        return ModalityIntersection(self, other, collate_fn=self.collate_fn)
+        return _intersect(self, other)
+
+
+def _data_keys(dataset: GeoDataset) -> set[str]:
+    """The data keys (``image``, ``mask``, ``dsm``...) a dataset's samples carry.
+
+    Known for TorchGeo's raster and vector datasets and for those of this package
+    that hold one raster key; other keys (``tabular``...) are not listed.
+    """
+    if isinstance(dataset, IntersectionDataset | UnionDataset):
+        return set().union(*(_data_keys(d) for d in dataset.datasets))
+    if isinstance(dataset, ModalityMixin):
+        key = getattr(dataset, 'sample_key', None)
+        return {key} if isinstance(key, str) else set()
+    if isinstance(dataset, RasterDataset):
+        return {'image' if dataset.is_image else 'mask'}
+    if isinstance(dataset, VectorDataset):
+        return {'mask'}
+    return set()
+
+
+def _intersect(dataset: GeoDataset, other: GeoDataset) -> 'ModalityIntersection':
+    """``dataset & other`` with per-modality keys; a key both produce is refused."""
+    both = sorted(_data_keys(dataset) & _data_keys(other))
+    if both:
+        names = f'{type(dataset).__name__} & {type(other).__name__}'
+        raise ArgumentError(
+            f'{names}: both produce {", ".join(map(repr, both))}. Datasets of this '
+            'package keep one key per modality when combined with &, unlike '
+            "TorchGeo's channel concatenation; for TorchGeo's behaviour (channels "
+            'stacked in one key) use torchgeo.datasets.IntersectionDataset(a, b), or '
+            'combine datasets whose keys differ'
+        )
+    collate = getattr(dataset, 'collate_fn', merge_modalities)
+    return ModalityIntersection(dataset, other, collate_fn=collate)
 
 
 class ModalityMixin:
     """Datasets that keep their own sample keys when combined with ``&``.
 
     ``a & b`` returns a :class:`ModalityIntersection`, whose samples are combined by
-    :func:`merge_modalities`.
+    :func:`merge_modalities`: ``image`` (SAR), ``dsm``, ``footprint``, ``label``, a
+    TorchGeo raster's ``image`` or ``mask``... each keep their key, which differs from
+    TorchGeo's :class:`~torchgeo.datasets.IntersectionDataset` (its
+    :func:`~torchgeo.datasets.utils.concat_samples` stacks the channels of a shared
+    key). Two datasets that produce the same key (e.g. ``COSMOSkyMed & Sentinel1``,
+    both ``image``) are refused by ``&`` with an :class:`~..errors.ArgumentError`
+    that says so: use ``IntersectionDataset(a, b)`` for TorchGeo's concatenation.
+
+    File search: a directory of ``paths`` is searched for :attr:`filename_glob`; a file
+    named in ``paths`` is taken whatever its name (the glob filters directory searches
+    only, as the dataset's regex does: each dataset says what it does with a named
+    file whose name does not follow its convention).
     """
 
-    def __and__(self, other: GeoDataset) -> ModalityIntersection:
+    paths: Path | Iterable[Path]
+    filename_glob: str
+
+    def __and__(self, other: GeoDataset) -> 'ModalityIntersection':
         """Intersect with another dataset, keeping each modality under its own key.
 
         Args:
@@ -186,9 +314,53 @@ class ModalityMixin:
 
         Returns:
             The intersection, with :func:`merge_modalities` as collate function.
+
+        Raises:
+            ArgumentError: if both datasets produce the same data key.
+
+        .. versionchanged:: 0.2
+           A data key both datasets produce is refused here, not at the first query.
         """
         assert isinstance(self, GeoDataset)
-        return ModalityIntersection(self, other)
+        return _intersect(self, other)
+
+    @property
+    def files(self) -> list[str]:
+        """Files of the dataset: the named files, and the glob's matches in directories.
+
+        Returns:
+            All files, sorted.
+
+        .. versionchanged:: 0.2
+           A file named in ``paths`` is kept even if its name does not match
+           :attr:`filename_glob`.
+        """
+        paths = (
+            [self.paths] if isinstance(self.paths, str | os.PathLike) else self.paths
+        )
+        files: set[str] = set()
+        for path in paths:
+            if os.path.isfile(path):
+                files.add(str(path))
+                continue
+            found = find_files(path, self.filename_glob)
+            files.update(found)
+            if not found and not os.path.isdir(path):
+                warnings.warn(
+                    f"Could not find any relevant files for provided path '{path}'. "
+                    'Path was ignored.',
+                    UserWarning,
+                )
+        return sorted(files)
+
+    @property
+    def named_files(self) -> list[str]:
+        """The files named in ``paths`` (not found by searching a directory).
+
+        Returns:
+            Those files, as strings.
+        """
+        return named_files(self.paths)
 
 
 def extract(dataset: GeoDataset, queries: Sequence[GeoSlice]) -> Iterator[Sample]:
