@@ -251,6 +251,277 @@ def _write_sar_tiles(
             del sigma0
 
 
+@dataclasses.dataclass
+class _SarFiles:
+    """The SAR products written for a town.
+
+    Attributes:
+        acquisition: the CSK acquisition (the CSG one shares its geometry and time).
+        hdf5: file name of the CSK HDF5 product.
+        geotiff: file name of the CSG GeoTIFF product.
+    """
+
+    acquisition: Acquisition
+    hdf5: str
+    geotiff: str
+
+
+@dataclasses.dataclass
+class _Observations:
+    """What the mappers' products say of each building, and the files written.
+
+    Attributes:
+        osm_id: ``osm_id`` of the OSM polygon that maps each building (0: unmapped).
+        ems: Copernicus EMS ``damage_gra`` of each building (None: outside the AOI).
+        labels: file name of the EMS grading layer.
+        gem: file names of the GEM exposure CSVs.
+    """
+
+    osm_id: np.ndarray
+    ems: np.ndarray
+    labels: str
+    gem: list[str]
+
+
+def _write_sar(
+    scene: Scene,
+    folder: Path,
+    grid: Grid,
+    lc: np.ndarray,
+    grades: np.ndarray,
+    lat: float,
+    rng: np.random.Generator,
+    *,
+    tiled: bool,
+) -> _SarFiles:
+    """Draw the acquisitions, render the SAR image and write both products.
+
+    The image is rendered and written whole, or tile by tile when ``tiled``.
+
+    Args:
+        scene: the scene.
+        folder: the town's output folder.
+        grid: the SAR grid.
+        lc: land cover on ``grid``.
+        grades: EMS-98 grade of each building.
+        lat: latitude of the scene's centre.
+        rng: the town's ``sar`` stream (acquisitions first, then the image).
+        tiled: render and write tile by tile (:func:`_write_sar_tiles`).
+
+    Returns:
+        The CSK acquisition and the products' file names.
+    """
+    b = scene.buildings
+    csk, csg = acquisitions(scene, lat, rng)
+    geometry = SARGeometry(
+        incidence_deg=csk.incidence_deg,
+        heading_deg=csk.heading_deg,
+        look_side=csk.look_side,
+    )
+    sar_input = gpd.GeoDataFrame(
+        {'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=scene.crs
+    )
+    cent = b.geometry.centroid
+    radius = float(cent.distance(shapely.Point(scene.centre)).max())
+    calibration = Calibration(reference_incidence_deg=csk.incidence_deg)
+    utm_zone = CRS.from_user_input(scene.crs).utm_zone
+    zone = int(utm_zone[:-1]) if utm_zone else 37
+    sar_h5 = csk.csk_filename()
+    sar_tif = csg.csg_filename('.tif', latitude_deg=lat, utm_zone=zone)
+    if tiled:
+        _write_sar_tiles(
+            folder / sar_h5,
+            folder / sar_tif,
+            grid,
+            geometry,
+            sar_input,
+            lc,
+            rng,
+            swath=(scene.centre, radius),
+            products=(csk, csg),
+            calibration=calibration,
+        )
+    else:
+        image = render_sigma0(grid, geometry, sar_input, lc, rng, looks=1.0)
+        sigma0 = np.where(
+            _swath_mask(grid, scene.centre, radius, csk.heading_deg),
+            image.sigma0,
+            np.nan,
+        )
+        del image
+        write_csk_hdf5(
+            folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration
+        )
+        write_csg_geotiff(
+            folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration
+        )
+    return _SarFiles(csk, sar_h5, sar_tif)
+
+
+def _write_dsm(
+    scene: Scene,
+    folder: Path,
+    grid: Grid,
+    lc: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    low_memory: bool,
+) -> None:
+    """Render the pre-event DSM of a scene at :data:`DSM_PIXEL_M` and write it.
+
+    Args:
+        scene: the scene.
+        folder: the town's output folder.
+        grid: the SAR grid (the DSM grid is resampled from it).
+        lc: land cover on ``grid``.
+        rng: the town's ``dsm`` stream.
+        low_memory: passed to :func:`~.dsm.render_dsm` (tiled towns).
+    """
+    dsm_grid = grid.resample(DSM_PIXEL_M)
+    dsm = render_dsm(scene, dsm_grid, lc, grid, rng, low_memory=low_memory)
+    write_geotiff(
+        folder / DSM_NAME,
+        dsm,
+        dsm_grid,
+        nodata=-9999.0,
+        tags={'SOURCE': 'simulated pre-event DSM', 'UNITS': 'metre'},
+        band_description='elevation_m',
+    )
+
+
+def _write_observations(
+    scene: Scene,
+    folder: Path,
+    grades: np.ndarray,
+    streams: dict[str, np.random.Generator],
+) -> _Observations:
+    """Write the OSM footprints, the EMS grading, the admin units and GEM exposure.
+
+    Args:
+        scene: the scene.
+        folder: the town's output folder.
+        grades: EMS-98 grade of each building.
+        streams: the town's random streams (``osm`` and ``ems`` are drawn from).
+
+    Returns:
+        What each building became in OSM and EMS, and the files written.
+    """
+    b = scene.buildings
+    osm, osm_id = osm_footprints(b, streams['osm'])
+    write_vector(folder / OSM_NAME, osm, layer='hotosm_tur_buildings_polygons')
+    labels, ems = ems_grading(b, grades, streams['ems'])
+    aoi = scene.city.ems_aoi if scene.city is not None else 99
+    labels_name = LABELS_NAME.format(aoi=aoi)
+    write_vector(folder / labels_name, labels)
+    write_vector(folder / ADMIN_NAME, scene.districts, layer='admin_units')
+    gem_files = []
+    for occupancy, table in exposure_tables(b, scene.districts).items():
+        name = EXPOSURE_NAME.format(occupancy=occupancy)
+        write_exposure_csv(folder / name, table, occupancy)
+        gem_files.append(name)
+    return _Observations(osm_id, ems, labels_name, gem_files)
+
+
+def _write_truth(
+    scene: Scene, folder: Path, damage: Damage, observations: _Observations
+) -> None:
+    """Write ``truth.gpkg``: every building with its shaking, damage and mapping.
+
+    Args:
+        scene: the scene.
+        folder: the town's output folder.
+        damage: shaking and damage of every building.
+        observations: the buildings' OSM ids and EMS grades.
+    """
+    b = scene.buildings
+    shaking, grades = damage.shaking, damage.grades
+    truth = gpd.GeoDataFrame(
+        {
+            'building_id': b['building_id'],
+            'osm_id': observations.osm_id,
+            'ID_2': b['ID_2'],
+            'occupancy': b['occupancy'],
+            'taxonomy': b['taxonomy'],
+            'macro_class': [t.macro_class for t in damage.taxa],
+            'fragility_class': [c.name for c in damage.curves],
+            'storeys': b['storeys'],
+            'height_m': b['height_m'],
+            'rjb_km': shaking.rjb_km.round(3),
+            'pga_g': shaking.pga_g.round(4),
+            'grade': grades,
+            'damaged': grades >= 4,
+            'ems_damage_gra': [v if v is not None else None for v in observations.ems],
+        },
+        geometry=b.geometry,
+        crs=scene.crs,
+    )
+    write_vector(folder / TRUTH_NAME, truth, layer='truth')
+
+
+def _city_entry(
+    scene: Scene,
+    lonlat: tuple[float, float],
+    damage: Damage,
+    sar: _SarFiles,
+    observations: _Observations,
+    pixel_m: float,
+) -> dict[str, Any]:
+    """The town's entry of ``scene.json``.
+
+    Args:
+        scene: the scene.
+        lonlat: longitude and latitude of the centre.
+        damage: shaking and damage of every building.
+        sar: the SAR acquisition and products.
+        observations: the mappers' files.
+        pixel_m: SAR pixel spacing in metres.
+
+    Returns:
+        The entry: scene, damage and shaking summary, acquisition and file names.
+    """
+    city = scene.city
+    lon, lat = lonlat
+    shaking, grades = damage.shaking, damage.grades
+    csk = sar.acquisition
+    damaged = float(np.mean(grades >= 4))
+    return {
+        'name': scene.name,
+        'crs': scene.crs,
+        'bounds': list(scene.bounds),
+        'centre': list(scene.centre),
+        'centre_lonlat': [round(lon, 5), round(lat, 5)],
+        'buildings': len(scene.buildings),
+        'damage_rate': round(damaged, 4),
+        'observed_damage_range': list(city.damage_range) if city is not None else None,
+        'grade_counts': np.bincount(grades, minlength=6).tolist(),
+        'pga_g': {
+            'median': round(float(np.median(shaking.pga_g)), 4),
+            'p05': round(float(np.percentile(shaking.pga_g, 5)), 4),
+            'p95': round(float(np.percentile(shaking.pga_g, 95)), 4),
+        },
+        'acquisition': {
+            'incidence_deg': csk.incidence_deg,
+            'heading_deg': csk.heading_deg,
+            'look_side': csk.look_side,
+            'orbit_direction': csk.orbit_direction,
+            'polarisation': csk.polarisation,
+            'start_utc': csk.start.isoformat(),
+            'stop_utc': csk.stop.isoformat(),
+            'pixel_m': pixel_m,
+        },
+        'files': {
+            'sar_hdf5': sar.hdf5,
+            'sar_geotiff': sar.geotiff,
+            'dsm': DSM_NAME,
+            'osm': OSM_NAME,
+            'gem': observations.gem,
+            'admin': ADMIN_NAME,
+            'labels': observations.labels,
+            'truth': TRUTH_NAME,
+        },
+    }
+
+
 def simulate_city(
     scene: Scene,
     folder: Path,
@@ -286,153 +557,20 @@ def simulate_city(
     Returns:
         The town's entry of ``scene.json``.
     """
-    b = scene.buildings
-    crs = scene.crs
-    cent = b.geometry.centroid
-    city = scene.city
-    to_ll = Transformer.from_crs(crs, 'EPSG:4326', always_xy=True)
+    to_ll = Transformer.from_crs(scene.crs, 'EPSG:4326', always_xy=True)
     lon, lat = to_ll.transform(*scene.centre)
     damage = shake_and_damage(scene, streams)
-    shaking, taxa, curves, grades = (
-        damage.shaking,
-        damage.taxa,
-        damage.curves,
-        damage.grades,
-    )
-
-    # SAR
     grid = scene.grid(pixel_m)
     tiled = grid.width * grid.height > SAR_WHOLE_GRID_MAX_PIXELS
     lc = landcover(scene, grid, streams['landcover'], low_memory=tiled)
-    csk, csg = acquisitions(scene, lat, streams['sar'])
-    geometry = SARGeometry(
-        incidence_deg=csk.incidence_deg,
-        heading_deg=csk.heading_deg,
-        look_side=csk.look_side,
+    sar = _write_sar(
+        scene, folder, grid, lc, damage.grades, lat, streams['sar'], tiled=tiled
     )
-    sar_input = gpd.GeoDataFrame(
-        {'height_m': b['height_m'], 'grade': grades}, geometry=b.geometry, crs=crs
-    )
-    radius = float(cent.distance(shapely.Point(scene.centre)).max())
-    calibration = Calibration(reference_incidence_deg=csk.incidence_deg)
-    utm_zone = CRS.from_user_input(crs).utm_zone
-    zone = int(utm_zone[:-1]) if utm_zone else 37
-    sar_h5 = csk.csk_filename()
-    sar_tif = csg.csg_filename('.tif', latitude_deg=lat, utm_zone=zone)
-    if tiled:
-        _write_sar_tiles(
-            folder / sar_h5,
-            folder / sar_tif,
-            grid,
-            geometry,
-            sar_input,
-            lc,
-            streams['sar'],
-            swath=(scene.centre, radius),
-            products=(csk, csg),
-            calibration=calibration,
-        )
-    else:
-        image = render_sigma0(grid, geometry, sar_input, lc, streams['sar'], looks=1.0)
-        sigma0 = np.where(
-            _swath_mask(grid, scene.centre, radius, csk.heading_deg),
-            image.sigma0,
-            np.nan,
-        )
-        write_csk_hdf5(
-            folder / sar_h5, sigma0.astype(np.float32), grid, csk, calibration
-        )
-        write_csg_geotiff(
-            folder / sar_tif, sigma0.astype(np.float32), grid, csg, calibration
-        )
-        del image, sigma0
-
-    # DSM
-    dsm_grid = grid.resample(DSM_PIXEL_M)
-    dsm = render_dsm(scene, dsm_grid, lc, grid, streams['dsm'], low_memory=tiled)
-    write_geotiff(
-        folder / DSM_NAME,
-        dsm,
-        dsm_grid,
-        nodata=-9999.0,
-        tags={'SOURCE': 'simulated pre-event DSM', 'UNITS': 'metre'},
-        band_description='elevation_m',
-    )
-    del dsm, lc
-
-    # observations
-    osm, osm_id = osm_footprints(b, streams['osm'])
-    write_vector(folder / OSM_NAME, osm, layer='hotosm_tur_buildings_polygons')
-    labels, ems = ems_grading(b, grades, streams['ems'])
-    aoi = city.ems_aoi if city is not None else 99
-    labels_name = LABELS_NAME.format(aoi=aoi)
-    write_vector(folder / labels_name, labels)
-    write_vector(folder / ADMIN_NAME, scene.districts, layer='admin_units')
-    gem_files = []
-    for occupancy, table in exposure_tables(b, scene.districts).items():
-        name = EXPOSURE_NAME.format(occupancy=occupancy)
-        write_exposure_csv(folder / name, table, occupancy)
-        gem_files.append(name)
-
-    truth = gpd.GeoDataFrame(
-        {
-            'building_id': b['building_id'],
-            'osm_id': osm_id,
-            'ID_2': b['ID_2'],
-            'occupancy': b['occupancy'],
-            'taxonomy': b['taxonomy'],
-            'macro_class': [t.macro_class for t in taxa],
-            'fragility_class': [c.name for c in curves],
-            'storeys': b['storeys'],
-            'height_m': b['height_m'],
-            'rjb_km': shaking.rjb_km.round(3),
-            'pga_g': shaking.pga_g.round(4),
-            'grade': grades,
-            'damaged': grades >= 4,
-            'ems_damage_gra': [v if v is not None else None for v in ems],
-        },
-        geometry=b.geometry,
-        crs=crs,
-    )
-    write_vector(folder / TRUTH_NAME, truth, layer='truth')
-
-    damaged = float(np.mean(grades >= 4))
-    return {
-        'name': scene.name,
-        'crs': crs,
-        'bounds': list(scene.bounds),
-        'centre': list(scene.centre),
-        'centre_lonlat': [round(lon, 5), round(lat, 5)],
-        'buildings': len(b),
-        'damage_rate': round(damaged, 4),
-        'observed_damage_range': list(city.damage_range) if city is not None else None,
-        'grade_counts': np.bincount(grades, minlength=6).tolist(),
-        'pga_g': {
-            'median': round(float(np.median(shaking.pga_g)), 4),
-            'p05': round(float(np.percentile(shaking.pga_g, 5)), 4),
-            'p95': round(float(np.percentile(shaking.pga_g, 95)), 4),
-        },
-        'acquisition': {
-            'incidence_deg': csk.incidence_deg,
-            'heading_deg': csk.heading_deg,
-            'look_side': csk.look_side,
-            'orbit_direction': csk.orbit_direction,
-            'polarisation': csk.polarisation,
-            'start_utc': csk.start.isoformat(),
-            'stop_utc': csk.stop.isoformat(),
-            'pixel_m': pixel_m,
-        },
-        'files': {
-            'sar_hdf5': sar_h5,
-            'sar_geotiff': sar_tif,
-            'dsm': DSM_NAME,
-            'osm': OSM_NAME,
-            'gem': gem_files,
-            'admin': ADMIN_NAME,
-            'labels': labels_name,
-            'truth': TRUTH_NAME,
-        },
-    }
+    _write_dsm(scene, folder, grid, lc, streams['dsm'], low_memory=tiled)
+    del lc
+    observations = _write_observations(scene, folder, damage.grades, streams)
+    _write_truth(scene, folder, damage, observations)
+    return _city_entry(scene, (lon, lat), damage, sar, observations, pixel_m)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -450,6 +588,99 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ArgumentError(f'--out {out}: {parent} is a file, not a folder')
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ArgumentError(f'--out {out}: {parent} is not writable')
+
+
+def _check_arguments(
+    cities: Sequence[str] | None,
+    n_buildings: int,
+    seed: int,
+    pixel_m: float,
+    footprints: str | os.PathLike[str] | None,
+) -> list[str]:
+    """Check the arguments of :func:`simulate` other than the output folder.
+
+    Args:
+        cities: slugs of built-in towns, or None for all of them.
+        n_buildings: buildings per town.
+        seed: random seed.
+        pixel_m: SAR pixel spacing in metres.
+        footprints: a footprint file, or None.
+
+    Returns:
+        The slugs of the built-in towns to simulate, without repeats (none with
+        ``footprints``).
+
+    Raises:
+        ArgumentError: for a bad argument.
+    """
+    if n_buildings <= 0:
+        raise ArgumentError(f'--buildings must be positive, not {n_buildings}')
+    if not (math.isfinite(pixel_m) and 0.1 <= pixel_m <= 5.0):
+        raise ArgumentError(f'--pixel-m must be between 0.1 and 5 m, not {pixel_m}')
+    if seed < 0:
+        raise ArgumentError(f'--seed must be non-negative, not {seed}')
+    slugs: list[str] = []
+    if footprints is None:
+        slugs = list(CITIES) if not cities else list(dict.fromkeys(cities))
+        for slug in slugs:
+            try:
+                get_city(slug)
+            except KeyError as err:
+                raise ArgumentError(f'--cities: {err.args[0]}') from None
+    else:
+        if not Path(footprints).is_file():
+            raise ArgumentError(f'--footprints {footprints}: no such file')
+    return slugs
+
+
+def _temporary_folder(out: Path) -> Path:
+    """Create the hidden folder beside ``out`` that a run is written into.
+
+    Args:
+        out: the output folder.
+
+    Returns:
+        The new, empty folder.
+
+    Raises:
+        OutputError: if it cannot be created.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    except OSError as err:
+        raise OutputError(
+            out, f'cannot create a temporary folder beside it ({err.strerror})'
+        ) from None
+
+
+def _town_scene(
+    slug: str,
+    city: City | None,
+    footprints: str | os.PathLike[str] | None,
+    seed: int,
+    n_buildings: int,
+) -> tuple[Scene, dict[str, np.random.Generator]]:
+    """Lay out one town (built-in or over footprints) and derive its random streams.
+
+    Args:
+        slug: the built-in town's slug (ignored with ``footprints``).
+        city: the built-in town, or None to use ``footprints``.
+        footprints: the footprint file (when ``city`` is None).
+        seed: the run's seed.
+        n_buildings: buildings per town.
+
+    Returns:
+        The scene and the town's streams (:func:`city_streams`; the streams of a
+        footprint file derive from its name's stem).
+    """
+    if city is not None:
+        streams = city_streams(seed, slug)
+        return generate_scene(city, n_buildings, streams['layout']), streams
+    stem = Path(str(footprints)).stem
+    streams = city_streams(seed, stem)
+    scene = scene_from_footprints(str(footprints), streams['layout'], n_buildings)
+    return scene, streams
 
 
 def simulate(
@@ -490,31 +721,9 @@ def simulate(
         OutputError: if writing fails (e.g. a full disk); nothing is left behind.
     """
     out = Path(out)
-    if n_buildings <= 0:
-        raise ArgumentError(f'--buildings must be positive, not {n_buildings}')
-    if not (math.isfinite(pixel_m) and 0.1 <= pixel_m <= 5.0):
-        raise ArgumentError(f'--pixel-m must be between 0.1 and 5 m, not {pixel_m}')
-    if seed < 0:
-        raise ArgumentError(f'--seed must be non-negative, not {seed}')
-    slugs: list[str] = []
-    if footprints is None:
-        slugs = list(CITIES) if not cities else list(dict.fromkeys(cities))
-        for slug in slugs:
-            try:
-                get_city(slug)
-            except KeyError as err:
-                raise ArgumentError(f'--cities: {err.args[0]}') from None
-    else:
-        if not Path(footprints).is_file():
-            raise ArgumentError(f'--footprints {footprints}: no such file')
+    slugs = _check_arguments(cities, n_buildings, seed, pixel_m, footprints)
     _check_out(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-    except OSError as err:
-        raise OutputError(
-            out, f'cannot create a temporary folder beside it ({err.strerror})'
-        ) from None
+    tmp = _temporary_folder(out)
     try:
         manifest: dict[str, Any] = {
             'generator': f'torchgeo-sar-damage {__version__}',
@@ -531,14 +740,8 @@ def simulate(
         for slug, city in bar:
             if city is not None:
                 bar.set_postfix_str(slug)
-                streams = city_streams(seed, slug)
-                scene = generate_scene(city, n_buildings, streams['layout'])
-            else:
-                stem = Path(str(footprints)).stem
-                streams = city_streams(seed, stem)
-                scene = scene_from_footprints(
-                    str(footprints), streams['layout'], n_buildings
-                )
+            scene, streams = _town_scene(slug, city, footprints, seed, n_buildings)
+            if city is None:
                 bar.set_postfix_str(scene.slug)
             folder = tmp / scene.slug
             folder.mkdir()
