@@ -84,8 +84,51 @@ def osm_footprints(
     dx = shift_m * np.cos(shift_dir) + rng.normal(0, 0.4, n)
     dy = shift_m * np.sin(shift_dir) + rng.normal(0, 0.4, n)
     missing = rng.random(n) < 0.04
-    # merge close neighbours
-    merged_into = np.arange(n)
+    merged_into = _merge_neighbours(buildings, missing, rng)
+    candidates = np.unique(rng.integers(100_000_000, 1_200_000_000, n + n // 10 + 16))
+    osm_ids = np.sort(rng.choice(candidates, n, replace=False))
+    rows = []
+    mapped_id = np.zeros(n, dtype=np.int64)
+    storeys = buildings['storeys'].to_numpy()
+    height = buildings['height_m'].to_numpy()
+    occupancy = buildings['occupancy'].to_numpy()
+    for i in range(n):
+        if missing[i] or merged_into[i] != i:
+            continue
+        members = np.flatnonzero(merged_into == i)
+        geom = geoms[i]
+        if len(members) > 1:
+            # traced as one outline across the gap between them
+            geom = shapely.union_all([geoms[k] for k in members]).convex_hull
+        geom = affinity.translate(geom, dx[i], dy[i])
+        tags = _osm_tags(occupancy[i], int(storeys[i]), float(height[i]), rng)
+        rows.append(
+            {'osm_id': int(osm_ids[i]), 'osm_type': 'ways', **tags, 'geometry': geom}
+        )
+        mapped_id[members] = osm_ids[i]
+    frame = gpd.GeoDataFrame(rows, geometry='geometry', crs=buildings.crs)
+    return frame, mapped_id
+
+
+def _merge_neighbours(
+    buildings: gpd.GeoDataFrame, missing: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Choose the pairs of close neighbours that are traced as one building.
+
+    Each pair closer than :data:`MERGE_GAP_M` is merged with probability
+    :data:`MERGE_PAIR_PROBABILITY` (one draw per pair, in order), unless one of the
+    two is unmapped or already merged.
+
+    Args:
+        buildings: true buildings.
+        missing: which buildings are not mapped.
+        rng: random generator.
+
+    Returns:
+        For each building, the building whose outline it is traced with (itself when
+        it is not merged).
+    """
+    merged_into = np.arange(len(buildings))
     near = gpd.sjoin(
         gpd.GeoDataFrame(
             geometry=buildings.geometry.buffer(MERGE_GAP_M / 2), crs=buildings.crs
@@ -104,49 +147,40 @@ def osm_footprints(
             and not missing[j]
         ):
             merged_into[j] = i
-    candidates = np.unique(rng.integers(100_000_000, 1_200_000_000, n + n // 10 + 16))
-    osm_ids = np.sort(rng.choice(candidates, n, replace=False))
-    rows = []
-    mapped_id = np.zeros(n, dtype=np.int64)
-    storeys = buildings['storeys'].to_numpy()
-    height = buildings['height_m'].to_numpy()
-    occupancy = buildings['occupancy'].to_numpy()
-    for i in range(n):
-        if missing[i] or merged_into[i] != i:
-            continue
-        members = np.flatnonzero(merged_into == i)
-        geom = geoms[i]
-        if len(members) > 1:
-            # traced as one outline across the gap between them
-            geom = shapely.union_all([geoms[k] for k in members]).convex_hull
-        geom = affinity.translate(geom, dx[i], dy[i])
-        if occupancy[i] == 'IND':
-            kind = 'IND'
-        elif occupancy[i] in ('COM', 'MIX1'):
-            kind = 'COM'
-        else:
-            kind = 'RES_high' if storeys[i] >= 4 else 'RES_low'
-        values, probs = _BUILDING_TAGS[kind]
-        levels: str | None = None
-        if rng.random() < 0.2:
-            lv = int(storeys[i]) + (
-                int(rng.choice([-1, 1])) if rng.random() < 0.1 else 0
-            )
-            levels = str(max(1, lv))
-        tag_height = f'{round(float(height[i]))}' if rng.random() < 0.03 else None
-        rows.append(
-            {
-                'osm_id': int(osm_ids[i]),
-                'osm_type': 'ways',
-                'building': str(rng.choice(values, p=probs)),
-                'building:levels': levels,
-                'height': tag_height,
-                'geometry': geom,
-            }
-        )
-        mapped_id[members] = osm_ids[i]
-    frame = gpd.GeoDataFrame(rows, geometry='geometry', crs=buildings.crs)
-    return frame, mapped_id
+    return merged_into
+
+
+def _osm_tags(
+    occupancy: str, storeys: int, height_m: float, rng: np.random.Generator
+) -> dict[str, str | None]:
+    """Draw the tags a mapper gives one building.
+
+    Args:
+        occupancy: the building's GEM occupancy.
+        storeys: its number of storeys.
+        height_m: its height.
+        rng: random generator (levels, then height, then the ``building`` value).
+
+    Returns:
+        ``building``, ``building:levels`` and ``height`` (None where not tagged).
+    """
+    if occupancy == 'IND':
+        kind = 'IND'
+    elif occupancy in ('COM', 'MIX1'):
+        kind = 'COM'
+    else:
+        kind = 'RES_high' if storeys >= 4 else 'RES_low'
+    values, probs = _BUILDING_TAGS[kind]
+    levels: str | None = None
+    if rng.random() < 0.2:
+        lv = storeys + (int(rng.choice([-1, 1])) if rng.random() < 0.1 else 0)
+        levels = str(max(1, lv))
+    tag_height = f'{round(height_m)}' if rng.random() < 0.03 else None
+    return {
+        'building': str(rng.choice(values, p=probs)),
+        'building:levels': levels,
+        'height': tag_height,
+    }
 
 
 def ems_grading(
