@@ -485,7 +485,8 @@ class SARGeometricAugmentation(nn.Module):
     resampling, dtype kept). All policies resample with nearest neighbours, so every
     output pixel is an input pixel or the 0 fill: binary masks stay binary and no
     ``NaN`` appears. Other keys (``tabular``, ``label``...) pass through unchanged.
-    Image keys must be floating point and, like the masks, ``[B, C, H, W]``. The
+    Image keys must be floating point and ``[B, C, H, W]``; masks ``[B, C, H, W]`` or,
+    as TorchGeo's, ``[B, H, W]`` (returned in the same shape). The
     default keys are those of this package's model batch; for a TorchGeo sample
     batch pass ``image_keys=('image',), mask_keys=('mask',)``.
 
@@ -547,7 +548,8 @@ class SARGeometricAugmentation(nn.Module):
         """Augment a batch.
 
         Args:
-            batch: a batch dict with ``[B, C, H, W]`` image-like keys.
+            batch: a batch dict with ``[B, C, H, W]`` images and ``[B, C, H, W]`` or
+                ``[B, H, W]`` masks.
 
         Returns:
             a new dict with the image-like keys transformed and the rest unchanged.
@@ -559,6 +561,9 @@ class SARGeometricAugmentation(nn.Module):
         masks = [key for key in self.mask_keys if key in batch]
         if not images and not masks:
             return out
+        # TorchGeo's masks are [B, H, W]: given a channel for Kornia, then dropped
+        flat = {key for key in masks if batch[key].dim() == 3}
+        mask = {k: batch[k].unsqueeze(1) if k in flat else batch[k] for k in masks}
         if images:
             channels = [batch[key].shape[1] for key in images]
             image = torch.cat([batch[key] for key in images], dim=1)
@@ -566,14 +571,15 @@ class SARGeometricAugmentation(nn.Module):
             # Kornia draws parameters from the input; a mask-only batch uses its first
             # mask as input (nearest resampling makes the two paths identical).
             channels = []
-            image = batch[masks[0]].float()
-        data = {'image': image, **{f'mask_{i}': batch[k] for i, k in enumerate(masks)}}
+            image = mask[masks[0]].float()
+        data = {'image': image, **{f'mask_{i}': mask[k] for i, k in enumerate(masks)}}
         result = self.augment(data)
         if images:
             for key, part in zip(images, result['image'].split(channels, dim=1)):
                 out[key] = part
         for i, key in enumerate(masks):
-            out[key] = result[f'mask_{i}']
+            moved = result[f'mask_{i}']
+            out[key] = moved.squeeze(1) if key in flat else moved
         return out
 
     def extra_repr(self) -> str:
