@@ -28,7 +28,7 @@ from ..batch import check_modalities
 from ..datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings
 from ..datasets.utils import extract_batch, merge_batches
 from ..errors import ArgumentError, InputFileError
-from ..samplers import BuildingSampler
+from ..samplers import BuildingSampler, footprint_centres
 from .checkpoint import match_training_sar
 
 #: Values of the ``status`` column, by code: ``ok`` (assessed), ``outside_sar``
@@ -379,10 +379,7 @@ class BuildingChunks(Dataset[Sample]):
         )
         # coverage of every input, at the window centres the sampler will use
         local = targets.to_crs(self.inputs.sar.crs)
-        centroid = local.geometry.centroid
-        centre = centroid.where(
-            local.geometry.contains(centroid), local.geometry.representative_point()
-        ).to_numpy()
+        centre = footprint_centres(local.geometry).to_numpy()
         covered = np.ones(len(targets), dtype=bool)
         for name, coverage in self.inputs.coverages:
             outside = covered & ~shapely.contains(coverage, centre)

@@ -22,6 +22,7 @@ from torchgeo.datasets.utils import Sample
 from tqdm.auto import tqdm
 
 from ..errors import OutputError
+from ..utils import write_atomic
 from .chunks import _CODE, _PENDING, STATUSES
 
 #: Footprints read and written per step of :func:`write_layer`.
@@ -102,15 +103,16 @@ class PartWriter(BasePredictionWriter):
     ) -> None:
         """Write this process's part."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f'part-{trainer.global_rank}.npz'
-        tmp = self.folder / f'.part-{trainer.global_rank}.tmp.npz'
-        np.savez(
-            tmp,
-            probability=self.results.probability,
-            uncertainty=self.results.uncertainty,
-            status=self.results.status,
+        results = self.results
+        write_atomic(
+            self.folder / f'part-{trainer.global_rank}.npz',
+            lambda tmp: np.savez(
+                tmp,
+                probability=results.probability,
+                uncertainty=results.uncertainty,
+                status=results.status,
+            ),
         )
-        os.replace(tmp, path)
 
 
 def merge_parts(parts: Sequence[str | os.PathLike[str]], buildings: int) -> Results:
@@ -239,10 +241,6 @@ class PredictionSummary:
     threshold: float
     temperature: float
     damaged: int
-
-
-def _temporary(out: Path, tag: str) -> Path:
-    return out.with_name(f'.{out.name}.{os.getpid()}.{tag}')
 
 
 def draw_map(

@@ -19,13 +19,13 @@ from torchgeo.datasets.utils import Sample
 
 from ..batch import normalise_batch
 from ..errors import ArgumentError, OutputError
+from ..utils import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint
 from .chunks import _CODE, _PENDING, STATUSES, BuildingChunks
 from .output import (
     PartWriter,
     PredictionSummary,
     Results,
-    _temporary,
     draw_map,
     merge_parts,
     write_layer,
@@ -293,9 +293,9 @@ def _write(
     """Write the layer to a temporary file renamed into place (none on failure)."""
     if (results.status == _PENDING).any():
         raise OutputError(out, 'some buildings were not predicted')
-    tmp = _temporary(out, 'tmp.gpkg')
-    try:
-        write_layer(
+    write_atomic(
+        out,
+        lambda tmp: write_layer(
             chunks.buildings,
             tmp,
             results,
@@ -304,8 +304,5 @@ def _write(
             layer=chunks.layer_name,
             input_layer=layer,
             progress=progress,
-        )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        ),
+    )

@@ -3,6 +3,6 @@
 
 """Samplers for per-building windows."""
 
-from .building import BuildingSampler
+from .building import BuildingSampler, footprint_centres
 
-__all__ = ['BuildingSampler']
+__all__ = ['BuildingSampler', 'footprint_centres']

@@ -57,6 +57,23 @@ def _raster_origin(dataset: GeoDataset) -> tuple[float, float] | None:
     return None
 
 
+def footprint_centres(footprints: gpd.GeoSeries) -> gpd.GeoSeries:
+    """The point a building's window is centred on.
+
+    Args:
+        footprints: building polygons (any projected CRS).
+
+    Returns:
+        Each footprint's centroid, or a point inside it where the centroid falls
+        outside (L or U shapes, courtyards), in the same CRS and index.
+
+    .. versionadded:: 0.2
+    """
+    centroid = footprints.centroid
+    inside = footprints.contains(centroid)
+    return centroid.where(inside, footprints.representative_point())
+
+
 class BuildingSampler(SpatialSampler):
     """Sample one window per building, centred on its footprint.
 
@@ -150,9 +167,7 @@ class BuildingSampler(SpatialSampler):
             else table.index.to_numpy()
         )
         table = table.to_crs(dataset.crs)
-        centroid = table.geometry.centroid
-        inside = table.geometry.contains(centroid)
-        centre = centroid.where(inside, table.geometry.representative_point())
+        centre = footprint_centres(table.geometry)
         keep = shapely.contains_xy(
             self.geometry, centre.x.to_numpy(), centre.y.to_numpy()
         )
