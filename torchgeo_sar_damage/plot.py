@@ -216,65 +216,9 @@ def plot_prediction_map(
         ax.ticklabel_format(useOffset=False, style='plain')
         ax.set_xlabel('easting (m)')
     axes[0, 0].set_ylabel('northing (m)')
-    assessed = predictions[predictions['damage_prob'].notna()]
-    missing = predictions[predictions['damage_prob'].isna()]
-    assessed.plot(
-        ax=axes[0, 0],
-        column='damage_prob',
-        cmap='inferno',
-        vmin=0,
-        vmax=1,
-        edgecolor='white',
-        linewidth=0.2,
-    )
-    if len(missing):
-        missing.plot(
-            ax=axes[0, 0],
-            facecolor='none',
-            edgecolor='cyan',
-            linewidth=0.5,
-            hatch='///',
-        )
-    mappable = ScalarMappable(cmap='inferno', norm=Normalize(0, 1))
-    fig.colorbar(
-        mappable, ax=axes[0, 0], shrink=0.6, label='predicted probability of damage'
-    )
-    axes[0, 0].set_title('predicted damage probability')
+    _draw_probabilities(fig, axes[0, 0], predictions)
     if truth is not None:
-        damaged = truth['grade'] >= 4
-        truth[~damaged].plot(
-            ax=axes[0, 1], color='#1a9850', edgecolor='black', linewidth=0.2
-        )
-        truth[damaged].plot(
-            ax=axes[0, 1], color='#d73027', edgecolor='black', linewidth=0.2
-        )
-        handles = [
-            Patch(
-                facecolor='#d73027',
-                edgecolor='black',
-                label='damaged (EMS-98 grade 4-5)',
-            ),
-            Patch(
-                facecolor='#1a9850', edgecolor='black', label='not damaged (grade 0-3)'
-            ),
-        ]
-        axes[0, 1].legend(
-            handles=handles, loc='lower right', fontsize=8, framealpha=0.8
-        )
-        axes[0, 1].set_title('true damage')
-    if len(missing):
-        axes[0, 0].legend(
-            handles=[
-                Patch(
-                    facecolor='none',
-                    edgecolor='cyan',
-                    hatch='///',
-                    label='not assessed',
-                )
-            ],
-            loc='lower right',
-            fontsize=8,
-        )
+        _draw_truth(axes[0, 1], truth)
     for ax in axes[0]:
         add_scale_bar(ax)
         add_north_arrow(ax)
@@ -284,3 +228,44 @@ def plot_prediction_map(
     if out_png is not None:
         save_figure(fig, out_png)
     return fig
+
+
+def _draw_probabilities(fig: Figure, ax: Axes, predictions: gpd.GeoDataFrame) -> None:
+    """Footprints coloured by ``damage_prob``; unassessed ones hatched."""
+    assessed = predictions[predictions['damage_prob'].notna()]
+    missing = predictions[predictions['damage_prob'].isna()]
+    assessed.plot(
+        ax=ax,
+        column='damage_prob',
+        cmap='inferno',
+        vmin=0,
+        vmax=1,
+        edgecolor='white',
+        linewidth=0.2,
+    )
+    mappable = ScalarMappable(cmap='inferno', norm=Normalize(0, 1))
+    fig.colorbar(mappable, ax=ax, shrink=0.6, label='predicted probability of damage')
+    ax.set_title('predicted damage probability')
+    if len(missing):
+        missing.plot(
+            ax=ax, facecolor='none', edgecolor='cyan', linewidth=0.5, hatch='///'
+        )
+        hatch = Patch(
+            facecolor='none', edgecolor='cyan', hatch='///', label='not assessed'
+        )
+        ax.legend(handles=[hatch], loc='lower right', fontsize=8)
+
+
+def _draw_truth(ax: Axes, truth: gpd.GeoDataFrame) -> None:
+    """Footprints coloured by true damage (EMS-98 grade >= 4 or not)."""
+    damaged = truth['grade'] >= 4
+    truth[~damaged].plot(ax=ax, color='#1a9850', edgecolor='black', linewidth=0.2)
+    truth[damaged].plot(ax=ax, color='#d73027', edgecolor='black', linewidth=0.2)
+    handles = [
+        Patch(
+            facecolor='#d73027', edgecolor='black', label='damaged (EMS-98 grade 4-5)'
+        ),
+        Patch(facecolor='#1a9850', edgecolor='black', label='not damaged (grade 0-3)'),
+    ]
+    ax.legend(handles=handles, loc='lower right', fontsize=8, framealpha=0.8)
+    ax.set_title('true damage')
