@@ -194,18 +194,14 @@ class TestOSMBuildings:
             for key in sample:
                 assert torch.equal(sample[key], expected[key]), key
 
-    def test_extract_holds_bounds_only_while_reading(
-        self, dataset: OSMBuildings
-    ) -> None:
+    def test_extract_outside_raises(self, dataset: OSMBuildings) -> None:
         bounds = dataset.bounds
         samples = dataset.extract([window(5, 5), window(1000, 1000)])
         next(samples)
-        assert dataset._held_bounds is None  # released between windows
         with pytest.raises(
             IndexError, match=re.escape('index: (slice(299984.0, 300016.0, 1)')
         ):
-            next(samples)  # the message names the query as given
-        assert dataset._held_bounds is None
+            next(samples)  # the message names the query
         assert dataset.bounds == bounds
 
     def test_geojson_overpass_ids(self) -> None:

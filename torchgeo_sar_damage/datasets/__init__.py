@@ -3,8 +3,14 @@
 
 """TorchGeo datasets for post-event SAR damage assessment."""
 
+from ._vector import drop_bad_geometries, unusable_geometries
 from .chips import BuildingChips
-from .cosmo_skymed import COSMOSkyMed, sigma0_per_dn2
+from .cosmo_skymed import (
+    CALIBRATION_ATTRIBUTES,
+    COSMOSkyMed,
+    missing_calibration,
+    sigma0_per_dn2,
+)
 from .dsm import DSM
 from .gem import FEATURE_NAMES as GEM_FEATURE_NAMES
 from .gem import GEMExposure
@@ -20,6 +26,7 @@ from .utils import (
 )
 
 __all__ = [
+    'CALIBRATION_ATTRIBUTES',
     'DSM',
     'GEM_FEATURE_NAMES',
     'BuildingChips',
@@ -29,9 +36,12 @@ __all__ = [
     'ModalityIntersection',
     'OSMBuildings',
     'collate_buildings',
+    'drop_bad_geometries',
     'extract',
     'extract_batch',
     'merge_batches',
     'merge_modalities',
+    'missing_calibration',
     'sigma0_per_dn2',
+    'unusable_geometries',
 ]

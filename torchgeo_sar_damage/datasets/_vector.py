@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import rasterio.transform
 import shapely
@@ -27,10 +28,53 @@ from torchgeo.datasets import DatasetNotFoundError, VectorDataset
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import InputFileError
-from .utils import ModalityMixin, from_origin
+from .utils import ModalityMixin, from_origin, resolve_slice
 
 #: Polygonal geometry types kept by :func:`drop_bad_geometries`.
 POLYGON_TYPES = ('Polygon', 'MultiPolygon')
+#: Their shapely type ids.
+_POLYGON_TYPE_IDS = (3, 6)
+
+
+def default_res(
+    crs: CRS, res: float | tuple[float, float] | None
+) -> tuple[float, float]:
+    """A vector dataset's resolution: *res*, or about a metre in the CRS's units.
+
+    Args:
+        crs: the dataset's CRS.
+        res: the ``res`` argument.
+
+    Returns:
+        ``res`` as a pair, or 1 for a projected CRS, 1e-5 (degrees) for a
+        geographic one.
+    """
+    if res is None:
+        res = 1.0 if crs.is_projected else 1e-5
+    if isinstance(res, int | float):
+        res = (float(res), float(res))
+    return float(res[0]), float(res[1])
+
+
+def timeless_index(
+    columns: dict[str, object], geometries: object, crs: CRS
+) -> gpd.GeoDataFrame:
+    """A TorchGeo index whose rows hold for all time (vector data without dates).
+
+    Args:
+        columns: the index's columns (e.g. ``filepath``).
+        geometries: one geometry per row.
+        crs: their CRS.
+
+    Returns:
+        The index, with an unbounded ``datetime`` interval per row.
+    """
+    rows = len(next(iter(columns.values())))  # type: ignore[arg-type]
+    full = (pd.Timestamp.min, pd.Timestamp.max)
+    interval = pd.IntervalIndex.from_tuples(
+        [full] * rows, closed='both', name='datetime'
+    )
+    return gpd.GeoDataFrame(columns, index=interval, geometry=geometries, crs=crs)
 
 
 def read_table(path: str, layer: str | int | None = None) -> gpd.GeoDataFrame:
@@ -76,6 +120,41 @@ def read_table(path: str, layer: str | int | None = None) -> gpd.GeoDataFrame:
     return table
 
 
+def _geometry_problems(geoms: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], ...]:
+    """Masks of the missing, non-polygon, zero-area and invalid geometries.
+
+    Each geometry is flagged once, in that order of precedence.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    missing = np.asarray(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    kinds = np.asarray(shapely.get_type_id(geoms))
+    not_polygon = ~missing & ~np.isin(kinds, _POLYGON_TYPE_IDS)
+    candidate = ~missing & ~not_polygon
+    zero_area = candidate & (np.asarray(shapely.area(geoms)) <= 0)
+    invalid = candidate & ~zero_area & ~np.asarray(shapely.is_valid(geoms))
+    return missing, not_polygon, zero_area, invalid
+
+
+def unusable_geometries(geoms: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Which geometries cannot be a building outline.
+
+    A geometry is unusable when it is missing or empty, not a (multi)polygon, of
+    zero area, or invalid (e.g. a self-intersecting "bow-tie"); the rule
+    :func:`drop_bad_geometries` applies, for callers that keep their own rows.
+
+    Args:
+        geoms: shapely geometries (an array, a GeoSeries' values...).
+
+    Returns:
+        True for each unusable geometry.
+
+    .. versionadded:: 0.2
+    """
+    missing, not_polygon, zero_area, invalid = _geometry_problems(geoms)
+    bad: npt.NDArray[np.bool_] = missing | not_polygon | zero_area | invalid
+    return bad
+
+
 def drop_bad_geometries(table: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     """Drop the features that cannot be a building outline, with one counted warning.
 
@@ -93,13 +172,7 @@ def drop_bad_geometries(table: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
     Raises:
         InputFileError: if every feature would be dropped.
     """
-    geoms = table.geometry.array
-    missing = np.asarray(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    kinds = np.asarray(table.geometry.geom_type.fillna(''), dtype=object)
-    not_polygon = ~missing & ~np.isin(kinds, POLYGON_TYPES)
-    candidate = ~missing & ~not_polygon
-    zero_area = candidate & (np.asarray(shapely.area(geoms)) <= 0)
-    invalid = candidate & ~zero_area & ~np.asarray(shapely.is_valid(geoms))
+    missing, not_polygon, zero_area, invalid = _geometry_problems(table.geometry.array)
     drop = missing | not_polygon | zero_area | invalid
     if drop.any():
         reasons = [
@@ -150,11 +223,8 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
     :class:`~torchgeo.datasets.VectorDataset`.
     """
 
-    #: Table of all kept features, in the dataset CRS (set by :meth:`_set_table`).
-    _table: gpd.GeoDataFrame
-
-    #: :attr:`bounds` while :meth:`extract` reads its windows (None otherwise).
-    _held_bounds: tuple[slice, slice, slice] | None = None
+    #: Every kept feature, in the dataset CRS (set by :meth:`_set_features`).
+    _features: gpd.GeoDataFrame
 
     def __init__(
         self,
@@ -186,14 +256,18 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         self.task = 'semantic_segmentation'
         crs = CRS.from_user_input(crs) if crs is not None else None
         regex = re.compile(self.filename_regex, re.VERBOSE)
+        named = set(self.named_files)
         tables = []
         files: list[str] = []
         empty: list[str] = []
         for filepath in self.files:
             if not os.path.isfile(filepath):
                 continue
-            if regex.match(os.path.basename(filepath)) is None:
-                continue
+            if (
+                filepath not in named
+                and regex.match(os.path.basename(filepath)) is None
+            ):
+                continue  # a named file is read whatever its name
             table = self._load(filepath)
             if table is None or table.empty:
                 if table is not None:
@@ -211,15 +285,11 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         if not tables:
             raise DatasetNotFoundError(self)
         assert crs is not None
-        if res is None:
-            res = 1.0 if crs.is_projected else 1e-5
-        if isinstance(res, int | float):
-            res = (float(res), float(res))
-        self._res = res
+        self._res = default_res(crs, res)
         table = pd.concat(tables, ignore_index=True)
         self._files_in_order = files
         self._file_of_row = table.pop('_file').to_numpy()
-        self._set_table(gpd.GeoDataFrame(table, geometry='geometry', crs=crs))
+        self._set_features(gpd.GeoDataFrame(table, geometry='geometry', crs=crs))
 
     @abc.abstractmethod
     def _load(self, path: str) -> gpd.GeoDataFrame | None:
@@ -232,13 +302,13 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
             Its features (file CRS), or None if the file is not one of this dataset.
         """
 
-    def _set_table(self, table: gpd.GeoDataFrame) -> None:
-        """Install the feature table and rebuild the index, tree and caches.
+    def _set_features(self, table: gpd.GeoDataFrame) -> None:
+        """Install the features and rebuild the index, tree and caches.
 
         Args:
             table: every kept feature, in the dataset CRS.
         """
-        self._table = table
+        self._features = table
         geoms = table.geometry.array
         self._geoms = np.asarray(geoms, dtype=object)
         self._tree = shapely.STRtree(self._geoms)
@@ -256,13 +326,7 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
             files.append(filepath)
         self._file_bounds = np.array([b.bounds for b in boxes], dtype=np.float64)
         self._file_bounds = self._file_bounds.reshape(-1, 4)
-        full = (pd.Timestamp.min, pd.Timestamp.max)
-        interval = pd.IntervalIndex.from_tuples(
-            [full] * len(files), closed='both', name='datetime'
-        )
-        self.index = gpd.GeoDataFrame(
-            {'filepath': files}, index=interval, geometry=boxes, crs=table.crs
-        )
+        self.index = timeless_index({'filepath': files}, boxes, table.crs)
 
     @property
     def crs(self) -> CRS:
@@ -271,7 +335,7 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         Returns:
             The CRS the features are held in.
         """
-        return CRS.from_user_input(self._table.crs)
+        return CRS.from_user_input(self._features.crs)
 
     @crs.setter
     def crs(self, new_crs: CRS) -> None:
@@ -282,7 +346,7 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         """
         if new_crs == self.crs:
             return
-        self._set_table(self._table.to_crs(new_crs))
+        self._set_features(self._features.to_crs(new_crs))
 
     def _window(
         self, index: GeoSlice
@@ -388,22 +452,11 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
             sample = self.transforms(sample)
         return sample
 
-    @property
-    def bounds(self) -> tuple[slice, slice, slice]:
-        """Bounds of the index (see :attr:`torchgeo.datasets.GeoDataset.bounds`).
-
-        Returns:
-            Bounding x, y, and t slices.
-        """
-        if self._held_bounds is not None:
-            return self._held_bounds
-        return super().bounds
-
     def extract(self, queries: Iterable[GeoSlice]) -> Iterator[Sample]:
         """Samples of many windows, in query order (no file I/O: all in memory).
 
         The dataset's :attr:`bounds` (which resolve partial queries) are computed
-        once rather than twice per query; nothing changes them meanwhile.
+        once, not twice per query; nothing changes them meanwhile.
 
         Args:
             queries: windows, e.g. from a sampler.
@@ -413,9 +466,21 @@ class InMemoryVectorDataset(ModalityMixin, VectorDataset, abc.ABC):
         """
         bounds = self.bounds
         for query in queries:
-            self._held_bounds = bounds
-            try:
-                sample = self[query]
-            finally:
-                self._held_bounds = None
-            yield sample
+            yield self[resolve_slice(query, bounds)]
+
+    def _disambiguate_slice(self, index: GeoSlice) -> tuple[slice, slice, slice]:
+        """Resolve a query as TorchGeo does; a complete one without reading bounds.
+
+        Args:
+            index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``.
+
+        Returns:
+            The resolved slices.
+        """
+        parts = (index,) if isinstance(index, slice) else tuple(index)
+        if len(parts) == 3 and all(
+            None not in (p.start, p.stop, p.step) for p in parts
+        ):
+            x, y, t = parts
+            return x, y, t
+        return resolve_slice(index, self.bounds)

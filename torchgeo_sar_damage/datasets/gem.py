@@ -26,8 +26,8 @@ from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
 from ..errors import ArgumentError, InputFileError
 from ..taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
-from ._vector import read_table
-from .utils import ModalityMixin, from_origin
+from ._vector import default_res, read_table, timeless_index
+from .utils import ModalityMixin, bounds_tensor, from_origin, resolve_slice
 
 __all__ = ['FEATURE_NAMES', 'GEMExposure']
 
@@ -106,7 +106,7 @@ def _classes(taxonomy: Taxonomy) -> tuple[int, int, int, int, float]:
 
 
 @dataclass
-class _Table:
+class _ExposureCSV:
     """One exposure CSV, validated."""
 
     path: str
@@ -131,7 +131,7 @@ def _numbers(frame: pd.DataFrame, column: str, path: str) -> np.ndarray:
     return values
 
 
-def _read_table(path: str) -> _Table:
+def _read_exposure_csv(path: str) -> _ExposureCSV:
     """Read and check one GEM exposure CSV (UTF-8, comma-separated)."""
     try:
         with warnings.catch_warnings():
@@ -220,7 +220,7 @@ def _read_table(path: str) -> _Table:
                     f'[-{limit:g}, {limit:g}]; GEM coordinates are WGS 84 degrees',
                 )
             frame['_lon' if column == 'LONGITUDE' else '_lat'] = values
-    return _Table(path, frame, levels, has_lon)
+    return _ExposureCSV(path, frame, levels, has_lon)
 
 
 def _normalise_codes(values: pd.Series) -> pd.Series:
@@ -362,8 +362,9 @@ class GEMExposure(ModalityMixin, VectorDataset):
                 every CSV has ``LONGITUDE``/``LATITUDE``.
             crs: :term:`coordinate reference system (CRS)` of the dataset (defaults to
                 the CRS of ``admin``, or EPSG:4326 without it).
-            res: resolution in units of the CRS (defaults to 1e-4 for a geographic CRS,
-                1 otherwise); only the window's centre is looked up.
+            res: resolution in units of the CRS (defaults to 1e-5 for a geographic CRS,
+                1 otherwise, as the other vector datasets); only the window's centre
+                is looked up.
             transforms: a function/transform that takes an input sample and returns a
                 transformed version.
             layer: layer of ``admin`` to read when it is a multi-layer file.
@@ -385,10 +386,13 @@ class GEMExposure(ModalityMixin, VectorDataset):
         self.task = 'semantic_segmentation'
         self.layer = layer
         regex = re.compile(self.filename_regex, re.VERBOSE)
-        files = [f for f in self.files if regex.match(os.path.basename(f))]
+        named = set(self.named_files)  # read whatever their name
+        files = [
+            f for f in self.files if f in named or regex.match(os.path.basename(f))
+        ]
         if not files:
             raise DatasetNotFoundError(self)
-        tables = [_read_table(f) for f in files]
+        tables = [_read_exposure_csv(f) for f in files]
         if isinstance(id_columns, str):
             id_columns = _deepest_code(tables, id_columns)
         polygons = None if admin is None else _read_admin(admin, layer, id_columns)
@@ -400,23 +404,16 @@ class GEMExposure(ModalityMixin, VectorDataset):
         #: The units: index the unit code (``TR-46``), columns ``name``,
         #: ``buildings`` (their number), ``area_km2``, the features and the polygon.
         self.units: gpd.GeoDataFrame = units
-        self._table = np.vstack([features, _missing_vector()]).astype(np.float32)
+        #: Feature vector of each unit, then the missing-flag vector (no unit).
+        self._unit_features = np.vstack([features, _missing_vector()]).astype(
+            np.float32
+        )
         self._tree = shapely.STRtree(units.geometry.to_numpy())
         self._transformers: dict[str, pyproj.Transformer] = {}
 
-        if res is None:
-            res = 1e-4 if crs.is_geographic else 1.0
-        if isinstance(res, int | float):
-            res = (res, res)
-        self._res = (float(res[0]), float(res[1]))
-        interval = (pd.Timestamp.min, pd.Timestamp.max)
-        self.index = gpd.GeoDataFrame(
-            {'unit': units.index.to_numpy()},
-            index=pd.IntervalIndex.from_tuples(
-                [interval] * len(units), closed='both', name='datetime'
-            ),
-            geometry=units.geometry.to_numpy(),
-            crs=crs,
+        self._res = default_res(crs, res)
+        self.index = timeless_index(
+            {'unit': units.index.to_numpy()}, units.geometry.to_numpy(), crs
         )
 
     # ------------------------------------------------------------------ lookup
@@ -441,27 +438,12 @@ class GEMExposure(ModalityMixin, VectorDataset):
         unit[unit == n] = -1
         return unit
 
-    def _resolve(self, queries: Sequence[GeoSlice]) -> list[tuple[slice, slice, slice]]:
-        """:meth:`_disambiguate_slice` of many queries, reading :attr:`bounds` once."""
-        full = self.bounds
-        resolved = []
-        for query in queries:
-            parts = (query,) if isinstance(query, slice) else tuple(query)
-            out = list(full)
-            for i, part in enumerate(parts):
-                out[i] = slice(
-                    out[i].start if part.start is None else part.start,
-                    out[i].stop if part.stop is None else part.stop,
-                    out[i].step if part.step is None else part.step,
-                )
-            resolved.append((out[0], out[1], out[2]))
-        return resolved
-
     def _units(
         self, queries: Sequence[GeoSlice]
     ) -> tuple[list[tuple[slice, slice, slice]], npt.NDArray[np.int64], np.ndarray]:
         """Resolved slices, unit under the centre and overlap flag of each window."""
-        slices = self._resolve(queries)
+        bounds = self.bounds
+        slices = [resolve_slice(query, bounds) for query in queries]
         boxes = shapely.box(
             [x.start for x, _, _ in slices],
             [y.start for _, y, _ in slices],
@@ -486,12 +468,9 @@ class GEMExposure(ModalityMixin, VectorDataset):
                     f'index: {query} not found in dataset with bounds: {self.bounds}'
                 )
             transform = from_origin(x.start, y.stop, x.step, y.step)
-            bounds: tuple[float, ...] = (x.start, x.stop, x.step, y.start, y.stop)
-            bounds += (y.step,)
-            bounds += (t.start.timestamp(), t.stop.timestamp(), t.step)
             sample: Sample = {
-                'tabular': torch.from_numpy(self._table[unit].copy()),
-                'bounds': torch.tensor(bounds),  # as GeoDataset._slice_to_tensor
+                'tabular': torch.from_numpy(self._unit_features[unit].copy()),
+                'bounds': bounds_tensor(x, y, t),
                 'transform': torch.tensor(transform),
             }
             if self.transforms is not None:
@@ -519,7 +498,7 @@ class GEMExposure(ModalityMixin, VectorDataset):
             raise IndexError(
                 f'index: {query} not found in dataset with bounds: {self.bounds}'
             )
-        return {'tabular': torch.from_numpy(self._table[units])}
+        return {'tabular': torch.from_numpy(self._unit_features[units])}
 
     def __getitem__(self, index: GeoSlice) -> Sample:
         """Features of the unit under the centre of a window.
@@ -589,7 +568,9 @@ class GEMExposure(ModalityMixin, VectorDataset):
         crs = CRS(buildings.crs)
         unit[valid] = self._locate(shapely.get_x(points), shapely.get_y(points), crs)
         return pd.DataFrame(
-            self._table[unit], index=buildings.index, columns=list(self.feature_names)
+            self._unit_features[unit],
+            index=buildings.index,
+            columns=list(self.feature_names),
         )
 
     # ------------------------------------------------------------------ plots
@@ -657,7 +638,7 @@ def _missing_vector() -> np.ndarray:
     return vector
 
 
-def _deepest_code(tables: list[_Table], column: str) -> dict[str, str]:
+def _deepest_code(tables: list[_ExposureCSV], column: str) -> dict[str, str]:
     """Map the deepest ``ID_n`` level every ID-only CSV has to ``column``."""
     levels = [set(t.levels) for t in tables if not t.has_coordinates]
     common = set.intersection(*levels) if levels else set()
@@ -717,7 +698,7 @@ def _read_admin(
 
 
 def _build_units(
-    tables: list[_Table], polygons: gpd.GeoDataFrame | None
+    tables: list[_ExposureCSV], polygons: gpd.GeoDataFrame | None
 ) -> tuple[gpd.GeoDataFrame, list[np.ndarray]]:
     """The unit polygons and, per table, the unit row of each of its rows (-1: none)."""
     id_tables = [t for t in tables if not t.has_coordinates]
@@ -827,7 +808,9 @@ def _build_units(
     return units, rows_unit
 
 
-def _point_units(tables: list[_Table]) -> tuple[gpd.GeoDataFrame, list[np.ndarray]]:
+def _point_units(
+    tables: list[_ExposureCSV],
+) -> tuple[gpd.GeoDataFrame, list[np.ndarray]]:
     """One unit per distinct asset location: its clipped Voronoi cell (degrees)."""
     lonlat = np.concatenate(
         [t.frame[['_lon', '_lat']].to_numpy(dtype=np.float64) for t in tables]
@@ -867,7 +850,7 @@ def _point_units(tables: list[_Table]) -> tuple[gpd.GeoDataFrame, list[np.ndarra
 
 
 def _aggregate(
-    tables: list[_Table], units: gpd.GeoDataFrame, rows_unit: list[np.ndarray]
+    tables: list[_ExposureCSV], units: gpd.GeoDataFrame, rows_unit: list[np.ndarray]
 ) -> tuple[gpd.GeoDataFrame, np.ndarray]:
     """Per-unit feature matrix; the missing vector for units without buildings."""
     n_units = len(units)

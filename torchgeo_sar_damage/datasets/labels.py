@@ -332,7 +332,7 @@ class DamageLabels(InMemoryVectorDataset):
             for yes, late in zip(tagged, other_date)
         ]
 
-    def _set_table(self, table: gpd.GeoDataFrame) -> None:
+    def _set_features(self, table: gpd.GeoDataFrame) -> None:
         """Install the polygons with their labels under the scheme.
 
         Args:
@@ -346,7 +346,7 @@ class DamageLabels(InMemoryVectorDataset):
             dtype=np.int64,
         )
         table = table.assign(label=label)[['label', 'grade', 'source', 'geometry']]
-        super()._set_table(table)
+        super()._set_features(table)
         self._labels = label
 
     @property
@@ -360,7 +360,7 @@ class DamageLabels(InMemoryVectorDataset):
         Returns:
             The label table (do not modify it in place).
         """
-        return self._table
+        return self._features
 
     def building_labels(self, buildings: gpd.GeoDataFrame) -> np.ndarray:
         """Label of each building of a footprint layer.

@@ -290,7 +290,7 @@ class OSMBuildings(InMemoryVectorDataset):
         table['height_tagged_m'] = table['height_tagged_m'].astype(np.float64)
         return table
 
-    def _set_table(self, table: gpd.GeoDataFrame) -> None:
+    def _set_features(self, table: gpd.GeoDataFrame) -> None:
         """Install the footprints, compute their areas in square metres.
 
         Args:
@@ -312,7 +312,7 @@ class OSMBuildings(InMemoryVectorDataset):
                 'geometry',
             ]
         ]
-        super()._set_table(table)
+        super()._set_features(table)
         storeys = table['storeys_tagged'].to_numpy()
         self._tabular = np.stack(
             [
@@ -337,7 +337,7 @@ class OSMBuildings(InMemoryVectorDataset):
         Returns:
             The footprint table (do not modify it in place).
         """
-        return self._table
+        return self._features
 
     def _target(self, rows: np.ndarray, x: float, y: float) -> int:
         """The target row of a window (see the class docstring).
