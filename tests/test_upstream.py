@@ -197,6 +197,12 @@ class TestCOSMOSkyMedWithTorchGeoSamplers:
             assert batch['image'].dtype == torch.float32
             assert set(batch) >= {'image', 'bounds', 'transform'}
             for i in range(count):
+                x, y = queries[seen + i][:2]
+                # the sample is the window the TorchGeo sampler asked for
+                # (bounds: xmin, xmax, xres, ymin, ymax, yres, tmin, tmax, tres)
+                box = batch['bounds'][i, [0, 1, 3, 4]].double()
+                expected = torch.tensor([x.start, x.stop, y.start, y.stop]).double()
+                torch.testing.assert_close(box, expected, rtol=0, atol=0.5)
                 alone = dataset[queries[seen + i]]
                 torch.testing.assert_close(
                     batch['image'][i], alone['image'], rtol=0, atol=0, equal_nan=True
