@@ -108,6 +108,8 @@ def test_splits_by_city(datamodule: SARDamageDataModule) -> None:
         ({'modalities': []}, ArgumentError, 'modalities is empty'),
         ({'augmentation': 'sideways'}, ArgumentError, 'azimuth'),
         ({'size_m': 0.0}, ArgumentError, 'size_m'),
+        ({'sar_units': 'linear'}, ArgumentError, "sar_units must be 'db' or 'dn'"),
+        ({'sar_units': 'dn'}, ArgumentError, 'intensity_augmentation=False'),
     ],
 )
 def test_bad_arguments(
@@ -115,6 +117,33 @@ def test_bad_arguments(
 ) -> None:
     with pytest.raises(error, match=match):
         make(scene, **kwargs)
+
+
+def test_sar_units_and_calibration_reach_the_sar(scene: Path) -> None:
+    town = make(scene).city('islahiye')
+    dn = make(scene, sar_units='dn', intensity_augmentation=False).city('islahiye')
+    assert (town.sar.units, dn.sar.units) == ('db', 'dn')
+    x, y, t = town.sar.bounds
+    cx, cy = round((x.start + x.stop) / 2), round((y.start + y.stop) / 2)
+    query = (slice(cx - 8, cx + 8, 1.0), slice(cy - 8, cy + 8, 1.0), t)
+    assert torch.isfinite(dn.sar[query]['image']).all()
+    path = str(town.sar.index.filepath.iloc[0])
+    factor = town.sar._products[path].sigma0_per_dn2[town.sar.bands[0]]
+    expected = 10 * np.log10(dn.sar[query]['image'].double() ** 2 * factor)
+    torch.testing.assert_close(
+        town.sar[query]['image'].double(), expected, rtol=0, atol=1e-4, equal_nan=True
+    )
+    given: dict[str, float | str] = {
+        'Rescaling_Factor': 1,
+        'Calibration_Constant_Compensation_Flag': 1,
+        'Range_Spreading_Loss_Compensation_Geometry': 'NONE',
+        'Incidence_Angle_Compensation_Geometry': 'NONE',
+    }
+    unit = make(scene, calibration=given).city('islahiye')
+    power_db = 10 * np.log10(dn.sar[query]['image'].double() ** 2)
+    torch.testing.assert_close(
+        unit.sar[query]['image'].double(), power_db, rtol=0, atol=1e-4, equal_nan=True
+    )
 
 
 def test_missing_scene(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from ..datasets import (
     OSMBuildings,
     collate_buildings,
 )
+from ..datasets.cosmo_skymed import Calibration
 from ..errors import ArgumentError, InputFileError
 from ..samplers import BuildingSampler
 from ..transforms import RandomDecibelGain, RandomSpeckle, SARGeometricAugmentation
@@ -172,6 +173,8 @@ class CityDatasets:
         labels_kwargs: Mapping[str, Any],
         gem_id_columns: Mapping[str, str] | None = None,
         pixel_m: float | None = None,
+        sar_units: Literal['db', 'dn'] = 'db',
+        calibration: Calibration | None = None,
     ) -> None:
         """Open a town's datasets.
 
@@ -181,6 +184,8 @@ class CityDatasets:
             labels_kwargs: arguments of :class:`DamageLabels` (the label rule).
             gem_id_columns: default ``id_columns`` of :class:`GEMExposure`.
             pixel_m: SAR pixel spacing to resample to (None: the product's own).
+            sar_units: ``units`` of :class:`COSMOSkyMed`.
+            calibration: ``calibration`` of :class:`COSMOSkyMed`.
 
         Raises:
             ArgumentError: if the town has no footprints.
@@ -189,7 +194,9 @@ class CityDatasets:
             raise ArgumentError(f'town {town.name!r} has no footprints ("osm")')
         self.osm = OSMBuildings(paths=town.osm)
         self.labels = DamageLabels(paths=town.labels, **labels_kwargs)
-        self.sar = COSMOSkyMed(paths=town.sar, units='db', res=pixel_m)
+        self.sar = COSMOSkyMed(
+            paths=town.sar, units=sar_units, res=pixel_m, calibration=calibration
+        )
         dataset: GeoDataset = self.sar
         self.tabular_names: list[str] = []
         self.missing: list[str] = []
@@ -283,6 +290,8 @@ class SARDamageDataModule(LightningDataModule):
         holdout_seed: int = 0,
         gem_id_columns: Mapping[str, str] | None = None,
         pixel_m: float | None = None,
+        sar_units: Literal['db', 'dn'] = 'db',
+        calibration: Calibration | None = None,
     ) -> None:
         """Initialise a new SARDamageDataModule.
 
@@ -322,6 +331,16 @@ class SARDamageDataModule(LightningDataModule):
             pixel_m: SAR pixel spacing in metres to resample every product to
                 (default: the products' own spacing, which must then be the same in
                 every town).
+            sar_units: what the model reads of the SAR: ``'db'``, sigma nought in
+                decibels (calibrated products), or ``'dn'``, the products' digital
+                numbers as stored (uncalibrated products; the intensity augmentation,
+                which works in dB, must then be off); prediction must read the same.
+            calibration: calibration attributes for products that lack them, as
+                :class:`~torchgeo_sar_damage.datasets.COSMOSkyMed`'s ``calibration``
+                (one mapping for every product, or file -> mapping).
+
+        .. versionchanged:: 0.2
+           *sar_units* and *calibration*.
 
         Raises:
             ArgumentError: if a city is unknown or in two splits, there is no training
@@ -372,6 +391,15 @@ class SARDamageDataModule(LightningDataModule):
 
         if pixel_m is not None and (not np.isfinite(pixel_m) or pixel_m <= 0):
             raise ArgumentError(f'pixel_m must be positive, not {pixel_m}')
+        if sar_units not in ('db', 'dn'):
+            raise ArgumentError(f"sar_units must be 'db' or 'dn', not {sar_units!r}")
+        if sar_units == 'dn' and intensity_augmentation:
+            raise ArgumentError(
+                "sar_units='dn' reads digital numbers, but the intensity augmentation "
+                'works on sigma nought in dB: give intensity_augmentation=False'
+            )
+        self.sar_units: Literal['db', 'dn'] = sar_units
+        self.calibration = calibration
         self.pixel_m = None if pixel_m is None else float(pixel_m)
         self.gem_id_columns = dict(gem_id_columns) if gem_id_columns else None
         #: The town catalogue.
@@ -459,6 +487,8 @@ class SARDamageDataModule(LightningDataModule):
                 self._labels_kwargs,
                 self.gem_id_columns,
                 self.pixel_m,
+                self.sar_units,
+                self.calibration,
             )
         return self._cities[slug]
 
