@@ -310,17 +310,22 @@ class COSMOSkyMed(WindowedRasterDataset):
         e.g. CSG_SSAR2_GTC_F_0101_S2B_007_VV_LD_F_20250329114557_20250329114606_1_F_22N_Z47_N00.tif
 
     Each field is explained beside :attr:`filename_regex`. The file's time interval
-    is [``start``, ``stop``] (UTC) from the name.
+    is [``start``, ``stop``] (UTC) from the name, parsed by TorchGeo's
+    :class:`~torchgeo.datasets.RasterDataset` from the regex's ``start`` and ``stop``
+    groups. A directory in ``paths`` is searched for :attr:`filename_glob`; a product
+    named in ``paths`` whose name does not follow the convention is refused (the
+    product type, polarisation and time come from the name).
 
     Polarisations are the dataset's bands (:attr:`all_bands`); a product that lacks a
     requested polarisation is refused, naming the file and the polarisation.
 
     Samples are dicts with:
 
-    * ``image``: float32 ``[bands, H, W]`` sigma nought, linear power
-      (``units='linear'``) or decibels (``units='db'``, ``10·log10(linear)``), NaN
-      where the product has no data (DN 0 or the declared nodata value) or does not
-      cover the window
+    * ``image``: float32 ``[bands, H, W]`` (``[T, bands, H, W]`` with
+      ``time_series=True``) sigma nought, linear power (``units='linear'``) or
+      decibels (``units='db'``, ``10·log10(linear)``), or the digital numbers as
+      stored (``units='dn'``), NaN where the product has no data (DN 0 or the
+      declared nodata value) or does not cover the window
     * ``bounds`` and ``transform``: the window, as TorchGeo's
 
     Calibration follows SNAP's ``CosmoSkymedCalibrator`` with the product's own
@@ -328,6 +333,18 @@ class COSMOSkyMed(WindowedRasterDataset):
     group (``S01_Calibration_Constant``, ``S02_Calibration_Constant``...)::
 
         sigma0 = DN² · [Rref^(2·Rexp)] · [sin(alpha_ref)] / (F² · [K])
+
+    The conversion is the one per-file hook of :class:`WindowedRasterDataset`,
+    :meth:`_convert`. A product without the attributes (e.g. a GTC GeoTIFF clipped
+    without its tags) is refused naming the file and the missing attributes, unless
+    ``units='dn'`` (digital numbers, no calibration) or ``calibration=`` (the
+    attributes, one mapping for every product or one per file) is given; a dataset
+    mixing calibrated and uncalibrated products is refused.
+
+    ``&`` with another dataset of this package keeps one key per modality (SAR
+    ``image``, ``dsm``, ``footprint``...), unlike TorchGeo's channel concatenation;
+    ``COSMOSkyMed & Sentinel1`` (both ``image``) is refused with a message pointing
+    to :class:`~torchgeo.datasets.IntersectionDataset` for TorchGeo's behaviour.
 
     .. note::
        GDAL georeferences CSK/CSG HDF5 L1C/L1D products only from the image
@@ -364,6 +381,10 @@ class COSMOSkyMed(WindowedRasterDataset):
       https://doi.org/10.1016/j.jog.2010.01.001
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       ``units='dn'``, *calibration* and *time_series*; the regex's ``date`` group is
+       now ``start`` (TorchGeo's name); a named file off the convention is refused.
     """
 
     # Sources of the file-name fields: eoreader's CONSTELLATION_REGEX (CSK and CSG),

@@ -78,7 +78,14 @@ class DSM(WindowedRasterDataset):
 
     * https://doi.org/10.5270/ESA-c5d3d65
 
+    A file named in ``paths`` is read whatever its name (the glob filters
+    directory searches only). ``&`` keeps one key per modality, unlike TorchGeo's
+    channel concatenation (see :class:`~torchgeo_sar_damage.datasets.utils.ModalityMixin`).
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       Named files are read whatever their name.
     """
 
     filename_glob = '*.tif'

@@ -324,7 +324,14 @@ class GEMExposure(ModalityMixin, VectorDataset):
 
     * https://doi.org/10.1177/87552930231194048
 
+    A CSV named in ``paths`` is read whatever its name (the glob and the regex
+    filter directory searches only). ``&`` keeps one key per modality, unlike TorchGeo's
+    channel concatenation (see :class:`~torchgeo_sar_damage.datasets.utils.ModalityMixin`).
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       Named files are read whatever their name.
     """
 
     #: Glob of the exposure files inside a directory.

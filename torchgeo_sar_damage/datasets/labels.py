@@ -102,7 +102,14 @@ class DamageLabels(InMemoryVectorDataset):
     OSM data © OpenStreetMap contributors, `ODbL 1.0
     <https://opendatacommons.org/licenses/odbl/1.0/>`_.
 
+    A file named in ``paths`` is read whatever its name (the regex filters
+    directory searches only); one that is not a label layer is refused saying so. ``&`` keeps one key per modality, unlike TorchGeo's
+    channel concatenation (see :class:`~torchgeo_sar_damage.datasets.utils.ModalityMixin`).
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       Named files are read whatever their name.
     """
 
     filename_glob = '*'

@@ -192,7 +192,14 @@ class OSMBuildings(InMemoryVectorDataset):
     Data © OpenStreetMap contributors, available under the Open Database License
     (ODbL 1.0): https://www.openstreetmap.org/copyright
 
+    A file named in ``paths`` is read whatever its name (the glob and the regex
+    filter directory searches only). ``&`` keeps one key per modality, unlike TorchGeo's
+    channel concatenation (see :class:`~torchgeo_sar_damage.datasets.utils.ModalityMixin`).
+
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.2
+       Named files are read whatever their name.
     """
 
     filename_glob = '*buildings*'
