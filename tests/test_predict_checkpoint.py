@@ -20,6 +20,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import SARDamageDataModule
+from torchgeo_sar_damage.datasets import CALIBRATION_ATTRIBUTES
 from torchgeo_sar_damage.errors import InputFileError
 from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
 from torchgeo_sar_damage.tasks import DamageClassification
@@ -88,6 +89,7 @@ def test_checkpoint_records_the_training_sar(model: Path, town: dict[str, Any]) 
     assert ckpt.sensor == {
         'pixel_m': 1.0,
         'window_px': 16,
+        'sar_units': 'db',
         'polarisations': sorted(
             {cities[t]['acquisition']['polarisation'] for t in ('nurdagi', 'islahiye')}
         ),
@@ -229,3 +231,66 @@ def test_admin_code_column(town: dict[str, Any], model: Path, tmp_path: Path) ->
     assert main([*argv, '--admin-code-column', 'X_1=GID_2', '--out', str(bad)]) == 2
     assert main([*argv, '--admin-code-column', 'ID_2=nope', '--out', str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_clipped_product_with_calibration(
+    town: dict[str, Any], model: Path, tmp_path: Path
+) -> None:
+    """A GTC GeoTIFF without its metadata tags, with --calibration: same layer."""
+    clipped_dir = tmp_path / 'clipped'
+    clipped_dir.mkdir()
+    clipped = clipped_dir / town['sar'].name
+    with rasterio.open(town['sar']) as src:
+        tags = src.tags()
+        profile = {**src.profile, 'tiled': False}
+        profile.pop('blockxsize', None)
+        profile.pop('blockysize', None)
+        with rasterio.open(clipped, 'w', **profile) as dst:
+            dst.write(src.read())  # pixels and georeferencing only: no tags
+    cal = tmp_path / 'calibration.json'
+    cal.write_text(json.dumps({k: tags[k] for k in CALIBRATION_ATTRIBUTES}))
+    argv = ['predict', '--buildings', str(town['buildings'])]
+    argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
+    argv += ['--admin', str(town['admin']), '--checkpoint', str(model), '--quiet']
+    argv += ['--mc-samples', '0', '--batch-size', '16']
+    reference = tmp_path / 'reference.gpkg'
+    assert main([*argv, '--sar', str(town['sar']), '--out', str(reference)]) == 0
+    out = tmp_path / 'clipped.gpkg'
+    # without the constants: refused, naming the file and the way forward
+    assert main([*argv, '--sar', str(clipped), '--out', str(out)]) == 2
+    assert not out.exists()
+    args = [*argv, '--sar', str(clipped), '--calibration', str(cal)]
+    assert main([*args, '--out', str(out)]) == 0
+    a, b = gpd.read_file(reference), gpd.read_file(out)
+    assert (a['status'] == 'ok').sum() > 0
+    np.testing.assert_array_equal(a['damage_prob'], b['damage_prob'])
+    # a wrong constant moves the probabilities: the constants are really used
+    wrong = tmp_path / 'wrong.json'
+    wrong.write_text(
+        json.dumps(
+            {**{k: tags[k] for k in CALIBRATION_ATTRIBUTES}, 'Rescaling_Factor': 60}
+        )
+    )
+    moved = tmp_path / 'moved.gpkg'
+    args = [*argv, '--sar', str(clipped), '--calibration', str(wrong)]
+    assert main([*args, '--out', str(moved)]) == 0
+    assert not np.allclose(gpd.read_file(moved)['damage_prob'], a['damage_prob'])
+
+
+def test_sar_units_must_be_the_checkpoints(
+    town: dict[str, Any],
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ['predict', '--sar', str(town['sar']), '--buildings', str(town['buildings'])]
+    argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
+    argv += ['--admin', str(town['admin']), '--checkpoint', str(model), '--quiet']
+    out = tmp_path / 'out.gpkg'
+    assert main([*argv, '--sar-units', 'dn', '--out', str(out)]) == 2
+    assert "trained on 'db'" in capsys.readouterr().err
+    assert not out.exists()
+    bad = tmp_path / 'bad.json'
+    bad.write_text('[1, 2]')
+    assert main([*argv, '--calibration', str(bad), '--out', str(out)]) == 2
+    assert 'must hold a JSON object' in capsys.readouterr().err

@@ -23,13 +23,15 @@ never a traceback.
 """
 
 import argparse
+import json
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from .errors import ArgumentError, SARDamageError
+from .errors import ArgumentError, InputFileError, SARDamageError
 from .simulation.cities import CITIES
 
 #: Subcommands handed to LightningCLI.
@@ -214,6 +216,21 @@ def _add_predict(
         help='COSMO-SkyMed/CSG product(s): HDF5 or GTC GeoTIFF',
     )
     pred.add_argument(
+        '--calibration',
+        type=Path,
+        metavar='JSON',
+        help='calibration attributes for SAR products that lack them (a clipped '
+        'GeoTIFF without metadata tags), as a JSON object of attribute name -> value '
+        '(Rescaling_Factor, S01_Calibration_Constant, ...), or file name -> such an '
+        'object',
+    )
+    pred.add_argument(
+        '--sar-units',
+        choices=('db', 'dn'),
+        help="what the model reads of the SAR: 'db' (sigma nought) or 'dn' (digital "
+        "numbers); the checkpoint's by default, and only that is accepted",
+    )
+    pred.add_argument(
         '--buildings',
         required=True,
         type=Path,
@@ -378,6 +395,25 @@ def _code_column(value: str | None) -> dict[str, str] | str | None:
     return {level.strip(): column.strip()}
 
 
+def _calibration(path: Path | None) -> dict[str, Any] | None:
+    """``--calibration``: the JSON object in the file."""
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        raise InputFileError(path, 'calibration file does not exist') from None
+    except (OSError, ValueError) as err:
+        raise InputFileError(path, f'cannot be read as JSON ({err})') from None
+    if not isinstance(value, dict):
+        raise InputFileError(
+            path,
+            'must hold a JSON object of calibration attributes, e.g. '
+            '{"Rescaling_Factor": 0.0002, "S01_Calibration_Constant": 220000.0, ...}',
+        )
+    return value
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import predict_buildings
 
@@ -390,6 +426,8 @@ def _predict(args: argparse.Namespace) -> int:
         gem=args.gem,
         admin=args.admin,
         gem_id_columns=_code_column(args.admin_code_column),
+        sar_units=args.sar_units,
+        calibration=_calibration(args.calibration),
         map_path=args.map,
         batch_size=args.batch_size,
         accelerator=args.accelerator,

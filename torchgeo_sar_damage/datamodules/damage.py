@@ -121,12 +121,15 @@ def holdout_blocks(
     return held
 
 
-def sar_product_info(datasets: Sequence[COSMOSkyMed], size_m: float) -> dict[str, Any]:
+def sar_product_info(
+    datasets: Sequence[COSMOSkyMed], size_m: float, units: str = 'db'
+) -> dict[str, Any]:
     """Describe the SAR a model is trained on, for its checkpoint.
 
     Args:
         datasets: the SAR datasets of the training and validation towns.
         size_m: window side in metres.
+        units: what the model reads of the SAR (``'db'`` or ``'dn'``).
 
     Returns:
         ``pixel_m`` (spacing in metres of the first dataset, as read), ``window_px``
@@ -146,9 +149,33 @@ def sar_product_info(datasets: Sequence[COSMOSkyMed], size_m: float) -> dict[str
     return {
         'pixel_m': pixel_m,
         'window_px': round(size_m / pixel_m),
+        'sar_units': units,
         'polarisations': sorted(polarisations),
         'product_types': sorted(products),
     }
+
+
+def _check_settings(
+    size_m: float,
+    batch_size: int,
+    num_workers: int,
+    scheme: str,
+    pixel_m: float | None,
+    sar_units: str,
+) -> None:
+    """Refuse out-of-range settings of :class:`SARDamageDataModule`."""
+    if not np.isfinite(size_m) or size_m <= 0:
+        raise ArgumentError(f'size_m must be positive, not {size_m}')
+    if batch_size < 1:
+        raise ArgumentError(f'batch_size must be at least 1, not {batch_size}')
+    if num_workers < 0:
+        raise ArgumentError(f'num_workers must be >= 0, not {num_workers}')
+    if scheme not in ('binary', 'four'):
+        raise ArgumentError(f"scheme must be 'binary' or 'four', not {scheme!r}")
+    if pixel_m is not None and (not np.isfinite(pixel_m) or pixel_m <= 0):
+        raise ArgumentError(f'pixel_m must be positive, not {pixel_m}')
+    if sar_units not in ('db', 'dn'):
+        raise ArgumentError(f"sar_units must be 'db' or 'dn', not {sar_units!r}")
 
 
 class CityDatasets:
@@ -358,14 +385,7 @@ class SARDamageDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.root = Path(root)
         self.modalities = check_modalities(modalities)
-        if not np.isfinite(size_m) or size_m <= 0:
-            raise ArgumentError(f'size_m must be positive, not {size_m}')
-        if batch_size < 1:
-            raise ArgumentError(f'batch_size must be at least 1, not {batch_size}')
-        if num_workers < 0:
-            raise ArgumentError(f'num_workers must be >= 0, not {num_workers}')
-        if scheme not in ('binary', 'four'):
-            raise ArgumentError(f"scheme must be 'binary' or 'four', not {scheme!r}")
+        _check_settings(size_m, batch_size, num_workers, scheme, pixel_m, sar_units)
         self.size_m = float(size_m)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -389,10 +409,6 @@ class SARDamageDataModule(LightningDataModule):
             else nn.Identity()
         )
 
-        if pixel_m is not None and (not np.isfinite(pixel_m) or pixel_m <= 0):
-            raise ArgumentError(f'pixel_m must be positive, not {pixel_m}')
-        if sar_units not in ('db', 'dn'):
-            raise ArgumentError(f"sar_units must be 'db' or 'dn', not {sar_units!r}")
         if sar_units == 'dn' and intensity_augmentation:
             raise ArgumentError(
                 "sar_units='dn' reads digital numbers, but the intensity augmentation "
@@ -411,7 +427,40 @@ class SARDamageDataModule(LightningDataModule):
             'val_cities': val_cities,
             'test_cities': test_cities,
         }
+        for name, cities in self._check_splits(splits, available).items():
+            setattr(self, name, cities)
+        self.train_cities: list[str]
+        self.val_cities: list[str]
+        self.test_cities: list[str]
+        if not self.train_cities:
+            raise ArgumentError('train_cities is empty; give at least one city')
+
+        if holdout and not self.train_cities:
+            raise ArgumentError('holdout needs training cities')
+        holdout_blocks(np.zeros((0, 2)), holdout, holdout_block_m)  # validate
+        self.holdout = float(holdout)
+        self.holdout_block_m = float(holdout_block_m)
+        self.holdout_seed = int(holdout_seed)
+
+        self._check_towns()
+        if self.chips_root == self.root / '.chips' and self.root.suffix == '.json':
+            self.chips_root = self.root.parent / '.chips'
+
+        self.statistics_: Normalisation | None = None
+        self.sensor_: dict[str, Any] | None = None
+        self._cities: dict[str, CityDatasets] = {}
+        self._chips: dict[tuple[str, bool], BuildingChips] = {}
+        self.train_dataset: ConcatDataset[Sample] | None = None
+        self.val_dataset: ConcatDataset[Sample] | None = None
+        self.test_datasets: list[Dataset[Sample]] = []
+        self.predict_datasets: list[BuildingChips] = []
+
+    def _check_splits(
+        self, splits: Mapping[str, str | Sequence[str]], available: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Each split's towns: known to the catalogue, each in one split only."""
         seen: dict[str, str] = {}
+        chosen: dict[str, list[str]] = {}
         for name, value in splits.items():
             cities = [value] if isinstance(value, str) else list(value)
             unknown = [c for c in cities if c not in available]
@@ -427,21 +476,11 @@ class SARDamageDataModule(LightningDataModule):
                         'belongs to one split only'
                     )
                 seen[city] = name
-            setattr(self, name, cities)
-        self.train_cities: list[str]
-        self.val_cities: list[str]
-        self.test_cities: list[str]
-        if not self.train_cities:
-            raise ArgumentError('train_cities is empty; give at least one city')
+            chosen[name] = cities
+        return chosen
 
-        if holdout and not self.train_cities:
-            raise ArgumentError('holdout needs training cities')
-        holdout_blocks(np.zeros((0, 2)), holdout, holdout_block_m)  # validate
-        self.holdout = float(holdout)
-        self.holdout_block_m = float(holdout_block_m)
-        self.holdout_seed = int(holdout_seed)
-
-        # every town is checked before anything is read or trained
+    def _check_towns(self) -> None:
+        """Check every town's files before anything is read or trained."""
         used = self.train_cities + self.val_cities + self.test_cities
         self.catalogue.check(used, self.modalities, labelled=used)
         spacings = {t: self.catalogue.spacing[t] for t in used}
@@ -452,17 +491,6 @@ class SARDamageDataModule(LightningDataModule):
                 'windows would hold different ground areas per pixel: give pixel_m '
                 '(--data.pixel_m) to resample every product to one spacing'
             )
-        if self.chips_root == self.root / '.chips' and self.root.suffix == '.json':
-            self.chips_root = self.root.parent / '.chips'
-
-        self.statistics_: Normalisation | None = None
-        self.sensor_: dict[str, Any] | None = None
-        self._cities: dict[str, CityDatasets] = {}
-        self._chips: dict[tuple[str, bool], BuildingChips] = {}
-        self.train_dataset: ConcatDataset[Sample] | None = None
-        self.val_dataset: ConcatDataset[Sample] | None = None
-        self.test_datasets: list[Dataset[Sample]] = []
-        self.predict_datasets: list[BuildingChips] = []
 
     # -- files -------------------------------------------------------------------
 
@@ -668,7 +696,7 @@ class SARDamageDataModule(LightningDataModule):
         if self.sensor_ is None:
             towns = self.train_cities + self.val_cities
             self.sensor_ = sar_product_info(
-                [self.city(t).sar for t in towns], self.size_m
+                [self.city(t).sar for t in towns], self.size_m, self.sar_units
             )
         return self.sensor_
 

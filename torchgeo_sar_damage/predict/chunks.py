@@ -25,7 +25,8 @@ from torchgeo.datasets import DatasetNotFoundError, GeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..batch import check_modalities
-from ..datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings
+from ..datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings, unusable_geometries
+from ..datasets.cosmo_skymed import Calibration
 from ..datasets.utils import extract_batch, merge_batches
 from ..errors import ArgumentError, InputFileError
 from ..samplers import BuildingSampler, footprint_centres
@@ -60,17 +61,6 @@ def _require_file(path: str | os.PathLike[str], what: str) -> str:
     if not Path(path).is_file():
         raise InputFileError(path, f'{what} file does not exist')
     return os.fspath(path)
-
-
-def _bad_geometry(geoms: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """Geometries that cannot be a building outline (as ``drop_bad_geometries``)."""
-    missing = np.asarray(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    kinds = np.asarray(shapely.get_type_id(geoms))
-    polygon = np.isin(kinds, (3, 6)) & ~missing  # Polygon, MultiPolygon
-    area = np.where(polygon, shapely.area(geoms), 0.0)
-    valid = np.where(polygon, shapely.is_valid(geoms), False)
-    bad: npt.NDArray[np.bool_] = missing | ~polygon | (area <= 0) | ~valid
-    return bad
 
 
 class _ChunkFootprints(OSMBuildings):
@@ -125,6 +115,7 @@ class BuildingChunks(Dataset[Sample]):
         layer: str | int | None = None,
         sensor: Mapping[str, Any] | None = None,
         gem_id_columns: Mapping[str, str] | str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         """Open the inputs and plan the chunks.
 
@@ -145,6 +136,10 @@ class BuildingChunks(Dataset[Sample]):
             gem_id_columns: column of ``admin`` that holds GEM's codes, as a name
                 (for the CSVs' deepest ``ID_n`` level) or a mapping such as
                 ``{'ID_1': 'ISO_1'}`` (see :class:`GEMExposure`).
+            calibration: calibration attributes for SAR products that lack them
+                (``calibration`` of :class:`COSMOSkyMed`). The SAR is read in the
+                units the model was trained on (``sensor['sar_units']``: ``'db'``,
+                or ``'dn'`` for digital numbers; ``'db'`` for older checkpoints).
 
         Raises:
             ArgumentError: if a modality of the model has no input or a number is
@@ -177,6 +172,8 @@ class BuildingChunks(Dataset[Sample]):
         self.admin = None if admin is None else _require_file(admin, 'admin')
         self.sensor = None if sensor is None else dict(sensor)
         self.gem_id_columns = gem_id_columns
+        self.calibration = calibration
+        self.sar_units = str((sensor or {}).get('sar_units', 'db'))
         self._inputs: _Inputs | None = None
         inputs = self.inputs
         self.crs, self.layer_name, self.fids, self.centres = self._read_centres(
@@ -265,7 +262,11 @@ class BuildingChunks(Dataset[Sample]):
 
     def _open(self) -> _Inputs:
         try:
-            sar = COSMOSkyMed(paths=self.sar_paths, units='db')
+            sar = COSMOSkyMed(
+                paths=self.sar_paths,
+                units=self.sar_units,  # type: ignore[arg-type]
+                calibration=self.calibration,
+            )
         except DatasetNotFoundError:
             raise InputFileError(
                 self.sar_paths[0],
@@ -365,7 +366,7 @@ class BuildingChunks(Dataset[Sample]):
         Sets ``status`` of targets with a bad geometry or outside an input.
         """
         frame = self._read_area(positions)
-        bad = _bad_geometry(frame.geometry.to_numpy())
+        bad = unusable_geometries(frame.geometry.to_numpy())
         by_fid = pd.Series(np.arange(len(frame)), index=frame.index)
         rows = by_fid.reindex(self.fids[positions]).to_numpy()
         target_bad = np.isnan(rows) | bad[np.nan_to_num(rows).astype(np.int64)]

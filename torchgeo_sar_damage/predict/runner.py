@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets.utils import Sample
 
 from ..batch import normalise_batch
+from ..datasets.cosmo_skymed import Calibration
 from ..errors import ArgumentError, OutputError
 from ..utils import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint
@@ -137,6 +138,8 @@ def predict_buildings(
     layer: str | int | None = None,
     progress: bool = True,
     gem_id_columns: Mapping[str, str] | str | None = None,
+    sar_units: str | None = None,
+    calibration: Calibration | None = None,
 ) -> PredictionSummary | None:
     """Predict the damage of every footprint and write a GeoPackage (and a map).
 
@@ -165,6 +168,12 @@ def predict_buildings(
         progress: show progress bars.
         gem_id_columns: column of ``admin`` that holds GEM's codes (a name, or a
             mapping such as ``{'ID_1': 'ISO_1'}``; see :class:`BuildingChunks`).
+        sar_units: what the model reads of the SAR, ``'db'`` (sigma nought) or
+            ``'dn'`` (digital numbers): the checkpoint's by default; another value
+            is refused, since a model reads what it was trained on.
+        calibration: calibration attributes for products that lack them, e.g. a
+            clipped CSG GTC GeoTIFF without metadata tags (``calibration`` of
+            :class:`~torchgeo_sar_damage.datasets.COSMOSkyMed`).
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
@@ -179,6 +188,13 @@ def predict_buildings(
     out = Path(out)
     _check_arguments(out, sar, map_path, overwrite, mc_samples)
     ckpt = load_checkpoint(checkpoint)
+    trained = str((ckpt.sensor or {}).get('sar_units', 'db'))
+    if sar_units is not None and sar_units != trained:
+        raise ArgumentError(
+            f'--sar-units {sar_units}: the model was trained on {trained!r} '
+            f'({"digital numbers" if trained == "dn" else "sigma nought in dB"}) and '
+            'reads the SAR the same way; leave --sar-units out'
+        )
     # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX_MB * 1024 * 1024):
         chunks = BuildingChunks(
@@ -193,6 +209,7 @@ def predict_buildings(
             layer=layer,
             sensor=ckpt.sensor,
             gem_id_columns=gem_id_columns,
+            calibration=calibration,
         )
         # the same folder for every process of a distributed run
         parts = out.with_name(f'.{out.name}.parts')
