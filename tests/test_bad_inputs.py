@@ -24,6 +24,7 @@ and :func:`test_docs_table_is_current` keeps it in step.
 import contextlib
 import errno
 import io
+import json
 import os
 import re
 import shutil
@@ -52,7 +53,12 @@ from torchgeo_sar_damage.datasets import (
     GEMExposure,
     OSMBuildings,
 )
-from torchgeo_sar_damage.errors import ArgumentError, InputFileError, OutputError
+from torchgeo_sar_damage.errors import (
+    ArgumentError,
+    CatalogueError,
+    InputFileError,
+    OutputError,
+)
 from torchgeo_sar_damage.samplers import BuildingSampler
 from torchgeo_sar_damage.simulation import run as simulation_run
 from torchgeo_sar_damage.simulation.run import simulate
@@ -466,6 +472,49 @@ def _scene_json(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
     return Attempt(lambda: SARDamageDataModule(root=root), 'scene.json')
 
 
+def _catalogue(
+    change: dict[str, Any], names: str | None = None
+) -> Callable[[Path, pytest.MonkeyPatch], Attempt]:
+    """A town catalogue of one town with entries of its ``files`` changed.
+
+    A :class:`Path` value is copied beside the catalogue as ``<key>_<name>``; the
+    message must name ``names`` (default: the catalogue).
+    """
+
+    def make(tmp: Path, _: pytest.MonkeyPatch) -> Attempt:
+        osm = _footprints(tmp, _houses())
+        files: dict[str, Any] = {
+            'sar': str(_copy(CSK_GTC, tmp)),
+            'osm': osm.name,
+            'labels': str(_copy(EMS_LABELS, tmp)),
+        }
+        for key, value in change.items():
+            if value is None:
+                files.pop(key, None)
+            elif isinstance(value, Path):
+                files[key] = str(_copy(value, tmp, f'{key}_{value.name}'))
+            else:
+                files[key] = value
+        path = tmp / 'towns.json'
+        path.write_text(
+            json.dumps({'cities': {'aoi16': {'folder': '.', 'files': files}}}),
+            encoding='utf-8',
+        )
+        return Attempt(
+            lambda: SARDamageDataModule(
+                root=path,
+                train_cities=['aoi16'],
+                val_cities=[],
+                test_cities=[],
+                modalities=['sar', 'osm'],
+                chips_root=tmp / 'chips',
+            ),
+            names or path.name,
+        )
+
+    return make
+
+
 # ------------------------------------------------------------------- simulate, CLI
 
 SMALL = ('--cities', 'nurdagi', '--buildings', '10', '--pixel-m', '2', '--quiet')
@@ -817,6 +866,46 @@ CASES: list[BadInput] = [
         OutputError,
         'No space left on device',
         _chips_disk_full,
+    ),
+    BadInput(
+        'catalogue-unknown-key',
+        'town catalogue',
+        'a misspelt key in a town\'s files ("lables")',
+        CatalogueError,
+        "unknown file keys ['lables']",
+        _catalogue({'labels': None, 'lables': 'x.json'}),
+    ),
+    BadInput(
+        'catalogue-missing-file',
+        'town catalogue',
+        'a listed file does not exist',
+        CatalogueError,
+        "town 'aoi16': file not found",
+        _catalogue({'dsm': 'dsm_missing.tif'}, 'dsm_missing.tif'),
+    ),
+    BadInput(
+        'catalogue-no-labels',
+        'town catalogue',
+        'a training town without damage labels',
+        CatalogueError,
+        'a training, validation or test town needs damage labels',
+        _catalogue({'labels': None}),
+    ),
+    BadInput(
+        'catalogue-no-crs',
+        'town catalogue',
+        'a listed raster without a CRS',
+        CatalogueError,
+        'has no coordinate reference system, so it cannot be placed',
+        _catalogue({'dsm': DATA / 'dsm' / 'invalid' / 'no_crs.tif'}, 'dsm_no_crs.tif'),
+    ),
+    BadInput(
+        'catalogue-no-overlap',
+        'town catalogue',
+        "footprints of another area (they miss the town's SAR product)",
+        CatalogueError,
+        'does not overlap the SAR product',
+        _catalogue({'osm': DATA / 'osm' / OSM_NAME}, f'osm_{OSM_NAME}'),
     ),
     BadInput(
         'scene-json-truncated',
