@@ -40,6 +40,56 @@ IMAGE_KEYS = ('sar', 'dsm')
 MASK_KEYS = ('sar_valid', 'footprint')
 
 
+#: Model-batch keys of each image modality with their channels, in stacking order
+#: (GEM is tabular only).
+IMAGE_INPUTS: dict[str, tuple[tuple[str, int], ...]] = {
+    'sar': (('sar', 1), ('sar_valid', 1)),
+    'osm': (('footprint', 2),),
+    'dsm': (('dsm', 1),),
+}
+
+
+def image_channel_count(modalities: str | Sequence[str]) -> int:
+    """Channels of the stacked image of a choice of modalities (:func:`stack_images`).
+
+    Args:
+        modalities: a non-empty subset of :data:`MODALITIES`.
+
+    Returns:
+        2 for SAR (sigma nought, valid mask), 2 for OSM (target, neighbours), 1 for
+        DSM (relief), added up; GEM adds none.
+    """
+    chosen = check_modalities(modalities)
+    return sum(c for m in chosen for _, c in IMAGE_INPUTS.get(m, ()))
+
+
+def stack_images(batch: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
+    """The image modalities of a model batch as one ``[B, C, H, W]`` image.
+
+    Channels, in order: ``sar`` (standardised dB), ``sar_valid``, ``footprint``
+    (target, neighbours), ``dsm`` (relief over the DSM scale), for the modalities
+    chosen; the tabular features (DSM statistics, OSM attributes, GEM) are not in it.
+
+    Args:
+        batch: a model batch (:func:`normalise_batch`).
+        modalities: the modalities to stack (at least one image modality).
+
+    Returns:
+        The stacked image (float).
+
+    Raises:
+        ArgumentError: if no image modality is chosen.
+    """
+    chosen = [m for m in check_modalities(modalities) if m in IMAGE_INPUTS]
+    if not chosen:
+        raise ArgumentError(
+            f'modalities {list(modalities)} have no image to stack; choose at least '
+            f'one of {", ".join(IMAGE_INPUTS)}'
+        )
+    tensors = [batch[key].float() for m in chosen for key, _ in IMAGE_INPUTS[m]]
+    return torch.cat(tensors, dim=1)
+
+
 def check_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
     """Validate a choice of modalities.
 

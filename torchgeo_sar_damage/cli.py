@@ -467,20 +467,43 @@ def _lightning(argv: list[str] | None) -> int:
     """
     from jsonargparse import ArgumentParser
     from lightning.pytorch.cli import LightningCLI
+    from torchgeo.tasks import Classification
 
+    from .batch import image_channel_count
     from .datamodules import SARDamageDataModule
-    from .tasks import DamageClassification, ResumableRandomness
+    from .tasks import ResumableRandomness
 
     class SARDamageCLI(LightningCLI):
-        """LightningCLI with the data module and the task kept consistent."""
+        """LightningCLI with the data module and the task kept consistent.
+
+        The model is :class:`~torchgeo_sar_damage.tasks.DamageClassification` unless
+        ``--model`` names another :class:`torchgeo.tasks.Classification` (e.g.
+        TorchGeo's own, with ``--data.stacked true``): ``data.modalities`` sets the
+        damage task's ``modalities`` or TorchGeo's ``in_channels``.
+        """
 
         def add_arguments_to_parser(self, parser: ArgumentParser) -> None:
-            parser.link_arguments('data.modalities', 'model.modalities')
-            parser.link_arguments('model.task', 'data.scheme', compute_fn=_scheme)
+            parser.set_defaults(
+                {
+                    'model': {
+                        'class_path': 'torchgeo_sar_damage.tasks.DamageClassification'
+                    }
+                }
+            )
+            parser.link_arguments('data.modalities', 'model.init_args.modalities')
+            parser.link_arguments(
+                'data.modalities',
+                'model.init_args.in_channels',
+                compute_fn=image_channel_count,
+            )
+            parser.link_arguments(
+                'model.init_args.task', 'data.scheme', compute_fn=_scheme
+            )
 
     SARDamageCLI(
-        DamageClassification,
+        Classification,
         SARDamageDataModule,
+        subclass_mode_model=True,
         args=argv,
         save_config_kwargs={'overwrite': True},
         # checkpoints carry the random generators: --ckpt_path resumes exactly

@@ -25,6 +25,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import Sample
 
 from ..batch import (
+    IMAGE_INPUTS,
     IMAGE_KEYS,
     MASK_KEYS,
     MODALITIES,
@@ -32,7 +33,9 @@ from ..batch import (
     Normalisation,
     check_modalities,
     feature_names,
+    image_channel_count,
     normalise_batch,
+    stack_images,
 )
 from ..datasets import (
     DSM,
@@ -319,6 +322,7 @@ class SARDamageDataModule(LightningDataModule):
         pixel_m: float | None = None,
         sar_units: Literal['db', 'dn'] = 'db',
         calibration: Calibration | None = None,
+        stacked: bool = False,
     ) -> None:
         """Initialise a new SARDamageDataModule.
 
@@ -365,9 +369,17 @@ class SARDamageDataModule(LightningDataModule):
             calibration: calibration attributes for products that lack them, as
                 :class:`~torchgeo_sar_damage.datasets.COSMOSkyMed`'s ``calibration``
                 (one mapping for every product, or file -> mapping).
+            stacked: give TorchGeo's sample layout instead of the model batch:
+                ``image`` ``[B, C, H, W]`` (the image modalities' channels stacked by
+                :func:`~torchgeo_sar_damage.batch.stack_images`: SAR dB, SAR valid
+                mask, footprint target and neighbours, DSM relief, for the chosen
+                modalities; :attr:`num_channels` of them) and ``label``, with the
+                same splits, chips, normalisation and augmentation, for
+                :class:`torchgeo.tasks.Classification` and any timm or TorchGeo
+                model. Tabular features are not in it.
 
         .. versionchanged:: 0.2
-           *sar_units* and *calibration*.
+           *sar_units*, *calibration* and *stacked*.
 
         Raises:
             ArgumentError: if a city is unknown or in two splits, there is no training
@@ -415,6 +427,13 @@ class SARDamageDataModule(LightningDataModule):
                 'works on sigma nought in dB: give intensity_augmentation=False'
             )
         self.sar_units: Literal['db', 'dn'] = sar_units
+        self.stacked = bool(stacked)
+        if self.stacked:
+            if not any(m in IMAGE_INPUTS for m in self.modalities):
+                raise ArgumentError(
+                    f'stacked=True needs an image modality; {list(self.modalities)} '
+                    'has none'
+                )
         self.calibration = calibration
         self.pixel_m = None if pixel_m is None else float(pixel_m)
         self.gem_id_columns = dict(gem_id_columns) if gem_id_columns else None
@@ -619,6 +638,13 @@ class SARDamageDataModule(LightningDataModule):
         Args:
             stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
         """
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        hparams = getattr(model, 'hparams', {}) if model is not None else {}
+        if model is not None and not self.stacked and 'modalities' not in hparams:
+            raise ArgumentError(
+                f'{type(model).__name__} takes TorchGeo samples (image, label), not '
+                "this package's model batch: give stacked=True (--data.stacked true)"
+            )
         if stage == 'fit':
             self.train_dataset = ConcatDataset(
                 [self.training_part(c) for c in self.train_cities]
@@ -850,4 +876,15 @@ class SARDamageDataModule(LightningDataModule):
         model_batch = self.normalise(batch)
         if training:
             model_batch = self.augment(model_batch)
+        if self.stacked:
+            return {
+                'image': stack_images(model_batch, self.modalities),
+                'label': model_batch['label'],
+                'building_id': model_batch['building_id'],
+            }
         return model_batch
+
+    @property
+    def num_channels(self) -> int:
+        """Channels of ``image`` in the stacked sample mode (``in_channels``)."""
+        return image_channel_count(self.modalities)
