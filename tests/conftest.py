@@ -91,3 +91,42 @@ def _resampled_product(src_path: Path, out_dir: Path, factor: int) -> Path:
 def resampled_product() -> Callable[[Path, Path, int], Path]:
     """Write a coarser copy of a CSG GTC GeoTIFF: ``(product, folder, factor)``."""
     return _resampled_product
+
+
+@pytest.fixture(scope='session')
+def small_model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model (resnet10t) trained for one epoch on nurdagi at 1 m, 16 m windows.
+
+    Its threshold is chosen on islahiye; adiyaman is never seen. Tests must not
+    modify the file (copy it first).
+    """
+    import lightning
+
+    from torchgeo_sar_damage.datamodules import SARDamageDataModule
+    from torchgeo_sar_damage.tasks import DamageClassification
+
+    out = tmp_path_factory.mktemp('small_model')
+    lightning.seed_everything(0, verbose=False)
+    data = SARDamageDataModule(
+        training_scene,
+        train_cities=['nurdagi'],
+        val_cities=['islahiye'],
+        test_cities=['adiyaman'],
+        size_m=16.0,
+        batch_size=16,
+        progress=False,
+        chips_root=out / 'chips',
+    )
+    task = DamageClassification(backbone='resnet10t', embed_dim=16)
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        accelerator='cpu',
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    trainer.fit(task, datamodule=data)
+    trainer.save_checkpoint(out / 'model.ckpt')
+    return out / 'model.ckpt'

@@ -38,33 +38,9 @@ TOWN = 'adiyaman'  # never seen in training
 
 
 @pytest.fixture(scope='module')
-def model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model trained for one epoch on two towns of the training scene."""
-    out = tmp_path_factory.mktemp('predict_model')
-    lightning.seed_everything(0, verbose=False)
-    data = SARDamageDataModule(
-        training_scene,
-        train_cities=['nurdagi'],
-        val_cities=['islahiye'],
-        test_cities=[TOWN],
-        size_m=16.0,
-        batch_size=16,
-        progress=False,
-        chips_root=out / 'chips',
-    )
-    task = DamageClassification(backbone='resnet10t', embed_dim=16)
-    trainer = lightning.Trainer(
-        max_epochs=1,
-        accelerator='cpu',
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out,
-    )
-    trainer.fit(task, datamodule=data)
-    trainer.save_checkpoint(out / 'model.ckpt')
-    return out / 'model.ckpt'
+def model(small_model: Path) -> Path:
+    """A small model trained for one epoch on two towns of the training scene (the shared ``small_model``)."""
+    return small_model
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import lightning
 import numpy as np
 import pytest
 import rasterio
@@ -19,43 +18,17 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
-from torchgeo_sar_damage.datamodules import SARDamageDataModule
 from torchgeo_sar_damage.datasets import CALIBRATION_ATTRIBUTES
 from torchgeo_sar_damage.errors import InputFileError
 from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
-from torchgeo_sar_damage.tasks import DamageClassification
 
 TOWN = 'adiyaman'
 
 
 @pytest.fixture(scope='module')
-def model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model trained for one epoch on one town at 1 m, 16 m windows."""
-    out = tmp_path_factory.mktemp('ckpt_model')
-    lightning.seed_everything(0, verbose=False)
-    data = SARDamageDataModule(
-        training_scene,
-        train_cities=['nurdagi'],
-        val_cities=['islahiye'],
-        test_cities=[TOWN],
-        size_m=16.0,
-        batch_size=16,
-        progress=False,
-        chips_root=out / 'chips',
-    )
-    task = DamageClassification(backbone='resnet10t', embed_dim=16)
-    trainer = lightning.Trainer(
-        max_epochs=1,
-        accelerator='cpu',
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out,
-    )
-    trainer.fit(task, datamodule=data)
-    trainer.save_checkpoint(out / 'model.ckpt')
-    return out / 'model.ckpt'
+def model(small_model: Path) -> Path:
+    """A small model trained for one epoch on one town at 1 m, 16 m windows (the shared ``small_model``)."""
+    return small_model
 
 
 @pytest.fixture(scope='module')
