@@ -10,6 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models._api import WeightsEnum
 
 from ..batch import MODALITIES
 from ..errors import ArgumentError, InputFileError
@@ -22,6 +23,15 @@ from .encoders import (
     image_input,
     load_encoder_state,
     read_state_dict,
+)
+from .pretrained import (
+    PretrainedSARInput,
+    check_sar_weights,
+    input_size,
+    is_weights_name,
+    read_weights,
+    resolve_weights,
+    weights_path,
 )
 
 #: Modalities with an image input (the others are tabular only).
@@ -51,6 +61,8 @@ class Fusion(nn.Module):
         tabular_features: int,
         embed_dim: int,
         dropout: float,
+        sar_input: PretrainedSARInput | None = None,
+        img_size: int | None = None,
     ) -> None:
         """Initialise the tabular branch shared by every fusion.
 
@@ -61,10 +73,18 @@ class Fusion(nn.Module):
             tabular_features: number of tabular columns (0: no tabular branch).
             embed_dim: size of every branch embedding.
             dropout: dropout probability in the tabular branch.
+            sar_input: the SAR input of TorchGeo weights (None: ``sar`` and
+                ``sar_valid`` as they are).
+            img_size: input size of vision transformer backbones (see
+                :class:`~torchgeo_sar_damage.models.encoders.ImageBranch`).
         """
         super().__init__()
         self.modalities = tuple(modalities)
         self.images = tuple(m for m in IMAGE_MODALITIES if m in modalities)
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.img_size = img_size
+        self.sar_input = sar_input
         self.encoders = nn.ModuleDict()
         self.tabular = (
             TabularBranch(tabular_features, embed_dim, dropout)
@@ -72,6 +92,23 @@ class Fusion(nn.Module):
             else None
         )
         self.out_features = embed_dim if self.tabular is not None else 0
+
+    def channels(self, modality: str) -> int:
+        """Input channels of an image modality (the SAR's depend on :attr:`sar_input`)."""
+        if modality == 'sar' and self.sar_input is not None:
+            return self.sar_input.channels
+        return image_channels(modality)
+
+    def image(self, batch: Mapping[str, Tensor], modality: str) -> Tensor:
+        """The encoder input [B, C, H, W] of an image modality."""
+        if modality == 'sar' and self.sar_input is not None:
+            x: Tensor = self.sar_input(batch['sar'], batch['sar_valid'])
+            return x
+        return image_input(batch, modality)
+
+    def new_branch(self, in_chans: int) -> ImageBranch:
+        """An image branch of this fusion's backbone."""
+        return ImageBranch(self.backbone, in_chans, self.embed_dim, self.img_size)
 
     def branch(self, name: str) -> ImageBranch:
         """The image branch called ``name`` (a key of :attr:`encoders`)."""
@@ -107,20 +144,30 @@ class EarlyFusion(Fusion):
         tabular_features: int,
         embed_dim: int,
         dropout: float,
+        sar_input: PretrainedSARInput | None = None,
+        img_size: int | None = None,
     ) -> None:
         """Initialise a new EarlyFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(modalities, backbone, tabular_features, embed_dim, dropout)
+        super().__init__(
+            modalities,
+            backbone,
+            tabular_features,
+            embed_dim,
+            dropout,
+            sar_input,
+            img_size,
+        )
         if self.images:
             name = 'sar' if self.images == ('sar',) else 'image'
-            in_chans = sum(image_channels(m) for m in self.images)
-            self.encoders[name] = ImageBranch(backbone, in_chans, embed_dim)
+            in_chans = sum(self.channels(m) for m in self.images)
+            self.encoders[name] = self.new_branch(in_chans)
             self.out_features += embed_dim
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Fused embedding [B, out_features] of a model batch."""
         parts = self.tabular_embedding(batch)
         if self.images:
-            x = torch.cat([image_input(batch, m) for m in self.images], dim=1)
+            x = torch.cat([self.image(batch, m) for m in self.images], dim=1)
             (branch,) = self.encoders.values()
             parts.insert(0, branch(x))
         return torch.cat(parts, dim=1)
@@ -141,16 +188,26 @@ class LateFusion(Fusion):
         tabular_features: int,
         embed_dim: int,
         dropout: float,
+        sar_input: PretrainedSARInput | None = None,
+        img_size: int | None = None,
     ) -> None:
         """Initialise a new LateFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(modalities, backbone, tabular_features, embed_dim, dropout)
+        super().__init__(
+            modalities,
+            backbone,
+            tabular_features,
+            embed_dim,
+            dropout,
+            sar_input,
+            img_size,
+        )
         for m in self.images:
-            self.encoders[m] = ImageBranch(backbone, image_channels(m), embed_dim)
+            self.encoders[m] = self.new_branch(self.channels(m))
             self.out_features += embed_dim
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Fused embedding [B, out_features] of a model batch."""
-        parts = [self.encoders[m](image_input(batch, m)) for m in self.images]
+        parts = [self.encoders[m](self.image(batch, m)) for m in self.images]
         return torch.cat([*parts, *self.tabular_embedding(batch)], dim=1)
 
 
@@ -184,14 +241,24 @@ class AttentionFusion(LateFusion):
         tabular_features: int,
         embed_dim: int,
         dropout: float,
+        sar_input: PretrainedSARInput | None = None,
+        img_size: int | None = None,
     ) -> None:
         """Initialise a new AttentionFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(modalities, backbone, tabular_features, embed_dim, dropout)
+        super().__init__(
+            modalities,
+            backbone,
+            tabular_features,
+            embed_dim,
+            dropout,
+            sar_input,
+            img_size,
+        )
         sar = self.branch('sar')
         small = [i for i, r in enumerate(sar.reductions) if r <= 8]
         self.token_stage = small[-1] if small else 0
         self.token_proj = nn.Conv2d(sar.channels[self.token_stage], embed_dim, 1)
-        self.footprint_code = nn.Conv2d(image_channels('osm'), embed_dim, 1)
+        self.footprint_code = nn.Conv2d(self.channels('osm'), embed_dim, 1)
         self.query = nn.Linear(2 * embed_dim, embed_dim)
         heads = next(h for h in (4, 2, 1) if embed_dim % h == 0)
         self.attention = nn.MultiheadAttention(
@@ -203,11 +270,11 @@ class AttentionFusion(LateFusion):
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Fused embedding [B, out_features] of a model batch."""
         sar = self.branch('sar')
-        footprint = image_input(batch, 'osm')
-        features = sar.features(image_input(batch, 'sar'))
+        footprint = self.image(batch, 'osm')
+        features = sar.features(self.image(batch, 'sar'))
         parts = {'sar': sar.embed(features)}
         for m in self.images[1:]:
-            parts[m] = self.encoders[m](image_input(batch, m))
+            parts[m] = self.encoders[m](self.image(batch, m))
 
         grid = features[self.token_stage]
         area = F.adaptive_avg_pool2d(footprint, (grid.shape[-2], grid.shape[-1]))
@@ -253,8 +320,9 @@ class FusionNet(nn.Module):
     unless it requires it. The head is Linear, ReLU, Dropout, Linear.
 
     Image encoders are timm backbones with random initialisation; nothing is
-    downloaded. ``weights`` names a local file read with
-    ``torch.load(weights_only=True)``, holding either
+    downloaded. ``weights`` is TorchGeo weights (a ``WeightsEnum`` member or its name,
+    see below) or names a local file read with ``torch.load(weights_only=True)``,
+    holding either
 
     * a state dict of a whole ``FusionNet`` of the same configuration (same keys and
       shapes; or a Lightning checkpoint whose ``state_dict`` contains one under a
@@ -265,6 +333,14 @@ class FusionNet(nn.Module):
       ``FusionNet`` of another fusion or head, say). Only the encoder that sees SAR is
       loaded; its first convolution is adapted when the input channels differ (see
       :func:`~torchgeo_sar_damage.models.encoders.load_encoder_state`).
+
+    **TorchGeo weights** (``ResNet50_Weights.SENTINEL1_ALL_MOCO``, ...; see
+    :mod:`~torchgeo_sar_damage.models.pretrained` for which are supported and how the
+    SAR is fed to them) decide the backbone (``meta['model']``; a ``backbone`` that
+    says otherwise is an error) and the SAR input: the encoder of each modality in
+    ``pretrained`` (``'sar'`` by default) starts from them, the others from scratch.
+    The file is read from torch hub's cache, never downloaded. The SAR standardisation
+    needs the training towns' statistics: :meth:`set_sar_statistics`.
 
     .. note::
 
@@ -280,12 +356,14 @@ class FusionNet(nn.Module):
         self,
         modalities: Sequence[str] = ('sar',),
         fusion: str = 'late',
-        backbone: str = 'resnet18',
+        backbone: str | None = None,
         tabular_features: int = 0,
         num_outputs: int = 1,
-        weights: str | os.PathLike[str] | None = None,
+        weights: WeightsEnum | str | os.PathLike[str] | None = None,
         embed_dim: int = 128,
         dropout: float = 0.2,
+        pretrained: Sequence[str] = ('sar',),
+        load_weights: bool = True,
     ) -> None:
         """Initialise a new FusionNet.
 
@@ -293,15 +371,23 @@ class FusionNet(nn.Module):
             modalities: non-empty subset of ``'sar'``, ``'osm'``, ``'dsm'``, ``'gem'``.
             fusion: a key of :data:`FUSIONS`.
             backbone: timm model name of the image encoders (``'resnet18'``,
-                ``'resnet34'``, ``'efficientnet_b0'``...).
+                ``'resnet34'``, ``'efficientnet_b0'``...) or a key of
+                :data:`~torchgeo_sar_damage.models.encoders.BACKBONES`; default
+                that of TorchGeo ``weights``, else ``'resnet18'``.
             tabular_features: number of columns of ``batch['tabular']`` (the
                 datamodule selects those of the chosen modalities); 0 means no
                 tabular branch.
             num_outputs: number of logits (1 for binary damage, 4 for EMS grades).
-            weights: local path of a state dict (see above), or None for random
-                initialisation.
+            weights: TorchGeo weights (a ``WeightsEnum`` member or its name, e.g.
+                ``'ResNet50_Weights.SENTINEL1_ALL_MOCO'``), the local path of a state
+                dict (see above), or None for random initialisation.
             embed_dim: size of every branch embedding and of the head's hidden layer.
             dropout: dropout probability of the tabular branch, attention and head.
+            pretrained: image modalities whose encoder starts from TorchGeo
+                ``weights`` (an ``early`` fusion's one encoder does when any of its
+                modalities is listed); the others start from scratch.
+            load_weights: read the TorchGeo weights file; False builds the same
+                architecture without it (a checkpoint's state dict fills it).
 
         Raises:
             ArgumentError: if an argument is invalid.
@@ -344,11 +430,43 @@ class FusionNet(nn.Module):
                 'be > 0 (the number of columns of batch["tabular"])'
             )
 
+        torchgeo = resolve_weights(weights) if is_weights_name(weights) else None
+        images = tuple(m for m in IMAGE_MODALITIES if m in selected)
+        if isinstance(pretrained, str):
+            pretrained = (pretrained,)
+        sar_input = None
+        img_size = None
+        if torchgeo is not None:
+            check_sar_weights(torchgeo)
+            model = torchgeo.meta['model']
+            if backbone is not None and backbone != model:
+                raise ArgumentError(
+                    f'backbone {backbone!r} contradicts weights {torchgeo}, which are '
+                    f'for a {model!r}; leave backbone out or set it to {model!r}'
+                )
+            backbone = model
+            wrong = sorted(set(pretrained) - set(images))
+            if wrong or not pretrained:
+                raise ArgumentError(
+                    f'pretrained {list(pretrained)}: choose a non-empty subset of the '
+                    f'selected image modalities {list(images)}'
+                )
+            if 'sar' in images:
+                sar_input = PretrainedSARInput(torchgeo)
+            img_size = input_size(torchgeo)
+
         self.modalities = selected
         self.fusion_name = fusion
         self.tabular_features = tabular_features
+        self.weights_name = None if torchgeo is None else str(torchgeo)
         self.fusion = FUSIONS[fusion](
-            selected, backbone, tabular_features, embed_dim, dropout
+            selected,
+            backbone or 'resnet18',
+            tabular_features,
+            embed_dim,
+            dropout,
+            sar_input,
+            img_size,
         )
         self.head = nn.Sequential(
             nn.Linear(self.fusion.out_features, embed_dim),
@@ -361,8 +479,49 @@ class FusionNet(nn.Module):
             for m in self.fusion.images
             for key, channels in IMAGE_INPUTS[m]
         }
-        if weights is not None:
+        if torchgeo is not None:
+            if load_weights:
+                self.load_torchgeo_weights(torchgeo, pretrained)
+        elif weights is not None:
+            assert not isinstance(weights, WeightsEnum)
             self.load_weights(weights)
+
+    @property
+    def sar_input(self) -> PretrainedSARInput | None:
+        """The SAR input of TorchGeo weights, or None."""
+        return self.fusion.sar_input
+
+    def set_sar_statistics(self, mean_db: float, std_db: float) -> None:
+        """Tell the SAR input of TorchGeo weights how ``sar`` was standardised.
+
+        Does nothing without TorchGeo weights (the batch's ``sar`` is used as is).
+
+        Args:
+            mean_db: mean of the training towns' sigma nought (dB), e.g.
+                ``datamodule.statistics.sar_mean_db``.
+            std_db: its standard deviation (dB).
+        """
+        if self.fusion.sar_input is not None:
+            self.fusion.sar_input.set_statistics(mean_db, std_db)
+
+    def load_torchgeo_weights(
+        self, weights: WeightsEnum, pretrained: Sequence[str] = ('sar',)
+    ) -> None:
+        """Load TorchGeo weights into the encoders of some modalities.
+
+        Args:
+            weights: the weights (file in torch hub's cache).
+            pretrained: modalities whose encoder is loaded.
+
+        Raises:
+            InputFileError: if the file is missing or does not fit the backbone.
+        """
+        state = read_weights(weights)
+        path = weights_path(weights)
+        for name in self.fusion.encoders:
+            seen = self.fusion.images if name == 'image' else (name,)
+            if any(m in pretrained for m in seen):
+                load_encoder_state(self.fusion.branch(name), state, '', path)
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load a whole model or its SAR encoder from a local state dict file.
@@ -391,7 +550,7 @@ class FusionNet(nn.Module):
                 f'cannot be used because modalities {list(self.modalities)} have '
                 "no 'sar'",
             )
-        prefixes = find_prefixes(state, branch.encoder.state_dict())
+        prefixes = find_prefixes(state, branch.state_module.state_dict())
         # Prefer the SAR branch of a saved FusionNet over its other encoders.
         prefixes.sort(key=lambda p: ('encoders.sar.' not in p, len(p), p))
         if not prefixes:
