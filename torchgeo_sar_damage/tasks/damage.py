@@ -28,11 +28,13 @@ from torchmetrics import (
     Recall,
 )
 from torchmetrics.functional.classification import binary_precision_recall_curve
+from torchvision.models._api import WeightsEnum
 from torchvision.ops import sigmoid_focal_loss
 
 from ..batch import check_modalities, feature_names
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
+from ..models.pretrained import is_weights_name, resolve_weights
 from ..reliability import fit_temperature
 
 #: Number of classes of ``task='multiclass'``: the four Copernicus EMS grades.
@@ -162,9 +164,9 @@ class DamageClassification(Classification):
         self,
         modalities: Sequence[str] = ('sar', 'osm', 'dsm', 'gem'),
         fusion: str = 'late',
-        backbone: str = 'resnet18',
+        backbone: str | None = None,
         tabular_features: int | None = None,
-        weights: str | os.PathLike[str] | None = None,
+        weights: WeightsEnum | str | os.PathLike[str] | None = None,
         task: Literal['binary', 'multiclass'] = 'binary',
         loss: Literal['bce', 'ce', 'focal'] | None = None,
         pos_weight: float | Literal['auto'] | None = 'auto',
@@ -173,6 +175,8 @@ class DamageClassification(Classification):
         dropout: float = 0.2,
         lr: float = 1e-3,
         patience: int = 10,
+        pretrained: Sequence[str] = ('sar',),
+        load_weights: bool = True,
     ) -> None:
         """Initialise a new DamageClassification task.
 
@@ -181,12 +185,16 @@ class DamageClassification(Classification):
                 ``'gem'`` (the data module's must be the same).
             fusion: a key of :data:`~torchgeo_sar_damage.models.FUSIONS`
                 (``'early'``, ``'late'``, ``'attention'``).
-            backbone: timm model name of the image encoders.
+            backbone: timm model name of the image encoders (default: that of
+                TorchGeo ``weights``, else ``'resnet18'``).
             tabular_features: columns of the batch's ``tabular`` (default: those of
                 the chosen modalities,
                 :func:`~torchgeo_sar_damage.datamodules.feature_names`).
-            weights: local path of a state dict to start from (see
-                :class:`~torchgeo_sar_damage.models.FusionNet`); never downloaded.
+            weights: TorchGeo weights for the SAR encoder (a ``WeightsEnum``
+                member or its name, e.g. ``'ResNet50_Weights.SENTINEL1_ALL_MOCO'``,
+                read from torch hub's cache), or the local path of a state dict to
+                start from (see :class:`~torchgeo_sar_damage.models.FusionNet`);
+                never downloaded.
             task: ``'binary'`` (damaged or not) or ``'multiclass'`` (four EMS grades).
             loss: ``'bce'`` or ``'focal'`` (binary), ``'ce'`` or ``'focal'``
                 (multiclass); default ``'bce'`` / ``'ce'``.
@@ -199,6 +207,11 @@ class DamageClassification(Classification):
             lr: learning rate of AdamW.
             patience: epochs without ``val_loss`` improvement before the learning
                 rate is reduced.
+            pretrained: image modalities whose encoders start from TorchGeo
+                ``weights`` (the SAR's only by default); the others start from scratch.
+            load_weights: read the TorchGeo weights file when the model is built.
+                Checkpoints record False (their state dict holds the trained
+                weights), so loading one needs no weights file.
 
         Raises:
             ArgumentError: if a modality, fusion, task, loss or pos_weight is invalid.
@@ -230,9 +243,15 @@ class DamageClassification(Classification):
                 f'pos_weight={pos_weight}: a number must be positive and is for '
                 "task='binary' only ('auto' or None for multiclass)"
             )
+        model = backbone
+        if model is None:  # the model of TorchGeo weights, else FusionNet's default
+            torchgeo = resolve_weights(weights) if is_weights_name(weights) else None
+            model = 'resnet18' if torchgeo is None else torchgeo.meta['model']
         super().__init__(
-            model=backbone,
-            weights=None if weights is None else os.fspath(weights),
+            model=model,
+            weights=weights
+            if weights is None or isinstance(weights, WeightsEnum)
+            else os.fspath(weights),
             in_channels=1,
             task=task,
             num_classes=NUM_GRADES if task == 'multiclass' else None,
@@ -261,10 +280,12 @@ class DamageClassification(Classification):
             tabular_features=features,
             num_outputs=self.num_outputs,
             weights=self.weights
-            if isinstance(self.weights, str | os.PathLike)
+            if isinstance(self.weights, str | os.PathLike | WeightsEnum)
             else None,
             embed_dim=self.hparams['embed_dim'],
             dropout=self.hparams['dropout'],
+            pretrained=self.hparams.get('pretrained', ('sar',)),
+            load_weights=self.hparams.get('load_weights', True),
         )
         self.threshold: Tensor
         self.register_buffer('threshold', torch.tensor(0.5))
@@ -364,6 +385,11 @@ class DamageClassification(Classification):
                     f"task={self.hparams['task']!r} needs the data module's scheme="
                     f'{"four" if self.num_outputs > 1 else "binary"!r}'
                 )
+        sar_input = self.model.sar_input
+        if sar_input is not None and (stage == 'fit' or not sar_input.has_statistics):
+            sar = getattr(datamodule, 'statistics', None)
+            if sar is not None:
+                self.model.set_sar_statistics(sar.sar_mean_db, sar.sar_std_db)
         if stage != 'fit' or self.hparams['pos_weight'] != 'auto':
             return
         statistics = getattr(datamodule, 'statistics', None)
@@ -618,6 +644,11 @@ class DamageClassification(Classification):
         """
         checkpoint['decision_threshold'] = float(self.threshold)
         checkpoint['temperature'] = float(self.temperature)
+        if self.model.weights_name is not None:
+            # the architecture of TorchGeo weights, without reading their file again
+            hparams = checkpoint.setdefault('hyper_parameters', {})
+            hparams['weights'] = self.model.weights_name
+            hparams['load_weights'] = False
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Give checkpoints saved before temperature scaling a temperature of 1.
