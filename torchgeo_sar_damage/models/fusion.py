@@ -46,9 +46,9 @@ class Fusion(nn.Module):
     classification head. A new fusion is a subclass plus one entry in
     :data:`FUSIONS`.
 
-    Subclasses set :attr:`out_features` and fill :attr:`encoders` (image branches by
-    name; the one that sees SAR is called ``'sar'``, or ``'image'`` when it also sees
-    other modalities) in ``__init__``, and implement :meth:`forward`.
+    Subclasses fill :attr:`encoders` (image branches by name; the one that sees SAR
+    is called ``'sar'``, or ``'image'`` when it also sees other modalities) and add to
+    :attr:`out_features` in :meth:`build`, and implement :meth:`forward`.
     """
 
     #: Modalities the fusion cannot work without.
@@ -92,6 +92,17 @@ class Fusion(nn.Module):
             else None
         )
         self.out_features = embed_dim if self.tabular is not None else 0
+        self.dropout = dropout
+        self.build()
+
+    def build(self) -> None:
+        """Create the image encoders and anything else the fusion needs.
+
+        Called at the end of ``__init__`` (after the tabular branch, so random
+        initialisation happens in the same order for every fusion); subclasses fill
+        :attr:`encoders` and add their embedding sizes to :attr:`out_features`.
+        """
+        raise NotImplementedError
 
     def channels(self, modality: str) -> int:
         """Input channels of an image modality (the SAR's depend on :attr:`sar_input`)."""
@@ -137,26 +148,9 @@ class EarlyFusion(Fusion):
     tabular embedding.
     """
 
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        backbone: str,
-        tabular_features: int,
-        embed_dim: int,
-        dropout: float,
-        sar_input: PretrainedSARInput | None = None,
-        img_size: int | None = None,
-    ) -> None:
-        """Initialise a new EarlyFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(
-            modalities,
-            backbone,
-            tabular_features,
-            embed_dim,
-            dropout,
-            sar_input,
-            img_size,
-        )
+    def build(self) -> None:
+        """Create the one encoder of the stacked images (called by :class:`Fusion`)."""
+        embed_dim = self.embed_dim
         if self.images:
             name = 'sar' if self.images == ('sar',) else 'image'
             in_chans = sum(self.channels(m) for m in self.images)
@@ -181,26 +175,9 @@ class LateFusion(Fusion):
     are concatenated.
     """
 
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        backbone: str,
-        tabular_features: int,
-        embed_dim: int,
-        dropout: float,
-        sar_input: PretrainedSARInput | None = None,
-        img_size: int | None = None,
-    ) -> None:
-        """Initialise a new LateFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(
-            modalities,
-            backbone,
-            tabular_features,
-            embed_dim,
-            dropout,
-            sar_input,
-            img_size,
-        )
+    def build(self) -> None:
+        """Create one encoder per image modality (called by :class:`Fusion`)."""
+        embed_dim = self.embed_dim
         for m in self.images:
             self.encoders[m] = self.new_branch(self.channels(m))
             self.out_features += embed_dim
@@ -234,26 +211,10 @@ class AttentionFusion(LateFusion):
 
     required = frozenset({'sar', 'osm'})
 
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        backbone: str,
-        tabular_features: int,
-        embed_dim: int,
-        dropout: float,
-        sar_input: PretrainedSARInput | None = None,
-        img_size: int | None = None,
-    ) -> None:
-        """Initialise a new AttentionFusion (arguments as for :class:`Fusion`)."""
-        super().__init__(
-            modalities,
-            backbone,
-            tabular_features,
-            embed_dim,
-            dropout,
-            sar_input,
-            img_size,
-        )
+    def build(self) -> None:
+        """Create the encoders and the attention (called by :class:`Fusion`)."""
+        super().build()
+        embed_dim, dropout = self.embed_dim, self.dropout
         sar = self.branch('sar')
         small = [i for i, r in enumerate(sar.reductions) if r <= 8]
         self.token_stage = small[-1] if small else 0
