@@ -251,6 +251,104 @@ def _group_metadata(tags: Mapping[str, str], group: str) -> dict[str, str]:
     return meta
 
 
+def _open_hdf5(path: str) -> tuple[dict[str, str], list[str], bool]:
+    """Root attributes and image datasets of an HDF5 product, as GDAL sees them.
+
+    Args:
+        path: the product file.
+
+    Returns:
+        The root attributes, the subdataset names, and whether GDAL opened the file
+        as a single image (a file with one image dataset and no subdatasets).
+
+    Raises:
+        InputFileError: if GDAL cannot open the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            # The container itself has no geotransform; its images have.
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            container = rasterio.open(path)
+        with container:
+            tags = container.tags()
+            subdatasets = list(container.subdatasets)
+            single_image = container.count > 0
+    except rasterio.errors.RasterioIOError as err:
+        raise InputFileError(
+            path, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
+        ) from None
+    return tags, subdatasets, single_image
+
+
+def _hdf5_images(
+    path: str, tags: Mapping[str, str], subdatasets: Sequence[str], single_image: bool
+) -> dict[str, str]:
+    """The image dataset GDAL reads for each ``Snn`` group of an HDF5 product.
+
+    Of a group's datasets, the first of :data:`IMAGE_DATASETS` present is taken.
+
+    Args:
+        path: the product file.
+        tags: its root attributes.
+        subdatasets: its subdataset names.
+        single_image: whether GDAL opened the file as its only image.
+
+    Returns:
+        The GDAL name of each group's image dataset.
+    """
+    images: dict[str, str] = {}
+    if not subdatasets and single_image:
+        # GDAL opens a file with a single image dataset as that image.
+        named = {k[:3] for k in tags if re.fullmatch(r'S\d{2}_Polarisation', k)}
+        if len(named) == 1:
+            images[named.pop()] = path
+    for name in subdatasets:
+        found = re.search(r'//(S\d{2})/([A-Z]{3})$', name)
+        if found and found.group(2) in IMAGE_DATASETS:
+            group, image = found.groups()
+            current = images.get(group)
+            if current is None or IMAGE_DATASETS.index(image) < IMAGE_DATASETS.index(
+                current.rsplit('/', 1)[1]
+            ):
+                images[group] = name
+    return images
+
+
+def _check_hdf5_image(path: str, name: str, product: str) -> None:
+    """Refuse an HDF5 image dataset that GDAL cannot georeference, with advice.
+
+    Args:
+        path: the product file.
+        name: the GDAL name of the image dataset.
+        product: mission and product type, e.g. ``'CSK GEC'`` (for the advice).
+
+    Raises:
+        InputFileError: as :func:`~._raster.check_georeferencing`, advising why the
+            HDF5 driver failed and to export a GeoTIFF.
+    """
+    image = ' /' + name.rsplit('//', 1)[1] if '//' in name else ''
+    with rasterio.open(name) as src:
+        advice = ''
+        if 'Top_Left_East-North' not in src.tags(1):
+            advice = (
+                f"the image dataset{image} has no 'Top Left East-North' "
+                f"attribute, so GDAL's HDF5 driver cannot georeference this "
+                f'{product} product; export a GeoTIFF '
+                '(e.g. SNAP File > Export > GeoTIFF, or gdal_translate with '
+                '-a_srs and -a_ullr from the product corners) and use that'
+            )
+        elif src.crs is None:
+            advice = (
+                "GDAL's HDF5 driver builds the CRS from the root attributes "
+                "'Projection ID' (UTM or UPS), 'Map Projection Centre', 'Map "
+                "Projection Scale Factor' and 'Map Projection False "
+                "East-North' (float64), which are missing or malformed; "
+                'export a GeoTIFF (e.g. SNAP File > Export > GeoTIFF) and use '
+                'that'
+            )
+        check_georeferencing(src, path, advice)
+
+
 class COSMOSkyMed(WindowedRasterDataset):
     r"""COSMO-SkyMed (CSK) and COSMO-SkyMed Second Generation (CSG) dataset.
 
@@ -671,20 +769,19 @@ class COSMOSkyMed(WindowedRasterDataset):
         )
 
     def _inspect_hdf5(self, path: str, match: re.Match[str]) -> _Product:
-        """Check an HDF5 product and find its polarisation groups."""
-        try:
-            with warnings.catch_warnings():
-                # The container itself has no geotransform; its images have.
-                warnings.simplefilter('ignore', NotGeoreferencedWarning)
-                container = rasterio.open(path)
-            with container:
-                tags = container.tags()
-                subdatasets = list(container.subdatasets)
-                single_image = container.count > 0
-        except rasterio.errors.RasterioIOError as err:
-            raise InputFileError(
-                path, f'cannot be opened by GDAL ({err}); {UNREADABLE}'
-            ) from None
+        """Check an HDF5 product and find its polarisation groups.
+
+        Args:
+            path: the product file.
+            match: its file name's match of :attr:`filename_regex`.
+
+        Returns:
+            The product's sources (one image dataset per polarisation) and metadata.
+
+        Raises:
+            InputFileError: if the product cannot be read by this dataset.
+        """
+        tags, subdatasets, single_image = _open_hdf5(path)
         mission = tags.get('Mission_ID', '')
         if mission.upper() not in ('CSK', 'CSG'):
             raise InputFileError(
@@ -703,21 +800,29 @@ class COSMOSkyMed(WindowedRasterDataset):
                     f'file name says {match.group("product")} but the root attribute '
                     f"'Product Type' is {tags['Product_Type']!r}; rename the file",
                 )
-        images: dict[str, str] = {}
-        if not subdatasets and single_image:
-            # GDAL opens a file with a single image dataset as that image.
-            named = {k[:3] for k in tags if re.fullmatch(r'S\d{2}_Polarisation', k)}
-            if len(named) == 1:
-                images[named.pop()] = path
-        for name in subdatasets:
-            found = re.search(r'//(S\d{2})/([A-Z]{3})$', name)
-            if found and found.group(2) in IMAGE_DATASETS:
-                group, image = found.groups()
-                current = images.get(group)
-                if current is None or IMAGE_DATASETS.index(
-                    image
-                ) < IMAGE_DATASETS.index(current.rsplit('/', 1)[1]):
-                    images[group] = name
+        images = _hdf5_images(path, tags, subdatasets, single_image)
+        product = self._hdf5_product(path, tags, images)
+        for name, _ in product.sources.values():
+            _check_hdf5_image(path, name, f'{mission} {match.group("product")}')
+        return product
+
+    def _hdf5_product(
+        self, path: str, tags: dict[str, str], images: Mapping[str, str]
+    ) -> _Product:
+        """The polarisations of an HDF5 product's image datasets.
+
+        Args:
+            path: the product file.
+            tags: its root attributes.
+            images: the image dataset of each ``Snn`` group (:func:`_hdf5_images`).
+
+        Returns:
+            The product's sources and metadata, by polarisation.
+
+        Raises:
+            InputFileError: if a group's polarisation is not one of
+                :attr:`all_bands`, or the product has no image dataset.
+        """
         sources: dict[str, tuple[str, int]] = {}
         metadata: dict[str, dict[str, str]] = {}
         groups: dict[str, str] = {}
@@ -738,28 +843,6 @@ class COSMOSkyMed(WindowedRasterDataset):
                 'has no image dataset (/S01/SBI, /S01/MBI or /S01/IMG); is it a '
                 'complete CSK/CSG product?',
             )
-        for name, _ in sources.values():
-            image = ' /' + name.rsplit('//', 1)[1] if '//' in name else ''
-            with rasterio.open(name) as src:
-                advice = ''
-                if 'Top_Left_East-North' not in src.tags(1):
-                    advice = (
-                        f"the image dataset{image} has no 'Top Left East-North' "
-                        f"attribute, so GDAL's HDF5 driver cannot georeference this "
-                        f'{mission} {match.group("product")} product; export a GeoTIFF '
-                        '(e.g. SNAP File > Export > GeoTIFF, or gdal_translate with '
-                        '-a_srs and -a_ullr from the product corners) and use that'
-                    )
-                elif src.crs is None:
-                    advice = (
-                        "GDAL's HDF5 driver builds the CRS from the root attributes "
-                        "'Projection ID' (UTM or UPS), 'Map Projection Centre', 'Map "
-                        "Projection Scale Factor' and 'Map Projection False "
-                        "East-North' (float64), which are missing or malformed; "
-                        'export a GeoTIFF (e.g. SNAP File > Export > GeoTIFF) and use '
-                        'that'
-                    )
-                check_georeferencing(src, path, advice)
         return _Product(sources, metadata, groups, tags)
 
     def _load_warp_file(self, filepath: Path, crs: CRS | None = None) -> Source:

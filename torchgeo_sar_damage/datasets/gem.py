@@ -132,12 +132,67 @@ def _numbers(frame: pd.DataFrame, column: str, path: str) -> np.ndarray:
 
 
 def _read_exposure_csv(path: str) -> _ExposureCSV:
-    """Read and check one GEM exposure CSV (UTF-8, comma-separated)."""
+    """Read and check one GEM exposure CSV (UTF-8, comma-separated).
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        Its rows (string columns as read, plus ``_line``, ``_buildings`` and, where
+        located by coordinates, ``_lon`` and ``_lat``), ID levels and whether it has
+        coordinates.
+
+    Raises:
+        InputFileError: if the file cannot be read, is not a comma-separated CSV,
+            lacks a required column or has a malformed value.
+    """
+    frame = _load_csv(path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    levels, has_lon = _check_columns(path, list(frame.columns))
+    frame['TAXONOMY'] = frame['TAXONOMY'].str.strip()
+    frame['_line'] = np.arange(2, len(frame) + 2)
+    frame['_buildings'] = _numbers(frame, 'BUILDINGS', path)
+    negative = frame['_buildings'].to_numpy() < 0
+    if negative.any():
+        i = int(np.flatnonzero(negative)[0])
+        raise InputFileError(
+            path,
+            f'line {i + 2}, column BUILDINGS: negative count '
+            f'{frame["BUILDINGS"].iloc[i]!r}',
+        )
+    if has_lon:
+        for column, limit in (('LONGITUDE', 180.0), ('LATITUDE', 90.0)):
+            values = _numbers(frame, column, path)
+            outside = np.abs(values) > limit
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise InputFileError(
+                    path,
+                    f'line {i + 2}, column {column}: {values[i]} is outside '
+                    f'[-{limit:g}, {limit:g}]; GEM coordinates are WGS 84 degrees',
+                )
+            frame['_lon' if column == 'LONGITUDE' else '_lat'] = values
+    return _ExposureCSV(path, frame, levels, has_lon)
+
+
+def _load_csv(path: str) -> pd.DataFrame:
+    """Read a CSV as strings, refusing what pandas would read silently wrong.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        Its rows, every column a string (empty cells as ``''``).
+
+    Raises:
+        InputFileError: if the file cannot be read, is empty, is not UTF-8 or is not
+            well formed (rows with more fields than the header included).
+    """
     try:
         with warnings.catch_warnings():
             # more fields than the header: pandas would drop them with a warning
             warnings.simplefilter('error', pd.errors.ParserWarning)
-            frame = pd.read_csv(
+            return pd.read_csv(
                 path,
                 dtype=str,
                 keep_default_na=False,
@@ -162,8 +217,24 @@ def _read_exposure_csv(path: str) -> _ExposureCSV:
         ) from None
     except OSError as err:
         raise InputFileError(path, f'cannot be read ({err.strerror})') from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    columns = list(frame.columns)
+
+
+def _check_columns(path: str, columns: list[str]) -> tuple[tuple[int, ...], bool]:
+    """Check the header of an exposure CSV.
+
+    Args:
+        path: the CSV file.
+        columns: its column names, stripped.
+
+    Returns:
+        The ``n`` of every ``ID_n`` column (sorted), and whether the CSV has
+        LONGITUDE and LATITUDE columns.
+
+    Raises:
+        InputFileError: if the header is not comma-separated, lacks a required
+            column, has only one of LONGITUDE and LATITUDE, or has neither codes nor
+            coordinates.
+    """
     if 'TAXONOMY' not in columns:
         for sep, name in ((';', 'semicolons'), ('\t', 'tabs'), ('|', 'bars')):
             if any(sep in c for c in columns):
@@ -197,30 +268,7 @@ def _read_exposure_csv(path: str) -> _ExposureCSV:
             'has neither ID_n codes (ID_0, ID_1...) nor LONGITUDE/LATITUDE columns, '
             'so its assets cannot be located',
         )
-    frame['TAXONOMY'] = frame['TAXONOMY'].str.strip()
-    frame['_line'] = np.arange(2, len(frame) + 2)
-    frame['_buildings'] = _numbers(frame, 'BUILDINGS', path)
-    negative = frame['_buildings'].to_numpy() < 0
-    if negative.any():
-        i = int(np.flatnonzero(negative)[0])
-        raise InputFileError(
-            path,
-            f'line {i + 2}, column BUILDINGS: negative count '
-            f'{frame["BUILDINGS"].iloc[i]!r}',
-        )
-    if has_lon:
-        for column, limit in (('LONGITUDE', 180.0), ('LATITUDE', 90.0)):
-            values = _numbers(frame, column, path)
-            outside = np.abs(values) > limit
-            if outside.any():
-                i = int(np.flatnonzero(outside)[0])
-                raise InputFileError(
-                    path,
-                    f'line {i + 2}, column {column}: {values[i]} is outside '
-                    f'[-{limit:g}, {limit:g}]; GEM coordinates are WGS 84 degrees',
-                )
-            frame['_lon' if column == 'LONGITUDE' else '_lat'] = values
-    return _ExposureCSV(path, frame, levels, has_lon)
+    return levels, has_lon
 
 
 def _normalise_codes(values: pd.Series) -> pd.Series:
@@ -707,7 +755,22 @@ def _read_admin(
 def _build_units(
     tables: list[_ExposureCSV], polygons: gpd.GeoDataFrame | None
 ) -> tuple[gpd.GeoDataFrame, list[np.ndarray]]:
-    """The unit polygons and, per table, the unit row of each of its rows (-1: none)."""
+    """The unit polygons and, per table, the unit row of each of its rows (-1: none).
+
+    Args:
+        tables: the exposure CSVs.
+        polygons: the layer of administrative units (:func:`_read_admin`), or None to
+            build one unit per asset location (:func:`_point_units`).
+
+    Returns:
+        The units (``name`` and geometry, indexed by code) and, per table, the
+        position in them of each row's unit.
+
+    Raises:
+        ArgumentError: if a table is located by codes only and no layer is given, or
+            the layer shares no ``ID_n`` column with such tables.
+        InputFileError: if a table has an empty code.
+    """
     id_tables = [t for t in tables if not t.has_coordinates]
     if polygons is None:
         if id_tables:
@@ -718,56 +781,15 @@ def _build_units(
                 f'ID_n codes>. {_BOUNDARIES_HINT}'
             )
         return _point_units(tables)
-
     name = polygons.attrs.get('name', 'admin')
-    admin_levels = {
-        int(m.group(1)) for c in polygons.columns if (m := _ID_COLUMN.match(str(c)))
-    }
-    if id_tables:
-        common = admin_levels.intersection(*(t.levels for t in id_tables))
-        if not common:
-            raise ArgumentError(
-                f'{name} shares no ID_n code column with the exposure CSVs (CSV: '
-                f'{", ".join(f"ID_{n}" for n in id_tables[0].levels)}; {name}: '
-                f'{", ".join(map(str, polygons.columns))}). {_BOUNDARIES_HINT}'
-            )
-        level: int | None = max(common)
-    else:
-        level = max(admin_levels) if admin_levels else None
-
-    if level is None:
-        units = gpd.GeoDataFrame(
-            {'name': ''},
-            index=pd.Index([str(i) for i in range(len(polygons))], name='unit'),
-            geometry=polygons.geometry.to_numpy(),
-            crs=polygons.crs,
-        )
-    else:
-        key = f'ID_{level}'
-        codes = _normalise_codes(polygons[key])
-        keep = codes.notna() & (codes != '')
-        frame = gpd.GeoDataFrame(
-            {'unit': codes[keep].to_numpy()},
-            geometry=polygons.geometry[keep].to_numpy(),
-            crs=polygons.crs,
-        )
-        if f'NAME_{level}' in polygons.columns:
-            frame['name'] = polygons[f'NAME_{level}'][keep].astype(str).to_numpy()
-        else:
-            frame['name'] = ''
-        if frame['unit'].duplicated().any():
-            frame = frame.dissolve(by='unit', aggfunc='first')
-        else:
-            frame = frame.set_index('unit')
-        units = frame[['name', 'geometry']]
-        units.index.name = 'unit'
-
+    level = _unit_level(id_tables, polygons, name)
+    units = _polygon_units(polygons, level)
     rows_unit: list[np.ndarray] = []
-    positions = pd.Index(units.index)
     tree = shapely.STRtree(units.geometry.to_numpy())
     to_units = pyproj.Transformer.from_crs('EPSG:4326', units.crs, always_xy=True)
     for table in tables:
         frame = table.frame
+        examples = ''
         if table.has_coordinates:
             x, y = to_units.transform(
                 frame['_lon'].to_numpy(), frame['_lat'].to_numpy()
@@ -779,32 +801,13 @@ def _build_units(
             what = 'assets lie outside every polygon of'
         else:
             assert level is not None
-            codes = _normalise_codes(frame[f'ID_{level}'])
-            empty = (codes.isna() | (codes == '')).to_numpy()
-            if empty.any():
-                i = int(np.flatnonzero(empty)[0])
-                raise InputFileError(
-                    table.path, f'line {i + 2}, column ID_{level}: empty code'
-                )
-            unit = positions.get_indexer(codes.to_numpy())
+            unit, codes = _rows_by_code(table, units, level)
             what = f'rows have an ID_{level} code absent from'
-            if f'NAME_{level}' in frame.columns:  # name units the layer left unnamed
-                found_rows = unit >= 0
-                names = pd.Series(
-                    frame[f'NAME_{level}'].to_numpy()[found_rows],
-                    index=units.index[unit[found_rows]],
-                )
-                names = names[~names.index.duplicated()]
-                unnamed = units['name'] == ''
-                units.loc[unnamed, 'name'] = names.reindex(units.index[unnamed]).fillna(
-                    ''
-                )
+            if (unit < 0).any():
+                sample = sorted(set(codes[unit < 0].astype(str)))[:5]
+                examples = f' ({", ".join(sample)}...)'
         lost = unit < 0
         if lost.any():
-            examples = ''
-            if not table.has_coordinates:
-                sample = sorted(set(codes[lost].astype(str)))[:5]
-                examples = f' ({", ".join(sample)}...)'
             warnings.warn(
                 f'{table.path}: {int(lost.sum())} of {len(frame)} {what} {name}'
                 f'{examples}; they are ignored',
@@ -813,6 +816,117 @@ def _build_units(
             )
         rows_unit.append(unit)
     return units, rows_unit
+
+
+def _unit_level(
+    id_tables: list[_ExposureCSV], polygons: gpd.GeoDataFrame, name: str
+) -> int | None:
+    """The ``ID_n`` level that identifies the units of an admin layer.
+
+    Args:
+        id_tables: the exposure CSVs located by codes only.
+        polygons: the layer of administrative units.
+        name: the layer's name (for messages).
+
+    Returns:
+        The deepest level the layer shares with every table of *id_tables*; with
+        none of them, the layer's deepest level, or None if it has no ``ID_n``
+        column (its polygons are then units of their own).
+
+    Raises:
+        ArgumentError: if the layer shares no level with the tables.
+    """
+    admin_levels = {
+        int(m.group(1)) for c in polygons.columns if (m := _ID_COLUMN.match(str(c)))
+    }
+    if id_tables:
+        common = admin_levels.intersection(*(t.levels for t in id_tables))
+        if not common:
+            raise ArgumentError(
+                f'{name} shares no ID_n code column with the exposure CSVs (CSV: '
+                f'{", ".join(f"ID_{n}" for n in id_tables[0].levels)}; {name}: '
+                f'{", ".join(map(str, polygons.columns))}). {_BOUNDARIES_HINT}'
+            )
+        return max(common)
+    return max(admin_levels) if admin_levels else None
+
+
+def _polygon_units(polygons: gpd.GeoDataFrame, level: int | None) -> gpd.GeoDataFrame:
+    """The units of an admin layer: its polygons dissolved by their code.
+
+    Args:
+        polygons: the layer of administrative units.
+        level: the ``ID_n`` level of the codes (:func:`_unit_level`); None gives
+            each polygon its own unit, named by its position.
+
+    Returns:
+        The units, with ``name`` (``NAME_n`` where the layer has it, else empty) and
+        geometry, indexed by code (``unit``); polygons without a code are dropped.
+    """
+    if level is None:
+        return gpd.GeoDataFrame(
+            {'name': ''},
+            index=pd.Index([str(i) for i in range(len(polygons))], name='unit'),
+            geometry=polygons.geometry.to_numpy(),
+            crs=polygons.crs,
+        )
+    key = f'ID_{level}'
+    codes = _normalise_codes(polygons[key])
+    keep = codes.notna() & (codes != '')
+    frame = gpd.GeoDataFrame(
+        {'unit': codes[keep].to_numpy()},
+        geometry=polygons.geometry[keep].to_numpy(),
+        crs=polygons.crs,
+    )
+    if f'NAME_{level}' in polygons.columns:
+        frame['name'] = polygons[f'NAME_{level}'][keep].astype(str).to_numpy()
+    else:
+        frame['name'] = ''
+    if frame['unit'].duplicated().any():
+        frame = frame.dissolve(by='unit', aggfunc='first')
+    else:
+        frame = frame.set_index('unit')
+    units = frame[['name', 'geometry']]
+    units.index.name = 'unit'
+    return units
+
+
+def _rows_by_code(
+    table: _ExposureCSV, units: gpd.GeoDataFrame, level: int
+) -> tuple[npt.NDArray[np.intp], pd.Series]:
+    """The unit of each row of a table located by its ``ID_n`` codes.
+
+    Units the layer left unnamed take the table's ``NAME_n`` (in place).
+
+    Args:
+        table: an exposure CSV located by codes.
+        units: the units (:func:`_polygon_units`), modified in place.
+        level: the ``n`` of the codes.
+
+    Returns:
+        The position in *units* of each row's unit (-1: code absent from them), and
+        the rows' normalised codes.
+
+    Raises:
+        InputFileError: if a row's code is empty.
+    """
+    frame = table.frame
+    codes = _normalise_codes(frame[f'ID_{level}'])
+    empty = (codes.isna() | (codes == '')).to_numpy()
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise InputFileError(table.path, f'line {i + 2}, column ID_{level}: empty code')
+    unit = pd.Index(units.index).get_indexer(codes.to_numpy())
+    if f'NAME_{level}' in frame.columns:  # name units the layer left unnamed
+        found_rows = unit >= 0
+        names = pd.Series(
+            frame[f'NAME_{level}'].to_numpy()[found_rows],
+            index=units.index[unit[found_rows]],
+        )
+        names = names[~names.index.duplicated()]
+        unnamed = units['name'] == ''
+        units.loc[unnamed, 'name'] = names.reindex(units.index[unnamed]).fillna('')
+    return unit, codes
 
 
 def _point_units(
