@@ -11,6 +11,7 @@ import struct
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -249,6 +250,110 @@ def _on_grids(x: slice, y: slice, grids: Sequence[Affine] | None) -> bool:
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
             return False
     return True
+
+
+@dataclass(frozen=True)
+class WindowBlock:
+    """Windows of one pixel grid and size whose top-left corners share a block.
+
+    Attributes:
+        members: positions of the windows, ascending (in the order given).
+        left: x of the union's top-left corner.
+        top: y of the union's top-left corner.
+        cols: column of each window's top-left pixel in the union.
+        rows: row of each window's top-left pixel in the union.
+        width: the union's width in pixels.
+        height: the union's height in pixels.
+        dense: whether the union is read in one call and cut into windows: more
+            than one window, and a union at most :data:`UNION_SPARSITY` times the
+            area of its windows (else the windows are read one by one).
+    """
+
+    members: npt.NDArray[np.int64]
+    left: float
+    top: float
+    cols: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64]
+    width: int
+    height: int
+    dense: bool
+
+
+def window_blocks(
+    xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+) -> list[WindowBlock]:
+    """Group windows into :data:`UNION_BLOCK_PIXELS` blocks of their top-left corners.
+
+    Windows go together when they have the same resolution and pixel size, their
+    corners differ by whole pixels (same phase, to a millionth of a map unit), and
+    their top-left pixels (on the grid of the resolution from the origin) fall in
+    the same square block of :data:`UNION_BLOCK_PIXELS` pixels. The raster datasets
+    read a dense block's union in one call, :class:`~.osm.OSMBuildings` rasterises
+    it once; both then cut the union into windows.
+
+    Args:
+        xs: ``(xmin, xmax, xres)`` of each window.
+        ys: ``(ymin, ymax, yres)`` of each window.
+
+    Returns:
+        The blocks, in the order of their first window.
+    """
+    if len(xs) == 0:
+        return []
+    col = np.floor(xs[:, 0] / xs[:, 2] + 0.5)
+    row = np.floor(-ys[:, 1] / ys[:, 2] + 0.5)
+    width = np.round((xs[:, 1] - xs[:, 0]) / xs[:, 2])
+    height = np.round((ys[:, 1] - ys[:, 0]) / ys[:, 2])
+    # windows share a grid when their corners differ by whole pixels (Python's
+    # correctly rounded round: np.round differs where a phase is a tie)
+    phase_x = [round(v, 6) for v in (xs[:, 0] - col * xs[:, 2]).tolist()]
+    phase_y = [round(v, 6) for v in (ys[:, 1] + row * ys[:, 2]).tolist()]
+    keys = np.column_stack(
+        [
+            xs[:, 2],
+            ys[:, 2],
+            width,
+            height,
+            np.array(phase_x, dtype=np.float64),
+            np.array(phase_y, dtype=np.float64),
+            col // UNION_BLOCK_PIXELS,
+            row // UNION_BLOCK_PIXELS,
+        ]
+    )
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind='stable')] = np.arange(len(first))
+    label = rank[inverse.ravel()]
+    order = np.argsort(label, kind='stable')
+    bounds = np.flatnonzero(np.diff(label[order])) + 1
+    return [_window_block(g.astype(np.int64), xs, ys) for g in np.split(order, bounds)]
+
+
+def _window_block(
+    members: npt.NDArray[np.int64],
+    xs: npt.NDArray[np.float64],
+    ys: npt.NDArray[np.float64],
+) -> WindowBlock:
+    """The union of a group of same-grid windows and whether to read it at once.
+
+    Args:
+        members: positions of the windows.
+        xs: ``(xmin, xmax, xres)`` of every window.
+        ys: ``(ymin, ymax, yres)`` of every window.
+
+    Returns:
+        The block of the windows.
+    """
+    xmin, xmax, xres = map(float, xs[members[0]])
+    ymin, ymax, yres = map(float, ys[members[0]])
+    width, height = round((xmax - xmin) / xres), round((ymax - ymin) / yres)
+    left, top = float(xs[members, 0].min()), float(ys[members, 1].max())
+    cols = np.round((xs[members, 0] - left) / xres).astype(np.int64)
+    rows = np.round((top - ys[members, 1]) / yres).astype(np.int64)
+    union_w, union_h = int(cols.max()) + width, int(rows.max()) + height
+    covered = len(members) * width * height
+    dense = len(members) > 1 and not union_w * union_h > UNION_SPARSITY * covered
+    return WindowBlock(members, left, top, cols, rows, union_w, union_h, dense)
 
 
 class WindowedRasterDataset(ModalityMixin, RasterDataset):
@@ -529,32 +634,28 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
         """
         alone: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
         raw: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
-        groups: dict[tuple[float, ...], list[tuple[int, int]]] = defaultdict(list)
+        aligned: list[tuple[int, int]] = []
         grids = self._source_grids(path)
         for key in keys:
             x, y, _ = plans[key[0]][0]
             if not _on_grids(x, y, grids):  # resampled: GDAL may read it differently
                 raw[key] = self._read_raw(path, x, y)
                 alone[raw[key].shape].append(key)
-                continue
-            width = round((x.stop - x.start) / x.step)
-            height = round((y.stop - y.start) / y.step)
-            col = math.floor(x.start / x.step + 0.5)
-            row = math.floor(-y.stop / y.step + 0.5)
-            # windows share a grid when their corners differ by whole pixels
-            phase = (round(x.start - col * x.step, 6), round(y.stop + row * y.step, 6))
-            grid = (x.step, y.step, width, height, *phase)
-            block = (col // UNION_BLOCK_PIXELS, row // UNION_BLOCK_PIXELS)
-            groups[(*grid, *block)].append(key)
+            else:
+                aligned.append(key)
         out = [
             (same, self._convert(path, np.stack([raw.pop(k) for k in same])))
             for same in alone.values()
         ]
-        for key_group in groups.values():
+        windows = [plans[qi][0] for qi, _ in aligned]
+        xs = np.array([(x.start, x.stop, x.step) for x, _, _ in windows], dtype=float)
+        ys = np.array([(y.start, y.stop, y.step) for _, y, _ in windows], dtype=float)
+        for block in window_blocks(xs.reshape(-1, 3), ys.reshape(-1, 3)):
+            block_windows = [windows[i] for i in block.members]
             out.append(
                 (
-                    key_group,
-                    self._convert(path, self._read_group(path, plans, key_group)),
+                    [aligned[i] for i in block.members],
+                    self._convert(path, self._read_block(path, block, block_windows)),
                 )
             )
         return out
@@ -589,39 +690,39 @@ class WindowedRasterDataset(ModalityMixin, RasterDataset):
             known[path] = grids
         return known[path]
 
-    def _read_group(
+    def _read_block(
         self,
         path: str,
-        plans: Sequence[tuple[tuple[slice, slice, slice], list[str]]],
-        keys: Sequence[tuple[int, int]],
+        block: WindowBlock,
+        windows: Sequence[tuple[slice, slice, slice]],
     ) -> npt.NDArray[np.float64]:
-        """Raw windows of same-size, grid-aligned queries, ``[k, bands, h, w]``.
+        """Raw windows of a block of same-size, grid-aligned queries.
 
-        One read of their union when they cover enough of it, else one per window.
+        One read of their union when the block is dense, else one per window.
+
+        Args:
+            path: a file of the index.
+            block: the block (:func:`window_blocks`).
+            windows: resolved slices of the block's queries, in its order.
+
+        Returns:
+            The windows' raw values, ``[k, bands, h, w]``.
         """
-        windows = [plans[qi][0] for qi, _ in keys]
+        if not block.dense:
+            return np.stack([self._read_raw(path, x, y) for x, y, _ in windows])
         x0, y0, _ = windows[0]
         xres, yres = x0.step, y0.step
         width = round((x0.stop - x0.start) / xres)
         height = round((y0.stop - y0.start) / yres)
-        left = min(x.start for x, _, _ in windows)
-        top = max(y.stop for _, y, _ in windows)
-        cols = np.array([round((x.start - left) / xres) for x, _, _ in windows])
-        rows = np.array([round((top - y.stop) / yres) for _, y, _ in windows])
-        union_w = int(cols.max()) + width
-        union_h = int(rows.max()) + height
-        covered = len(keys) * width * height
-        if len(keys) == 1 or union_w * union_h > UNION_SPARSITY * covered:
-            return np.stack([self._read_raw(path, x, y) for x, y, _ in windows])
         union = self._read_raw(
             path,
-            slice(left, left + union_w * xres, xres),
-            slice(top - union_h * yres, top, yres),
+            slice(block.left, block.left + block.width * xres, xres),
+            slice(block.top - block.height * yres, block.top, yres),
         )
         view = np.lib.stride_tricks.sliding_window_view(
             union, (height, width), axis=(1, 2)
         )
-        return np.ascontiguousarray(np.moveaxis(view[:, rows, cols], 0, 1))
+        return np.ascontiguousarray(np.moveaxis(view[:, block.rows, block.cols], 0, 1))
 
     def _source_window(
         self, name: str, x: slice, y: slice, indexes: Sequence[int]

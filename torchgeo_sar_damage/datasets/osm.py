@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from pyproj import CRS
 from torchgeo.datasets.utils import GeoSlice, Path, Sample
 
-from ._raster import UNION_BLOCK_PIXELS, UNION_SPARSITY
+from ._raster import WindowBlock, window_blocks
 from ._vector import InMemoryVectorDataset, drop_bad_geometries, find_column, read_table
 from .utils import from_origin, resolve_slice
 
@@ -96,36 +96,6 @@ def parse_osm_id(value: object) -> float:
         return np.nan
     match = _ID.search(str(value).strip())
     return float(match.group(1)) if match else np.nan
-
-
-def _blocks(
-    xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
-) -> list[npt.NDArray[np.int64]]:
-    """Windows grouped by pixel grid and by square blocks of their top-left corners.
-
-    Args:
-        xs: ``(xmin, xmax, xres)`` of each window.
-        ys: ``(ymin, ymax, yres)`` of each window.
-
-    Returns:
-        Positions of the windows of each group.
-    """
-    col = np.floor(xs[:, 0] / xs[:, 2] + 0.5)
-    row = np.floor(-ys[:, 1] / ys[:, 2] + 0.5)
-    keys = np.column_stack(
-        [
-            xs[:, 2],
-            ys[:, 2],
-            np.round(xs[:, 0] - col * xs[:, 2], 6),
-            np.round(ys[:, 1] + row * ys[:, 2], 6),
-            col // UNION_BLOCK_PIXELS,
-            row // UNION_BLOCK_PIXELS,
-        ]
-    )
-    _, group = np.unique(keys, axis=0, return_inverse=True)
-    order = np.argsort(group.ravel(), kind='stable')
-    bounds = np.flatnonzero(np.diff(group.ravel()[order])) + 1
-    return [g.astype(np.int64) for g in np.split(order, bounds)]
 
 
 class OSMBuildings(InMemoryVectorDataset):
@@ -459,8 +429,8 @@ class OSMBuildings(InMemoryVectorDataset):
         cy = (ys[:, 0] + ys[:, 1]) / 2
         targets = self._targets(xs, ys, cx, cy)
         masks = np.zeros((len(queries), 1, height, width), dtype=np.uint8)
-        for group in _blocks(xs, ys):
-            self._burn_block(group, xs, ys, targets, masks)
+        for block in window_blocks(xs, ys):
+            self._burn_block(block, xs, ys, targets, masks)
         known = targets >= 0
         ids = np.full(len(queries), -1, dtype=np.int64)
         ids[known] = self._ids[targets[known]]
@@ -501,7 +471,7 @@ class OSMBuildings(InMemoryVectorDataset):
 
     def _burn_block(
         self,
-        group: npt.NDArray[np.int64],
+        block: WindowBlock,
         xs: npt.NDArray[np.float64],
         ys: npt.NDArray[np.float64],
         targets: npt.NDArray[np.int64],
@@ -509,15 +479,12 @@ class OSMBuildings(InMemoryVectorDataset):
     ) -> None:
         """Fill the masks of a block of windows from one rasterisation of their union."""
         height, width = masks.shape[2:]
+        group = block.members
         xres, yres = xs[group[0], 2], ys[group[0], 2]
-        left, top = xs[group, 0].min(), ys[group, 1].max()
-        cols = np.round((xs[group, 0] - left) / xres).astype(np.int64)
-        rows = np.round((top - ys[group, 1]) / yres).astype(np.int64)
-        union_w, union_h = int(cols.max()) + width, int(rows.max()) + height
-        if (
-            len(group) == 1
-            or union_w * union_h > UNION_SPARSITY * len(group) * width * height
-        ):
+        left, top = block.left, block.top
+        cols, rows = block.cols, block.rows
+        union_w, union_h = block.width, block.height
+        if not block.dense:
             for i in group:  # sparse windows: one by one, as _sample
                 box = (xs[i, 0], ys[i, 0], xs[i, 1], ys[i, 1])
                 transform = from_origin(xs[i, 0], ys[i, 1], xs[i, 2], ys[i, 2])
@@ -538,11 +505,11 @@ class OSMBuildings(InMemoryVectorDataset):
             )
         view = np.lib.stride_tricks.sliding_window_view(numbers, (height, width))
         cut = view[rows, cols]
-        block = (cut > 0).astype(np.uint8)
+        burnt = (cut > 0).astype(np.uint8)
         target = targets[group]
         tangled = self._tangled(target)
         own = (target >= 0) & ~tangled
-        block[(cut == (target + 1)[:, None, None]) & own[:, None, None]] = 2
+        burnt[(cut == (target + 1)[:, None, None]) & own[:, None, None]] = 2
         for j in np.flatnonzero(tangled):
             i = group[j]
             transform = from_origin(xs[i, 0], ys[i, 1], xs[i, 2], ys[i, 2])
@@ -553,8 +520,8 @@ class OSMBuildings(InMemoryVectorDataset):
                 fill=0,
                 dtype='uint8',
             )
-            block[j][alone == 2] = 2
-        masks[group, 0] = block
+            burnt[j][alone == 2] = 2
+        masks[group, 0] = burnt
 
     def _tangled(self, targets: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """Targets whose footprint touches or overlaps another footprint."""
