@@ -357,65 +357,15 @@ class FusionNet(nn.Module):
         super().__init__()
         if isinstance(modalities, str):
             modalities = (modalities,)
-        unknown = sorted(set(modalities) - set(MODALITIES))
-        if unknown:
-            raise ArgumentError(
-                f'modalities: unknown {unknown}; choose from {list(MODALITIES)}'
-            )
-        if not modalities:
-            raise ArgumentError(
-                f'modalities: empty; choose a non-empty subset of {list(MODALITIES)}'
-            )
-        if fusion not in FUSIONS:
-            raise ArgumentError(
-                f'fusion: unknown {fusion!r}; choose from {sorted(FUSIONS)}'
-            )
-        if tabular_features < 0 or num_outputs < 1 or embed_dim < 1:
-            raise ArgumentError(
-                'tabular_features must be >= 0, num_outputs and embed_dim >= 1; got '
-                f'{tabular_features}, {num_outputs}, {embed_dim}'
-            )
-        if not 0 <= dropout < 1:
-            raise ArgumentError(f'dropout must be in [0, 1); got {dropout}')
-        selected = tuple(m for m in MODALITIES if m in modalities)
-        missing = sorted(FUSIONS[fusion].required - set(selected))
-        if missing:
-            raise ArgumentError(
-                f'fusion {fusion!r} needs modalities {sorted(FUSIONS[fusion].required)}'
-                f' but {missing} are not selected; use one of '
-                f'{sorted(k for k, v in FUSIONS.items() if v.required <= set(selected))}'
-            )
-        if 'gem' in selected and tabular_features == 0:
-            raise ArgumentError(
-                "modality 'gem' has only tabular features, so tabular_features must "
-                'be > 0 (the number of columns of batch["tabular"])'
-            )
-
+        selected = _check_arguments(
+            modalities, fusion, tabular_features, num_outputs, embed_dim, dropout
+        )
         torchgeo = resolve_weights(weights) if is_weights_name(weights) else None
-        images = tuple(m for m in IMAGE_MODALITIES if m in selected)
         if isinstance(pretrained, str):
             pretrained = (pretrained,)
-        sar_input = None
-        img_size = None
-        if torchgeo is not None:
-            check_sar_weights(torchgeo)
-            model = torchgeo.meta['model']
-            if backbone is not None and backbone != model:
-                raise ArgumentError(
-                    f'backbone {backbone!r} contradicts weights {torchgeo}, which are '
-                    f'for a {model!r}; leave backbone out or set it to {model!r}'
-                )
-            backbone = model
-            wrong = sorted(set(pretrained) - set(images))
-            if wrong or not pretrained:
-                raise ArgumentError(
-                    f'pretrained {list(pretrained)}: choose a non-empty subset of the '
-                    f'selected image modalities {list(images)}'
-                )
-            if 'sar' in images:
-                sar_input = PretrainedSARInput(torchgeo)
-            img_size = input_size(torchgeo)
-
+        backbone, sar_input, img_size = _torchgeo_inputs(
+            torchgeo, backbone, selected, pretrained
+        )
         self.modalities = selected
         self.fusion_name = fusion
         self.tabular_features = tabular_features
@@ -588,3 +538,79 @@ class FusionNet(nn.Module):
             raise
         logits: Tensor = self.head(fused)
         return logits
+
+
+def _check_arguments(
+    modalities: Sequence[str],
+    fusion: str,
+    tabular_features: int,
+    num_outputs: int,
+    embed_dim: int,
+    dropout: float,
+) -> tuple[str, ...]:
+    """Refuse invalid :class:`FusionNet` arguments; the modalities in canonical order."""
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown:
+        raise ArgumentError(
+            f'modalities: unknown {unknown}; choose from {list(MODALITIES)}'
+        )
+    if not modalities:
+        raise ArgumentError(
+            f'modalities: empty; choose a non-empty subset of {list(MODALITIES)}'
+        )
+    if fusion not in FUSIONS:
+        raise ArgumentError(
+            f'fusion: unknown {fusion!r}; choose from {sorted(FUSIONS)}'
+        )
+    if tabular_features < 0 or num_outputs < 1 or embed_dim < 1:
+        raise ArgumentError(
+            'tabular_features must be >= 0, num_outputs and embed_dim >= 1; got '
+            f'{tabular_features}, {num_outputs}, {embed_dim}'
+        )
+    if not 0 <= dropout < 1:
+        raise ArgumentError(f'dropout must be in [0, 1); got {dropout}')
+    selected = tuple(m for m in MODALITIES if m in modalities)
+    missing = sorted(FUSIONS[fusion].required - set(selected))
+    if missing:
+        raise ArgumentError(
+            f'fusion {fusion!r} needs modalities {sorted(FUSIONS[fusion].required)}'
+            f' but {missing} are not selected; use one of '
+            f'{sorted(k for k, v in FUSIONS.items() if v.required <= set(selected))}'
+        )
+    if 'gem' in selected and tabular_features == 0:
+        raise ArgumentError(
+            "modality 'gem' has only tabular features, so tabular_features must "
+            'be > 0 (the number of columns of batch["tabular"])'
+        )
+    return selected
+
+
+def _torchgeo_inputs(
+    torchgeo: WeightsEnum | None,
+    backbone: str | None,
+    selected: Sequence[str],
+    pretrained: Sequence[str],
+) -> tuple[str | None, PretrainedSARInput | None, int | None]:
+    """Backbone, SAR input and input size that TorchGeo weights decide (or None)."""
+    images = tuple(m for m in IMAGE_MODALITIES if m in selected)
+    sar_input = None
+    img_size = None
+    if torchgeo is not None:
+        check_sar_weights(torchgeo)
+        model = torchgeo.meta['model']
+        if backbone is not None and backbone != model:
+            raise ArgumentError(
+                f'backbone {backbone!r} contradicts weights {torchgeo}, which are '
+                f'for a {model!r}; leave backbone out or set it to {model!r}'
+            )
+        backbone = model
+        wrong = sorted(set(pretrained) - set(images))
+        if wrong or not pretrained:
+            raise ArgumentError(
+                f'pretrained {list(pretrained)}: choose a non-empty subset of the '
+                f'selected image modalities {list(images)}'
+            )
+        if 'sar' in images:
+            sar_input = PretrainedSARInput(torchgeo)
+        img_size = input_size(torchgeo)
+    return backbone, sar_input, img_size
