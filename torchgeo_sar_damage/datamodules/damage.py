@@ -428,12 +428,10 @@ class SARDamageDataModule(LightningDataModule):
             )
         self.sar_units: Literal['db', 'dn'] = sar_units
         self.stacked = bool(stacked)
-        if self.stacked:
-            if not any(m in IMAGE_INPUTS for m in self.modalities):
-                raise ArgumentError(
-                    f'stacked=True needs an image modality; {list(self.modalities)} '
-                    'has none'
-                )
+        if self.stacked and not any(m in IMAGE_INPUTS for m in self.modalities):
+            raise ArgumentError(
+                f'stacked=True needs an image modality; {list(self.modalities)} has none'
+            )
         self.calibration = calibration
         self.pixel_m = None if pixel_m is None else float(pixel_m)
         self.gem_id_columns = dict(gem_id_columns) if gem_id_columns else None
