@@ -247,9 +247,9 @@ class CityDatasets:
             self.tabular_names += TABULAR_FEATURES['gem']
         else:
             self.missing.append('gem')
-        #: The inputs only: prediction covers every building the SAR sees.
+        # the inputs only: prediction covers every building the SAR sees
         self.inputs = dataset
-        #: Inputs and labels: their intersection is the labels' area of interest.
+        # inputs and labels: their intersection is the labels' area of interest
         self.dataset = dataset & self.labels
 
 
