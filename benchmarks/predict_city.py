@@ -71,7 +71,17 @@ def _checkpoint(path: Path, backbone: str, size_m: float) -> None:
             'state_dict': task.state_dict(),
             'hyper_parameters': dict(task.hparams),
             'pytorch-lightning_version': lightning.__version__,
-            'SARDamageDataModule': {'statistics': stats.to_dict()},
+            'SARDamageDataModule': {
+                'statistics': stats.to_dict(),
+                # the simulated town's 0.5 m products: read at their own spacing
+                'sensor': {
+                    'pixel_m': 0.5,
+                    'window_px': round(size_m / 0.5),
+                    'sar_units': 'db',
+                    'polarisations': [],
+                    'product_types': [],
+                },
+            },
             'datamodule_hyper_parameters': {'size_m': size_m},
         },
         path,
