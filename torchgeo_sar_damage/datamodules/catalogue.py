@@ -315,9 +315,9 @@ class Catalogue:
                 raise CatalogueError(
                     path, f'town {town.name!r}: file not found (from {self.path})'
                 )
-        sar_crs, sar_box = self._extent(town, town.sar[0], raster=True)
-        with rasterio.Env():
-            self.spacing[town.name] = _raster_spacing(town.sar[0])
+        sar_crs, sar_box, spacing = self._extent(town, town.sar[0], raster=True)
+        assert spacing is not None  # a raster's
+        self.spacing[town.name] = spacing
         others: list[tuple[Path | None, bool]] = [(p, True) for p in town.sar[1:]]
         others += [(town.osm, False), (town.dsm, True), (town.dtm, True)]
         others += [(p, False) for p in town.labels]
@@ -325,7 +325,7 @@ class Catalogue:
         for path, raster in others:
             if path is None:
                 continue
-            crs, box = self._extent(town, path, raster)
+            crs, box, _ = self._extent(town, path, raster)
             left, bottom, right, top = transform_bounds(crs, sar_crs, *box)
             if not shapely.intersects(
                 shapely.box(left, bottom, right, top), shapely.box(*sar_box)
@@ -341,12 +341,13 @@ class Catalogue:
 
     def _extent(
         self, town: TownFiles, path: Path, raster: bool
-    ) -> tuple[CRS, tuple[float, float, float, float]]:
-        """CRS and bounds of a raster or vector file (naming the town on failure)."""
+    ) -> tuple[CRS, tuple[float, float, float, float], tuple[float, float] | None]:
+        """CRS, bounds and (raster) pixel spacing of a file, naming the town on failure."""
         where = f'town {town.name!r}'
+        spacing = None
         try:
             if raster:
-                crs, bounds = _raster_extent(path)
+                crs, bounds, spacing = _raster_extent(path)
             else:
                 info = pyogrio.read_info(path, force_total_bounds=True)
                 crs = (
@@ -372,7 +373,7 @@ class Catalogue:
         if len(bounds) != 4 or not all(map(math.isfinite, bounds)):
             raise CatalogueError(path, f'{where}: has no features or no extent')
         box = (bounds[0], bounds[1], bounds[2], bounds[3])
-        return crs, box
+        return crs, box, spacing
 
 
 def _has_coordinates(paths: Sequence[Path]) -> bool:
@@ -388,28 +389,17 @@ def _has_coordinates(paths: Sequence[Path]) -> bool:
     return True
 
 
-def _raster_extent(path: Path) -> tuple[CRS | None, tuple[float, ...]]:
-    """CRS and bounds of a GeoTIFF, or of the first image of an HDF5 product."""
+def _raster_extent(
+    path: Path,
+) -> tuple[CRS | None, tuple[float, ...], tuple[float, float]]:
+    """CRS, bounds and pixel spacing of a GeoTIFF or an HDF5 product's first image."""
     with rasterio.open(path) as src:
         if src.count or not src.subdatasets:
-            return src.crs, tuple(src.bounds)
-        name = _image_subdataset(src.subdatasets)
-    with rasterio.open(name) as sub:
-        return sub.crs, tuple(sub.bounds)
-
-
-def _raster_spacing(path: Path) -> tuple[float, float]:
-    """Pixel spacing of a GeoTIFF or of the first image of an HDF5 product."""
-    with rasterio.open(path) as src:
-        if src.count or not src.subdatasets:
-            return float(src.res[0]), float(src.res[1])
-        name = _image_subdataset(src.subdatasets)
-    with rasterio.open(name) as sub:
-        return float(sub.res[0]), float(sub.res[1])
-
-
-def _image_subdataset(names: Sequence[str]) -> str:
-    return next((s for s in names if s.endswith(('/SBI', '/MBI', '/IMG'))), names[0])
+            return src.crs, tuple(src.bounds), (float(src.res[0]), float(src.res[1]))
+        names = src.subdatasets
+    image = next((s for s in names if s.endswith(('/SBI', '/MBI', '/IMG'))), names[0])
+    with rasterio.open(image) as sub:
+        return sub.crs, tuple(sub.bounds), (float(sub.res[0]), float(sub.res[1]))
 
 
 def town_gem_id_columns(

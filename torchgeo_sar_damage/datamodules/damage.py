@@ -4,7 +4,6 @@
 """Per-building damage data split by city: the data module of the damage task."""
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -139,15 +138,8 @@ def sar_product_info(
         (window side in pixels), ``polarisations`` and ``product_types`` (e.g.
         ``'CSG GTC'``, from the file names), the last two sorted.
     """
-    regex = re.compile(COSMOSkyMed.filename_regex, re.VERBOSE)
-    polarisations: set[str] = set()
-    products: set[str] = set()
-    for dataset in datasets:
-        polarisations.update(dataset.bands)
-        for path in dataset.files:
-            match = regex.match(os.path.basename(path))
-            if match is not None:
-                products.add(f'{match.group("mission")} {match.group("product")}')
+    polarisations = {band for dataset in datasets for band in dataset.bands}
+    products = {kind for dataset in datasets for kind in dataset.product_types}
     pixel_m = float(datasets[0].res[0])
     return {
         'pixel_m': pixel_m,

@@ -710,6 +710,23 @@ class COSMOSkyMed(WindowedRasterDataset):
             "product), or read every product's digital numbers with units='dn'",
         )
 
+    @property
+    def product_types(self) -> list[str]:
+        """Mission and product type of the products, from their names (``'CSG GTC'``).
+
+        Returns:
+            The distinct ones, sorted.
+
+        .. versionadded:: 0.2
+        """
+        regex = re.compile(self.filename_regex, re.VERBOSE)
+        found = {
+            f'{match.group("mission")} {match.group("product")}'
+            for path in self.files
+            if (match := regex.match(os.path.basename(path))) is not None
+        }
+        return sorted(found)
+
     def _inspect(self, path: str, match: re.Match[str]) -> _Product:
         """Check a product and find its polarisations and metadata.
 

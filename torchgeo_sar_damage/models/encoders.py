@@ -22,15 +22,8 @@ from timm.models import FeatureInfo, adapt_input_conv
 from timm.models._features import FeatureGetterNet
 from torch import Tensor, nn
 
+from ..batch import IMAGE_INPUTS
 from ..errors import InputFileError
-
-#: Batch keys (and their channel counts) that feed each image modality, in the order
-#: they are stacked. Tabular-only modalities (``gem``) are absent.
-IMAGE_INPUTS: dict[str, tuple[tuple[str, int], ...]] = {
-    'sar': (('sar', 1), ('sar_valid', 1)),
-    'osm': (('footprint', 2),),
-    'dsm': (('dsm', 1),),
-}
 
 
 def image_channels(modality: str) -> int:

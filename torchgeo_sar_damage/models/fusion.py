@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models._api import WeightsEnum
 
-from ..batch import MODALITIES
+from ..batch import IMAGE_INPUTS, MODALITIES
 from ..errors import ArgumentError, InputFileError
 from .encoders import (
-    IMAGE_INPUTS,
     ImageBranch,
     TabularBranch,
     find_prefixes,

@@ -5,7 +5,6 @@
 
 import os
 import pickle
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,15 +166,9 @@ def match_training_sar(
                 stacklevel=2,
             )
         sar.res = (pixel_m, pixel_m)
-    regex = re.compile(COSMOSkyMed.filename_regex, re.VERBOSE)
-    products = set()
-    for file in sar.files:
-        match = regex.match(os.path.basename(file))
-        if match is not None:
-            products.add(f'{match.group("mission")} {match.group("product")}')
     for what, have, trained in (
         ('polarisation', set(sar.bands), set(sensor.get('polarisations', ()))),
-        ('product type', products, set(sensor.get('product_types', ()))),
+        ('product type', set(sar.product_types), set(sensor.get('product_types', ()))),
     ):
         if trained and have and not have <= trained:
             warnings.warn(
