@@ -2,6 +2,7 @@
 # Licensed under the MIT License.
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,15 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import timm
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score, roc_auc_score
+from torchgeo.models import ResNet50_Weights
+from torchgeo.tasks import Classification
 
+from torchgeo_sar_damage import study
 from torchgeo_sar_damage.datamodules import SARDamageDataModule, holdout_blocks
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.study import (
@@ -25,6 +31,7 @@ from torchgeo_sar_damage.study import (
     with_best_f1,
     write_report,
 )
+from torchgeo_sar_damage.tasks import DamageClassification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,6 +143,18 @@ def test_config_errors(tmp_path: Path) -> None:
     path.write_text('modality_sets: [[osm, dsm]]\n')
     with pytest.raises(ArgumentError, match='needs sar'):
         StudyConfig.from_yaml(path)
+    path.write_text('torchgeo_sets: [[sar, gem]]\n')
+    with pytest.raises(ArgumentError, match='only image modalities'):
+        StudyConfig.from_yaml(path)
+    path.write_text('pretrained_sets: [[osm]]\n')
+    with pytest.raises(ArgumentError, match='pretrained_sets need sar'):
+        StudyConfig.from_yaml(path)
+    path.write_text('pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]\n')
+    with pytest.raises(ArgumentError, match='not SAR polarisations'):
+        StudyConfig.from_yaml(path)
+    path.write_text('pretrained_weights: [ResNet50_Weights.NOPE]\n')
+    with pytest.raises(ArgumentError, match='neither an existing file'):
+        StudyConfig.from_yaml(path)
     assert load_script().main(['--config', str(tmp_path / 'missing.yaml')]) == 2
 
 
@@ -152,6 +171,8 @@ def test_tiny_study_writes_table_and_figures(
         epochs=1,
         holdout=0.3,
         holdout_block_m=60.0,
+        torchgeo_sets=[],
+        pretrained_weights=[],
     )
     calls: list[pd.DataFrame] = []
     rows, predictions = run_study(config, tmp_path / 'work', False, calls.append)
@@ -331,3 +352,95 @@ def test_with_best_f1_matches_runs_to_predictions() -> None:
     assert out.f1_best[0] == 1.0
     assert out.f1_best[1] == pytest.approx(0.5)  # everything called damaged: P 1/3, R 1
     assert np.isnan(out.f1_best[2])  # no predictions saved for that run
+
+
+def test_study_runs_torchgeo_models(
+    training_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fake ResNet-50 Sentinel-1 MoCo file in an empty hub; DeCUR's file is absent
+    moco = ResNet50_Weights.SENTINEL1_ALL_MOCO
+    decur = ResNet50_Weights.SENTINEL1_ALL_DECUR
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
+    monkeypatch.setattr(moco.value, 'url', 'https://example.invalid/fake-moco.pth')
+    torch.manual_seed(0)
+    state = timm.create_model('resnet50', in_chans=2).state_dict()
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(state, tmp_path / 'hub' / 'checkpoints' / 'fake-moco.pth')
+    # record what the study builds
+    built: list[tuple[str, dict[str, Any]]] = []
+
+    def spy(name: str, cls: type) -> Callable[..., Any]:
+        def make(**kwargs: Any) -> Any:  # noqa: ANN401
+            built.append((name, kwargs))
+            return cls(**kwargs)
+
+        return make
+
+    monkeypatch.setattr(study, 'Classification', spy('torchgeo', Classification))
+    monkeypatch.setattr(
+        study, 'DamageClassification', spy('fusion', DamageClassification)
+    )
+    config = StudyConfig(
+        name='tg',
+        cities=['nurdagi', 'islahiye', 'adiyaman'],
+        scene=str(training_scene),
+        seeds=[0],
+        modality_sets=[['sar']],
+        fusions=['late'],
+        baselines=False,
+        epochs=1,
+        size_m=16.0,
+        holdout_block_m=60.0,
+        torchgeo_sets=[['sar'], ['sar', 'osm']],
+        pretrained_weights=[str(moco), str(decur)],
+        pretrained_sets=[['sar']],
+    )
+    with pytest.warns(UserWarning, match=r'SENTINEL1_ALL_DECUR are skipped.*hub'):
+        rows, predictions = run_study(config, tmp_path / 'work', False)
+    pretrained = f'late@{moco}'
+    assert set(zip(rows.modalities, rows.fusion)) == {
+        ('sar', 'late'),
+        ('sar', 'torchgeo'),
+        ('sar+osm', 'torchgeo'),
+        ('sar', pretrained),
+    }
+    assert len(rows) == 3 * 4 * 2
+    # TorchGeo's task on the stacked channels: 2 for SAR, 4 with the footprint
+    channels = [k['in_channels'] for n, k in built if n == 'torchgeo']
+    assert sorted(set(channels)) == [2, 4]
+    assert all(
+        k['task'] == 'binary' and k['weights'] is None
+        for n, k in built
+        if n == 'torchgeo'
+    )
+    fusion = [k for n, k in built if n == 'fusion']
+    assert sorted(str(k['weights']) for k in fusion) == ['None'] * 3 + [str(moco)] * 3
+    # every model is scored on the same buildings of each split
+    counts = rows.groupby(['split', 'held_out_city']).n_buildings.nunique()
+    assert (counts == 1).all()
+
+    # the pretrained encoder changes the predictions; thresholds are probabilities
+    def probs(fusion: str) -> np.ndarray:
+        sel = predictions[
+            (predictions.fusion == fusion) & (predictions.modalities == 'sar')
+        ]
+        return sel.probability.to_numpy()
+
+    assert len(probs(pretrained)) == len(probs('late'))
+    assert not np.allclose(probs(pretrained), probs('late'))
+    assert rows.threshold.between(0, 1).all()
+    assert predictions.probability.between(0, 1).all()
+
+    out = tmp_path / 'results'
+    write_report(rows, predictions, config, out, simulator_page=None)
+    page = (out / 'study.md').read_text()
+    assert 'TorchGeo Classification on SAR channels stacked' in page
+    assert 'TorchGeo Classification on SAR + OSM channels stacked' in page
+    assert f'SAR only, late fusion, SAR encoder {moco}' in page
+    assert '## Pretrained SAR encoders' in page
+    assert f'`{pretrained}` ran with these weights' in page
+    assert f'`{decur}`: **skipped**' in page
+    assert decur.url in page
+    # findings compare the new rows with this package's models
+    assert 'for the best FusionNet on the same modalities' in page
+    assert 'trained from scratch (AUROC' in page

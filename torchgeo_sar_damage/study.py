@@ -28,6 +28,14 @@ on a scene folder (simulated by default):
   (``sar``: mean, standard deviation, 90th percentile, maximum and bright-pixel share
   of sigma nought in dB over each OSM footprint, see
   :func:`~torchgeo_sar_damage.datasets.cosmo_skymed.footprint_sigma0_statistics`).
+* **TorchGeo's models.** TorchGeo's own ``torchgeo.tasks.Classification`` with a
+  ``backbone`` network on the image channels of a modality set stacked
+  (``fusion='torchgeo'``; the data module's stacked sample mode, same chips, splits,
+  normalisation and augmentation): what a TorchGeo user gets without this package's
+  fusion. And FusionNet with a pretrained SAR encoder, TorchGeo weights given by
+  name (``fusion='late@ResNet50_Weights.SENTINEL1_ALL_MOCO'``); nothing downloads,
+  so a run whose weights file is not in torch hub's cache is skipped, and the report
+  says so (:func:`missing_weights`).
 * **Metrics** per run and split: F1, precision, recall (at the validation city's
   threshold), AUROC, average precision, Cohen's kappa, and the expected calibration
   error of the probabilities; the report adds ``f1_best``, the F1 at the test set's
@@ -71,14 +79,16 @@ from sklearn.metrics import (
 )
 from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets.utils import Sample
+from torchgeo.tasks import Classification
 from tqdm.auto import tqdm
 
-from .batch import MODALITIES, check_modalities
+from .batch import IMAGE_INPUTS, MODALITIES, check_modalities, stack_images
 from .datamodules import SARDamageDataModule, leave_one_city_out
 from .datasets import OSMBuildings, collate_buildings
 from .datasets.cosmo_skymed import footprint_sigma0_statistics
 from .errors import ArgumentError, InputFileError
 from .models.fusion import FUSIONS
+from .models.pretrained import check_sar_weights, resolve_weights, weights_path
 from .plot import save_figure  # also selects the Agg backend
 from .reliability import expected_calibration_error, reliability_curve
 from .simulation.run import simulate
@@ -113,6 +123,12 @@ METRICS = ('f1', 'precision', 'recall', 'auroc', 'ap', 'kappa', 'ece')
 #: :data:`COLUMNS` in ``study.csv``: the F1 at the test set's own best threshold.
 REPORT_METRICS = ('f1_best',)
 
+#: ``fusion`` of the study's runs of TorchGeo's ``Classification`` task.
+TORCHGEO = 'torchgeo'
+
+#: The fusion of the study's runs with a pretrained SAR encoder.
+PRETRAINED_FUSION = 'late'
+
 #: Features of the SAR-statistics baseline (columns of footprint_sigma0_statistics).
 SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
 
@@ -140,6 +156,14 @@ class StudyConfig:
         holdout: share of each training city's blocks held out (seen-city split).
         holdout_block_m: side of the held-out blocks in metres.
         ece_bins: bins of the expected calibration error.
+        torchgeo_sets: modality sets (image modalities only) on which TorchGeo's
+            ``Classification`` task with ``backbone`` is trained, their channels
+            stacked; ``[]`` runs none.
+        pretrained_weights: names of TorchGeo Sentinel-1 weights for the SAR encoder
+            of a FusionNet (late fusion; the weights choose its backbone); a name
+            whose file is not in torch hub's cache is skipped with a note.
+        pretrained_sets: the modality sets trained with each of
+            ``pretrained_weights``.
     """
 
     name: str = 'custom'
@@ -169,6 +193,15 @@ class StudyConfig:
     holdout: float = 0.3
     holdout_block_m: float = 100.0
     ece_bins: int = 10
+    torchgeo_sets: list[list[str]] = field(
+        default_factory=lambda: [['sar'], ['sar', 'osm', 'dsm']]
+    )
+    pretrained_weights: list[str] = field(
+        default_factory=lambda: ['ResNet50_Weights.SENTINEL1_ALL_MOCO']
+    )
+    pretrained_sets: list[list[str]] = field(
+        default_factory=lambda: [['sar'], ['sar', 'osm', 'dsm', 'gem']]
+    )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -227,6 +260,23 @@ class StudyConfig:
             raise ArgumentError(
                 f'holdout must be in (0, 1) for the seen-city split, not {self.holdout}'
             )
+        for modalities in self.torchgeo_sets:
+            check_modalities(modalities)
+            if 'sar' not in modalities or not set(modalities) <= set(IMAGE_INPUTS):
+                raise ArgumentError(
+                    'torchgeo_sets stack image channels: each set needs sar and '
+                    f'only image modalities ({", ".join(IMAGE_INPUTS)}); got '
+                    f'{modalities}'
+                )
+        for modalities in self.pretrained_sets:
+            check_modalities(modalities)
+            if 'sar' not in modalities:
+                raise ArgumentError(
+                    f'pretrained_sets need sar (its encoder is pretrained); got '
+                    f'{modalities}'
+                )
+        for name in self.pretrained_weights:
+            check_sar_weights(resolve_weights(name))
 
 
 def label(modalities: Sequence[str]) -> str:
@@ -258,6 +308,56 @@ def grid(config: StudyConfig) -> list[tuple[str, str]]:
             if (name, fusion) not in pairs:
                 pairs.append((name, fusion))
     return pairs
+
+
+def pretrained_fusion(weights: str) -> str:
+    """The ``fusion`` of a study run whose SAR encoder starts from ``weights``."""
+    return f'{PRETRAINED_FUSION}@{weights}'
+
+
+def run_weights(fusion: str) -> str | None:
+    """The TorchGeo weights name of a run's ``fusion`` (None: trained from scratch)."""
+    return fusion.partition('@')[2] or None
+
+
+def missing_weights(config: StudyConfig) -> dict[str, Path]:
+    """The configuration's pretrained weights whose file is not in torch hub's cache.
+
+    Args:
+        config: the study.
+
+    Returns:
+        Weights name -> the path where the file was looked for.
+    """
+    out = {}
+    for name in config.pretrained_weights:
+        path = weights_path(resolve_weights(name))
+        if not path.is_file():
+            out[name] = path
+    return out
+
+
+def extra_pairs(config: StudyConfig) -> list[tuple[str, str]]:
+    """The ``(label, fusion)`` pairs of TorchGeo's models in a study.
+
+    TorchGeo's ``Classification`` on each of ``torchgeo_sets``, then FusionNet with
+    each of ``pretrained_weights`` (those whose file is in torch hub's cache:
+    :func:`missing_weights`) on each of ``pretrained_sets``.
+
+    Args:
+        config: the study.
+
+    Returns:
+        ``(label, fusion)`` pairs.
+    """
+    pairs = [(label(m), TORCHGEO) for m in config.torchgeo_sets]
+    missing = missing_weights(config)
+    for name in config.pretrained_weights:
+        if name not in missing:
+            pairs += [
+                (label(m), pretrained_fusion(name)) for m in config.pretrained_sets
+            ]
+    return list(dict.fromkeys(pairs))
 
 
 def scores(
@@ -395,6 +495,7 @@ def _datamodule(
     chips: Path,
     progress: bool,
     cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
+    stacked: bool = False,
 ) -> SARDamageDataModule:
     data = SARDamageDataModule(
         root=str(root),
@@ -409,6 +510,7 @@ def _datamodule(
         progress=progress,
         holdout=config.holdout,
         holdout_block_m=config.holdout_block_m,
+        stacked=stacked,
     )
     if cache is not None:
         # the opened datasets and chip stores of every city are the same in every
@@ -436,6 +538,23 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _trainer(config: StudyConfig) -> lightning.Trainer:
+    """The study's CPU trainer: no logger, checkpoints or bars; validation at the end."""
+    return lightning.Trainer(
+        max_epochs=config.epochs,
+        accelerator='cpu',
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+        # the threshold is chosen once, on the trained model
+        check_val_every_n_epoch=config.epochs,
+    )
+
+
 def train_fusion(
     config: StudyConfig,
     root: Path,
@@ -445,6 +564,7 @@ def train_fusion(
     seed: int,
     chips: Path,
     cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
+    weights: str | None = None,
 ) -> dict[str, _Predictions | float]:
     """Train one fusion model on a fold and predict its seen and unseen test sets.
 
@@ -457,6 +577,8 @@ def train_fusion(
         seed: the training seed.
         chips: folder of the chip stores (shared by all runs).
         cache: opened datasets shared between runs (see :func:`run_study`).
+        weights: TorchGeo weights of the SAR encoder, by name (they choose the
+            backbone); None trains every encoder from scratch.
 
     Returns:
         ``unseen`` and ``seen`` predictions, and the ``threshold``.
@@ -466,25 +588,12 @@ def train_fusion(
     model = DamageClassification(
         modalities=list(modalities),
         fusion=fusion,
-        backbone=config.backbone,
+        backbone=None if weights else config.backbone,
+        weights=weights,
         lr=config.lr,
     )
     with _quiet_lightning():
-        trainer = lightning.Trainer(
-            max_epochs=config.epochs,
-            accelerator='cpu',
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            num_sanity_val_steps=0,
-            # the threshold is chosen once, on the trained model
-            check_val_every_n_epoch=config.epochs,
-        )
-    with _quiet_lightning():
-        trainer.fit(model, datamodule=data)
+        _trainer(config).fit(model, datamodule=data)
     data.setup('test')
     names = data.test_names
     predictions = [_predict(model, data, ds) for ds in data.test_datasets]
@@ -495,6 +604,85 @@ def train_fusion(
         'seen': _concat(seen),
         'threshold': float(model.threshold),
     }
+
+
+@torch.no_grad()
+def _predict_stacked(
+    model: torch.nn.Module,
+    data: SARDamageDataModule,
+    dataset: Dataset[Sample],
+    modalities: Sequence[str],
+) -> _Predictions:
+    """Probabilities of a binary TorchGeo ``Classification`` on stacked chips."""
+    model.eval()
+    ids, probs, labels = [], [], []
+    for batch in _loader(dataset, 256):
+        batch = data.normalise(batch)
+        logits = model(stack_images(batch, modalities))
+        probs.append(torch.sigmoid(logits.reshape(-1).float()).numpy())
+        ids.append(batch['building_id'].numpy())
+        labels.append(batch['label'].numpy())
+    out = _Predictions(
+        np.concatenate(ids), np.concatenate(probs), np.concatenate(labels)
+    )
+    return _labelled(out)
+
+
+def train_torchgeo(
+    config: StudyConfig,
+    root: Path,
+    fold: dict[str, list[str]],
+    modalities: Sequence[str],
+    seed: int,
+    chips: Path,
+    cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
+) -> dict[str, _Predictions | float]:
+    """Train TorchGeo's ``Classification`` task on a fold's stacked chips.
+
+    The task is used as a TorchGeo user would: ``Classification(model=backbone,
+    weights=None, in_channels=num_channels, task='binary', loss='bce')`` on the data
+    module's stacked sample mode, with the study's epochs and learning rate. Its
+    probabilities are thresholded, like every model of the study, at the best F1 of
+    the validation city (TorchGeo's own metrics use 0.5).
+
+    Args:
+        config: the study.
+        root: the scene folder.
+        fold: ``train``, ``val`` and ``test`` cities.
+        modalities: the stacked image modalities.
+        seed: the training seed.
+        chips: folder of the chip stores (shared by all runs).
+        cache: opened datasets shared between runs (see :func:`run_study`).
+
+    Returns:
+        ``unseen`` and ``seen`` predictions, and the ``threshold``.
+    """
+    lightning.seed_everything(seed, workers=True, verbose=False)
+    data = _datamodule(config, root, fold, modalities, chips, False, cache, True)
+    model = Classification(
+        model=config.backbone,
+        weights=None,
+        in_channels=data.num_channels,
+        task='binary',
+        loss='bce',
+        lr=config.lr,
+    )
+    with _quiet_lightning():
+        _trainer(config).fit(model, datamodule=data)
+    data.setup('validate')
+    assert data.val_dataset is not None
+    val = _predict_stacked(model, data, data.val_dataset, modalities)
+    threshold = best_f1_threshold(
+        torch.from_numpy(val.probability), torch.from_numpy(val.label)
+    )
+    data.setup('test')
+    names = data.test_names
+    predictions = [
+        _predict_stacked(model, data, ds, modalities) for ds in data.test_datasets
+    ]
+    unseen = [p for n, p in zip(names, predictions) if not n.startswith('seen_')]
+    seen = [p for n, p in zip(names, predictions) if n.startswith('seen_')]
+    return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
 
 
 def _table(
@@ -656,7 +844,15 @@ def run_study(
     root, manifest = prepare_scene(config, work, progress)
     chips = work / 'chips'
     folds = leave_one_city_out(config.cities)
-    pairs = grid(config)
+    pairs = grid(config) + extra_pairs(config)
+    for name, path in missing_weights(config).items():
+        warnings.warn(
+            f'study {config.name}: the runs with pretrained weights {name} are '
+            f"skipped, their file {path} is not in torch hub's cache (nothing is "
+            f'downloaded; fetch it once from {resolve_weights(name).url})',
+            UserWarning,
+            stacklevel=2,
+        )
     if config.baselines:
         pairs += [('osm+dsm+gem', 'gbm'), ('sar', 'gbm')]
     journal_path = work / 'runs.csv'
@@ -694,9 +890,21 @@ def run_study(
                         sar_statistics[slug] = _sar_statistics(root, manifest, slug)
                 stats = sar_statistics
             result = train_gbm(data, fold, seed, stats)
+        elif fusion == TORCHGEO:
+            result = train_torchgeo(
+                config, root, fold, name.split('+'), seed, chips, cache
+            )
         else:
             result = train_fusion(
-                config, root, fold, name.split('+'), fusion, seed, chips, cache
+                config,
+                root,
+                fold,
+                name.split('+'),
+                fusion.partition('@')[0],
+                seed,
+                chips,
+                cache,
+                weights=run_weights(fusion),
             )
         seconds = time.perf_counter() - start
         records = _run_records(
@@ -797,14 +1005,15 @@ def iter_groups(
 
 def _model_order(rows: pd.DataFrame) -> list[tuple[str, str]]:
     models = {(m, f) for m, f in zip(rows.modalities, rows.fusion)}
-    fusion_rank = {'gbm': -1, 'early': 0, 'late': 1, 'attention': 2}
+    fusion_rank = {'gbm': -1, 'early': 0, 'late': 1, 'attention': 2, TORCHGEO: 3}
     return sorted(
         models,
         key=lambda mf: (
             mf[1] != 'gbm',
             len(mf[0].split('+')),
             mf[0],
-            fusion_rank.get(mf[1], 9),
+            fusion_rank.get(mf[1], 4),
+            mf[1],
         ),
     )
 
@@ -838,9 +1047,16 @@ def describe_model(modalities: str, fusion: str) -> str:
         if modalities == 'sar':
             return 'SAR statistics, gradient boosting'
         return 'context only (no SAR), gradient boosting'
+    names = modalities.upper().replace('+', ' + ')
+    if fusion == TORCHGEO:
+        return f'TorchGeo Classification on {names} channels stacked'
+    weights = run_weights(fusion)
+    if weights is not None:
+        base = 'SAR only' if modalities == 'sar' else names
+        return f'{base}, {fusion.partition("@")[0]} fusion, SAR encoder {weights}'
     if modalities == 'sar':
         return 'SAR only, ResNet-18 (QuickQuakeBuildings-style)'
-    return f'{modalities.upper().replace("+", " + ")}, {fusion} fusion'
+    return f'{names}, {fusion} fusion'
 
 
 def _cell(mean: float, std: float) -> str:
@@ -947,6 +1163,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
             f'{lost[low]:.3f} ({describe_model(*low)}) to {lost[high]:.3f} '
             f'({describe_model(*high)}).'
         )
+    lines += _torchgeo_findings(means)
     for record in gap_table(rows).to_dict('records'):
         if record['fusion'] in ('late', 'gbm'):
             lines.append(
@@ -955,6 +1172,89 @@ def findings(rows: pd.DataFrame) -> list[str]:
                 f'{record["f1_gap_mean"]:+.3f} ± {record["f1_gap_std"]:.3f}.'
             )
     return lines
+
+
+def _torchgeo_findings(
+    means: Mapping[tuple[str, str], tuple[float, float]],
+) -> list[str]:
+    """Sentences comparing TorchGeo's models with this package's (see :func:`findings`).
+
+    Args:
+        means: unseen-city mean F1 and AUROC per ``(modalities, fusion)``.
+
+    Returns:
+        One sentence per TorchGeo ``Classification`` model and pretrained encoder.
+    """
+    lines = []
+    for (modalities, fusion), (f1, auroc) in means.items():
+        if fusion == TORCHGEO:
+            ours = {
+                k: v for k, v in means.items() if k[0] == modalities and k[1] in FUSIONS
+            }
+            if not ours:
+                continue
+            best = max(ours, key=lambda k: ours[k][0])
+            lines.append(
+                f'{describe_model(modalities, fusion)} (no fusion, one encoder): F1 '
+                f'{f1:.3f}, AUROC {auroc:.3f} on unseen cities, against '
+                f'{ours[best][0]:.3f} and {ours[best][1]:.3f} for the best FusionNet '
+                f'on the same modalities ({describe_model(*best)}; AUROC '
+                f'{auroc - ours[best][1]:+.3f}).'
+            )
+        elif run_weights(fusion) is not None:
+            scratch = (modalities, fusion.partition('@')[0])
+            if scratch not in means:
+                continue
+            lines.append(
+                f'{describe_model(modalities, fusion)}: F1 {f1:.3f}, AUROC '
+                f'{auroc:.3f} on unseen cities, against {means[scratch][0]:.3f} and '
+                f'{means[scratch][1]:.3f} trained from scratch (AUROC '
+                f'{auroc - means[scratch][1]:+.3f}).'
+            )
+    return lines
+
+
+def weights_note(rows: pd.DataFrame, config: StudyConfig) -> list[str]:
+    """What the page says about the runs with a pretrained SAR encoder.
+
+    Args:
+        rows: rows of the study.
+        config: the study's configuration.
+
+    Returns:
+        Markdown paragraphs (empty without pretrained weights in the configuration).
+    """
+    if not config.pretrained_weights:
+        return []
+    ran = {run_weights(f) for f in rows.fusion} - {None}
+    lines = []
+    for name in config.pretrained_weights:
+        weights = resolve_weights(name)
+        if name in ran:
+            lines.append(
+                f'- `{name}` ({weights.meta.get("model")}, pretrained on '
+                f'{weights.meta.get("dataset")}): the rows whose fusion is '
+                f'`{pretrained_fusion(name)}` ran with these weights.'
+            )
+        else:
+            lines.append(
+                f'- `{name}`: **skipped**. Its file `{weights_path(weights).name}` was '
+                "not in torch hub's cache when the study ran and nothing is "
+                f'downloaded at run time; fetch it once from {weights.url} and rerun '
+                'the study to add these rows (no row is faked).'
+            )
+    return [
+        '## Pretrained SAR encoders',
+        '',
+        (
+            'Runs of FusionNet whose SAR encoder starts from TorchGeo weights (the '
+            'weights choose the backbone; C-band 10 m Sentinel-1 weights applied to '
+            'X-band VHR chips; the other encoders start from scratch):'
+        ),
+        '',
+        *lines,
+        '',
+    ]
 
 
 def plot_modalities(rows: pd.DataFrame, path: Path) -> None:
@@ -1118,6 +1418,7 @@ def write_report(
     written += [out / f'study_{n}.png' for n in ('models', 'curves', 'reliability')]
 
     lines = _page_intro(rows, config, seconds, command, simulator_page)
+    lines += weights_note(rows, config)
     lines += _page_results(rows)
 
     def page(path: Path) -> None:
