@@ -3,9 +3,12 @@
 
 """The stacked sample mode: TorchGeo's Classification task on the same chips."""
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import lightning
 import pytest
 import torch
@@ -149,3 +152,38 @@ def test_cli_config_sets_in_channels(capsys: pytest.CaptureFixture[str]) -> None
     text = capsys.readouterr().out
     assert 'class_path: torchgeo.tasks.Classification' in text
     assert 'stacked: true' in text
+
+
+def test_stacked_mode_leaves_out_unlabelled_chips(
+    training_scene: Path, tmp_path: Path
+) -> None:
+    # label polygons turned into rings: they overlap their footprint (the building
+    # is labelled) but not the window centre, so its chip's label is -1
+    scene = tmp_path / 'scene'
+    shutil.copytree(training_scene, scene, ignore=shutil.ignore_patterns('chips'))
+    manifest = json.loads((scene / 'scene.json').read_text())
+    for city in ('nurdagi', 'islahiye', 'adiyaman'):
+        path = scene / city / manifest['cities'][city]['files']['labels']
+        labels = gpd.read_file(path)
+        rings = labels.geometry.iloc[:6].boundary.buffer(0.4)
+        labels.loc[labels.index[:6], 'geometry'] = rings.to_numpy()
+        labels.to_file(path, driver='GeoJSON')
+    plain = make(scene, tmp_path / 'chips', modalities=['sar'])
+    stacked = make(scene, tmp_path / 'chips', modalities=['sar'], stacked=True)
+    for data in (plain, stacked):
+        data.setup('fit')
+        data.setup('test')
+
+    def labels(dataset: Any) -> torch.Tensor:  # noqa: ANN401
+        return torch.tensor([int(dataset[i]['label']) for i in range(len(dataset))])
+
+    for name in ('train_dataset', 'val_dataset'):
+        before = labels(getattr(plain, name))
+        after = labels(getattr(stacked, name))
+        assert (before == -1).sum() >= 3, name  # the rings took effect
+        assert (after >= 0).all(), name
+        assert len(after) == int((before >= 0).sum()), name
+    for before_set, after_set in zip(plain.test_datasets, stacked.test_datasets):
+        before, after = labels(before_set), labels(after_set)
+        assert (after >= 0).all()
+        assert torch.equal(after, before[before >= 0])

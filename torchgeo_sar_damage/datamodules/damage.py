@@ -245,6 +245,24 @@ class CityDatasets:
         self.dataset = dataset & self.labels
 
 
+def _with_label(dataset: Dataset[Sample]) -> Dataset[Sample]:
+    """The chips of a chip store (or a subset of one) whose label is not -1.
+
+    Args:
+        dataset: a :class:`BuildingChips` or a ``Subset`` of one.
+
+    Returns:
+        A ``Subset`` of the chip store without the unlabelled chips.
+    """
+    if isinstance(dataset, Subset):
+        base, indices = dataset.dataset, np.asarray(dataset.indices, dtype=np.int64)
+    else:
+        base, indices = dataset, np.arange(len(dataset))  # type: ignore[arg-type]
+    assert isinstance(base, BuildingChips)
+    labels = np.asarray(base._open()['label']).reshape(len(base), -1)[:, 0]
+    return Subset(base, indices[labels[indices] >= 0].tolist())
+
+
 class SARDamageDataModule(LightningDataModule):
     """Per-building chips of post-event SAR and context, split by city.
 
@@ -368,7 +386,9 @@ class SARDamageDataModule(LightningDataModule):
                 modalities; :attr:`num_channels` of them) and ``label``, with the
                 same splits, chips, normalisation and augmentation, for
                 :class:`torchgeo.tasks.Classification` and any timm or TorchGeo
-                model. Tabular features are not in it.
+                model. Tabular features are not in it. TorchGeo's tasks have no
+                ignore label, so this mode leaves out the chips whose label is -1
+                (a labelled building whose window centre no graded polygon covers).
 
         .. versionchanged:: 0.2
            *sar_units*, *calibration* and *stacked*.
@@ -635,20 +655,25 @@ class SARDamageDataModule(LightningDataModule):
                 f'{type(model).__name__} takes TorchGeo samples (image, label), not '
                 "this package's model batch: give stacked=True (--data.stacked true)"
             )
+        # TorchGeo's tasks have no ignore label: the stacked mode leaves out the
+        # chips whose label is -1 (no grade under the window centre)
+        known = _with_label if self.stacked else lambda dataset: dataset
         if stage == 'fit':
             self.train_dataset = ConcatDataset(
-                [self.training_part(c) for c in self.train_cities]
+                [known(self.training_part(c)) for c in self.train_cities]
             )
             if self.statistics_ is None:  # before the first batch
                 self.fit_statistics()
         if stage in ('fit', 'validate') and self.val_cities:
-            self.val_dataset = ConcatDataset([self.chips(c) for c in self.val_cities])
+            self.val_dataset = ConcatDataset(
+                [known(self.chips(c)) for c in self.val_cities]
+            )
         if stage == 'test':
-            self.test_datasets = [self.chips(c) for c in self.test_cities]
+            self.test_datasets = [known(self.chips(c)) for c in self.test_cities]
             if self.holdout:
                 for slug in self.train_cities:
                     held = np.flatnonzero(self.heldout(slug)).tolist()
-                    self.test_datasets.append(Subset(self.chips(slug), held))
+                    self.test_datasets.append(known(Subset(self.chips(slug), held)))
         if stage == 'predict':
             self.predict_datasets = [self.chips(c, False) for c in self.test_cities]
 
