@@ -388,7 +388,8 @@ def test_study_runs_torchgeo_models(
         modality_sets=[['sar']],
         fusions=['late'],
         baselines=False,
-        epochs=1,
+        # more than one epoch: TorchGeo's learning-rate schedule needs val_loss
+        epochs=2,
         size_m=16.0,
         holdout_block_m=60.0,
         torchgeo_sets=[['sar'], ['sar', 'osm']],

@@ -538,8 +538,17 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _trainer(config: StudyConfig) -> lightning.Trainer:
-    """The study's CPU trainer: no logger, checkpoints or bars; validation at the end."""
+def _trainer(config: StudyConfig, every_epoch: bool = False) -> lightning.Trainer:
+    """The study's CPU trainer: no logger, checkpoints or bars.
+
+    Args:
+        config: the study.
+        every_epoch: validate after every epoch (TorchGeo's tasks schedule the
+            learning rate on the validation loss), not only after the last.
+
+    Returns:
+        The trainer.
+    """
     return lightning.Trainer(
         max_epochs=config.epochs,
         accelerator='cpu',
@@ -551,7 +560,7 @@ def _trainer(config: StudyConfig) -> lightning.Trainer:
         deterministic=True,
         num_sanity_val_steps=0,
         # the threshold is chosen once, on the trained model
-        check_val_every_n_epoch=config.epochs,
+        check_val_every_n_epoch=1 if every_epoch else config.epochs,
     )
 
 
@@ -641,7 +650,8 @@ def train_torchgeo(
 
     The task is used as a TorchGeo user would: ``Classification(model=backbone,
     weights=None, in_channels=num_channels, task='binary', loss='bce')`` on the data
-    module's stacked sample mode, with the study's epochs and learning rate. Its
+    module's stacked sample mode, with the study's epochs and learning rate, validated
+    after every epoch (its learning-rate schedule watches the validation loss). Its
     probabilities are thresholded, like every model of the study, at the best F1 of
     the validation city (TorchGeo's own metrics use 0.5).
 
@@ -668,7 +678,7 @@ def train_torchgeo(
         lr=config.lr,
     )
     with _quiet_lightning():
-        _trainer(config).fit(model, datamodule=data)
+        _trainer(config, every_epoch=True).fit(model, datamodule=data)
     data.setup('validate')
     assert data.val_dataset is not None
     val = _predict_stacked(model, data, data.val_dataset, modalities)
