@@ -16,6 +16,7 @@ from .gem import FEATURE_NAMES as GEM_FEATURE_NAMES
 from .gem import GEMExposure
 from .labels import DamageLabels
 from .osm import OSMBuildings
+from .qqb import QuickQuakeBuildings
 from .utils import (
     ModalityIntersection,
     collate_buildings,
@@ -35,6 +36,7 @@ __all__ = [
     'GEMExposure',
     'ModalityIntersection',
     'OSMBuildings',
+    'QuickQuakeBuildings',
     'collate_buildings',
     'drop_bad_geometries',
     'extract',
