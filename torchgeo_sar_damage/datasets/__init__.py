@@ -4,6 +4,7 @@
 """TorchGeo datasets for post-event SAR damage assessment."""
 
 from ._vector import drop_bad_geometries, unusable_geometries
+from .bright import BRIGHTBuildings
 from .chips import BuildingChips
 from .cosmo_skymed import (
     CALIBRATION_ATTRIBUTES,
@@ -30,6 +31,7 @@ __all__ = [
     'CALIBRATION_ATTRIBUTES',
     'DSM',
     'GEM_FEATURE_NAMES',
+    'BRIGHTBuildings',
     'BuildingChips',
     'COSMOSkyMed',
     'DamageLabels',
