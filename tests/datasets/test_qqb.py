@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import DatasetNotFoundError
 
 from torchgeo_sar_damage.datasets import QuickQuakeBuildings
+from torchgeo_sar_damage.datasets.qqb import _resize_image, _resize_mask
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 
 ROOT = Path(__file__).parents[1] / 'data' / 'qqb'
@@ -240,6 +241,24 @@ class TestQuickQuakeBuildings:
         assert fig.get_suptitle() == ''
         plt.close(fig)
 
+    def test_plot_class_prediction_and_suptitle(self) -> None:
+        ds = QuickQuakeBuildings(ROOT, folds=[1])
+        sample = ds[1]
+        sample['prediction'] = torch.tensor(1)
+        fig = ds.plot(sample)
+        assert fig.get_suptitle().endswith('intact, predicted damaged')
+        plt.close(fig)
+        fig = ds.plot(sample, show_titles=False, suptitle='only this')
+        assert fig.get_suptitle() == 'only this'
+        plt.close(fig)
+
+    def test_resize_same_size_is_identity(self) -> None:
+        image = torch.arange(16.0).reshape(1, 4, 4)
+        image[0, 0, 0] = float('nan')
+        assert _resize_image(image, 4) is image
+        mask = torch.ones(1, 4, 4, dtype=torch.uint8)
+        assert _resize_mask(mask, 4) is mask
+
     def test_plot_native_size(self) -> None:
         ds = QuickQuakeBuildings(ROOT, folds=[2], size=None)
         fig = ds.plot(ds[0])
@@ -342,8 +361,29 @@ class TestQuickQuakeBuildings:
             f['x3'] = np.zeros((4, 12, 8))
         ds = QuickQuakeBuildings(copy, folds=[2])
         with pytest.raises(
-            InputFileError, match=r"1138759917_opt\.mat: 'x3' has shape"
+            InputFileError,
+            match=r"1138759917_opt\.mat: 'x3' has shape \(4, 12, 8\) in h5py",
         ):
+            ds[0]
+
+    def test_sar_not_2d(self, copy: Path) -> None:
+        path = copy / 'data' / 'damaged' / '1138759917_SAR.mat'
+        path.unlink()
+        with h5py.File(path, 'w') as f:
+            f['x1'] = np.zeros((2, 14, 10))
+        ds = QuickQuakeBuildings(copy, folds=[2])
+        with pytest.raises(
+            InputFileError, match=r"_SAR\.mat: 'x1' has shape \(2, 14, 10\) in h5py"
+        ):
+            ds[0]
+
+    def test_mat_not_numeric(self, copy: Path) -> None:
+        path = copy / 'data' / 'damaged' / '1138759917_SAR.mat'
+        path.unlink()
+        with h5py.File(path, 'w') as f:
+            f['x1'] = np.array([b'a', b'b'])
+        ds = QuickQuakeBuildings(copy, folds=[2])
+        with pytest.raises(InputFileError, match=r"_SAR\.mat: 'x1' is not numeric"):
             ds[0]
 
     @pytest.mark.parametrize('folds', [[], [0], [6], [1, 1], [True]])

@@ -211,7 +211,8 @@ class QuickQuakeBuildings(NonGeoDataset):
         self._check_root()
         entries = [e for fold in self.folds for e in self._read_fold(fold)]
         self._check_duplicates(entries)
-        self.paths = [e[0] for e in entries]
+        #: Per building, in order: path without ``_<suffix>.mat``, label, OSM id, fold.
+        self.stems = [e[0] for e in entries]
         self.labels = [e[1] for e in entries]
         self.osm_ids = [e[2] for e in entries]
         self.fold_of = [e[3] for e in entries]
@@ -290,7 +291,7 @@ class QuickQuakeBuildings(NonGeoDataset):
 
     def _check_files(self) -> None:
         """Refuse listed buildings whose .mat files are missing."""
-        for folder in sorted({os.path.dirname(p) for p in self.paths}):
+        for folder in sorted({os.path.dirname(p) for p in self.stems}):
             if not os.path.isdir(folder):
                 raise InputFileError(
                     folder,
@@ -300,7 +301,7 @@ class QuickQuakeBuildings(NonGeoDataset):
                 )
         missing = [
             f'{stem}_{suffix}.mat'
-            for stem in self.paths
+            for stem in self.stems
             for suffix, _ in self.patch_files.values()
             if not os.path.isfile(f'{stem}_{suffix}.mat')
         ]
@@ -318,7 +319,7 @@ class QuickQuakeBuildings(NonGeoDataset):
         Returns:
             length of the dataset
         """
-        return len(self.paths)
+        return len(self.stems)
 
     def __getitem__(self, index: int) -> Sample:
         """One building's patches, masks and label.
@@ -336,7 +337,7 @@ class QuickQuakeBuildings(NonGeoDataset):
         """
         if not -len(self) <= index < len(self):
             raise IndexError(f'index {index} out of range for {len(self)} buildings')
-        stem = self.paths[index]
+        stem = self.stems[index]
         arrays = {key: self._read(stem, key) for key in self.patch_files}
         self._check_shapes(stem, arrays)
         sar = arrays['sar'].astype(np.float32)
@@ -390,11 +391,12 @@ class QuickQuakeBuildings(NonGeoDataset):
             shape = arrays[key].shape
             if arrays[key].ndim != ndim or (key == 'optical' and shape[0] != 3):
                 suffix, name = self.patch_files[key]
-                want = 'H x W' if ndim == 2 else '3 x H x W'
+                stored = shape[:-2] + shape[:-3:-1] if len(shape) >= 2 else shape
+                want = 'W x H' if ndim == 2 else '3 x W x H (MATLAB H x W x 3)'
                 raise InputFileError(
                     f'{stem}_{suffix}.mat',
-                    f'{name!r} has shape {shape} as read (h5py order), expected '
-                    f'{want} with the two image axes swapped; download it again',
+                    f'{name!r} has shape {stored} in h5py, expected {want}; '
+                    'download it again',
                 )
         for mask, image in (('footprint', 'sar'), ('optical_footprint', 'optical')):
             if arrays[mask].shape[-2:] != arrays[image].shape[-2:]:
