@@ -122,7 +122,7 @@ def pixel_size_m(src: DatasetReader, path: str) -> tuple[float, float]:
     if crs.is_geographic:
         geod = crs.get_geod()
         assert geod is not None
-        lon, lat = t * (src.width / 2, src.height / 2)
+        lon, lat = t.c + t.a * src.width / 2, t.f + t.e * src.height / 2
         dx = geod.inv(lon - t.a / 2, lat, lon + t.a / 2, lat)[2]
         dy = geod.inv(lon, lat - t.e / 2, lon, lat + t.e / 2)[2]
         return abs(dx), abs(dy)

@@ -37,7 +37,7 @@ turkey-earthquake_00000001     EPSG:32637  1 m     A r10-15 c10-19 g1;
                                                    H r59-62 c54-57 g2 at a corner
                                                    (one 8-connected, g2)
 turkey-earthquake_00000002     EPSG:4326   0.3 m   P r20-39 c17-46 g2;
-                                                   Q r0-4 c0-4 g3 (corner)
+                                                   Q r0-3 c0-3 g3 (corner)
 la_palma-volcano_00000001      EPSG:32628  0.3 m   P r20-39 c17-46 g1;
                                                    R r50-59 c50-63 g3 (right edge)
 morocco-earthquake_00000001    EPSG:4326   1 m     r10-15 c10-19 g1; r30-35 c30-35 g2;
@@ -90,7 +90,7 @@ BUILDINGS: dict[str, list[Building]] = {
         (55, 58, 50, 53, 1),
         (59, 62, 54, 57, 2),
     ],
-    'turkey-earthquake_00000002': [(20, 39, 17, 46, 2), (0, 4, 0, 4, 3)],
+    'turkey-earthquake_00000002': [(20, 39, 17, 46, 2), (0, 3, 0, 3, 3)],
     'la_palma-volcano_00000001': [(20, 39, 17, 46, 1), (50, 59, 50, 63, 3)],
     'morocco-earthquake_00000001': [
         (10, 15, 10, 19, 1),
