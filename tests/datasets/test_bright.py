@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
+from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from torchgeo_sar_damage.datasets import BRIGHTBuildings
-from torchgeo_sar_damage.datasets.bright import building_id
+from torchgeo_sar_damage.datasets.bright import bilinear, building_id
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 
 DATA = Path(__file__).parents[1] / 'data' / 'bright' / 'dfc25_track2_trainval'
@@ -489,3 +490,29 @@ class TestBRIGHTBuildings:
         fig = train.plot(sample, show_titles=False)
         assert not fig.texts
         plt.close(fig)
+
+
+def test_bilinear_matches_scipy() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.random((2, 20, 30))
+    rows, cols = rng.uniform(-1.5, 20.5, 40), rng.uniform(-1.5, 30.5, 50)
+    out = bilinear(values, np.ones(values.shape, dtype=bool), rows, cols)
+    coords = np.stack(np.meshgrid(rows, cols, indexing='ij'))
+    ones = np.ones(values.shape[1:])
+    weights = ndimage.map_coordinates(ones, coords, order=1, mode='grid-constant')
+    for k in range(2):
+        sums = ndimage.map_coordinates(values[k], coords, order=1, mode='grid-constant')
+        with np.errstate(invalid='ignore'):
+            expected = np.where(weights > 1e-6, sums / weights, np.nan)
+        np.testing.assert_allclose(out[k], expected, atol=1e-12)
+
+
+def test_bilinear_leaves_invalid_out() -> None:
+    values = np.array([[[1.0, 100.0], [3.0, 5.0]]])
+    valid = values != 100.0
+    # a quarter of the way from (0, 0) to (1, 1): weights 9/16, 3/16, 3/16, 1/16
+    out = bilinear(values, valid, np.array([0.25]), np.array([0.25]))
+    expected = (9 * 1.0 + 3 * 3.0 + 1 * 5.0) / 13
+    assert out[0, 0, 0] == pytest.approx(expected)
+    none = bilinear(values, np.zeros_like(valid), np.array([0.5]), np.array([0.5]))
+    assert np.isnan(none).all()
