@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from scipy import ndimage
 from torch.utils.data import DataLoader
+from torchgeo.datasets import DatasetNotFoundError
 
 from torchgeo_sar_damage.datasets import BRIGHTBuildings
 from torchgeo_sar_damage.datasets.bright import bilinear, building_id
@@ -413,13 +414,13 @@ class TestBRIGHTBuildings:
 
     def test_missing_root(self, tmp_path: Path) -> None:
         with pytest.raises(
-            InputFileError, match=r'zenodo\.org/records/14619797'
+            DatasetNotFoundError, match=r'zenodo\.org/records/14619797'
         ) as err:
             BRIGHTBuildings(tmp_path)
         assert str(tmp_path / 'dfc25_track2_trainval') in str(err.value)
         assert 'download=True' in str(err.value)
         (tmp_path / 'dfc25_track2_trainval.zip').write_bytes(b'')
-        with pytest.raises(InputFileError, match='extract it'):
+        with pytest.raises(DatasetNotFoundError, match='extract it'):
             BRIGHTBuildings(tmp_path)
 
     def test_missing_list(self, root: Path) -> None:

@@ -27,7 +27,7 @@ from pyproj import CRS
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from scipy import ndimage
-from torchgeo.datasets import BRIGHTDFC2025, NonGeoDataset
+from torchgeo.datasets import BRIGHTDFC2025, DatasetNotFoundError, NonGeoDataset
 from tqdm.auto import tqdm
 
 from ..errors import ArgumentError, InputFileError, OutputError, SARDamageError
@@ -70,8 +70,9 @@ INDEX_COLUMNS: dict[str, str] = {
 #: Bits of a building id taken by the component number (the rest hash the tile id).
 COMPONENT_BITS = 20
 
-#: Rasters kept open per process (three per tile).
-MAX_OPEN = 24
+#: Rasters kept open per process and DataLoader worker (three per tile, least recently
+#: used closed first); GDAL keeps the decoded blocks of open rasters in its cache.
+MAX_OPEN = 96
 
 #: Where BRIGHT can be had.
 ZENODO_URL = 'https://zenodo.org/records/14619797'
@@ -248,7 +249,7 @@ def bilinear(
     valid neighbour is NaN. Pixels beyond the block count as invalid. Where every
     pixel is valid this is :func:`scipy.ndimage.map_coordinates` with ``order=1``
     (and ``mode='grid-constant'``), computed as two matrix products because the
-    points form a grid (about 5 times faster).
+    points form a grid.
 
     Args:
         values: ``[C, h, w]`` block.
@@ -437,8 +438,10 @@ class BRIGHTBuildings(NonGeoDataset):
 
         Raises:
             ArgumentError: if an argument is invalid or an event unknown.
-            InputFileError: if the data, a split list, a tile file is missing, or a
-                tile id is malformed.
+            DatasetNotFoundError: if ``root`` holds no ``dfc25_track2_trainval``
+                (the message says where to get BRIGHT).
+            InputFileError: if a split list or a tile file is missing, a tile id is
+                malformed or a target raster is not one.
         """
         self.test_events = _check_arguments(split, task, size_m, pixel_m, test_events)
         self.root = Path(root)
@@ -469,22 +472,26 @@ class BRIGHTBuildings(NonGeoDataset):
         return self.tasks[self.task]
 
     def _check_root(self) -> None:
+        """Check the data folder (DatasetNotFoundError) and split lists (InputFileError)."""
         folder = self.root / self.data_dir
         if not folder.is_dir():
             archive = self.root / f'{self.data_dir}.zip'
             hint = (
-                f'; {archive} is there: extract it (BRIGHTDFC2025(root) does)'
+                f' {archive} is there: extract it (BRIGHTDFC2025(root) does).'
                 if archive.is_file()
                 else ''
             )
-            raise InputFileError(
-                folder,
-                'BRIGHT (DFC 2025 track 2) not found' + hint + '. Get it once '
-                f'(10.2 GB, CC BY-NC 4.0) from {self.url}, e.g. '
-                'torchgeo.datasets.BRIGHTDFC2025(root, download=True), or from '
-                f'{ZENODO_URL}, and give its parent folder as root; nothing is '
-                'downloaded here',
+            error = DatasetNotFoundError(self)
+            error.args = (
+                (
+                    f'{error.args[0]} BRIGHT (DFC 2025 track 2) not found: {folder} does '
+                    f'not exist.{hint} Get it once (10.2 GB, CC BY-NC 4.0) from '
+                    f'{self.url}, e.g. torchgeo.datasets.BRIGHTDFC2025(root, '
+                    f'download=True), or from {ZENODO_URL}, and give its parent folder as '
+                    'root; nothing is downloaded here.'
+                ),
             )
+            raise error
         for name in self.split_files.values():
             if not (folder / name).is_file():
                 raise InputFileError(
@@ -751,7 +758,7 @@ class BRIGHTBuildings(NonGeoDataset):
                 src = rasterio.open(path)
             except rasterio.errors.RasterioIOError as err:
                 raise InputFileError(path, f'cannot be read ({err})') from err
-            while len(self._handles) >= MAX_OPEN:
+            while len(self._handles) >= max(MAX_OPEN, 1):
                 self._handles.popitem(last=False)[1].close()
         self._handles[path] = src
         shape = (
