@@ -22,7 +22,13 @@ from .datasets import DSM, GEMExposure, OSMBuildings
 from .errors import ArgumentError
 
 #: Modalities a model can use, in the order of the contract.
-MODALITIES = ('sar', 'osm', 'dsm', 'gem')
+MODALITIES = ('sar', 'osm', 'dsm', 'gem', 'optical')
+
+#: Modalities that the towns of a catalogue (simulated or real) have, which
+#: :class:`~torchgeo_sar_damage.datamodules.SARDamageDataModule` and city-scale
+#: prediction read: all but ``optical``, whose pre-event imagery comes with the BRIGHT
+#: and QuickQuakeBuildings benchmark datasets only.
+TOWN_MODALITIES = ('sar', 'osm', 'dsm', 'gem')
 
 #: Tabular features of each modality (SAR has none), in the order of the raw
 #: ``tabular`` vector: DSM, OSM, GEM.
@@ -36,7 +42,7 @@ TABULAR_FEATURES: dict[str, tuple[str, ...]] = {
 GROUND_QUANTILE = 0.05
 
 #: Image-like keys of a model batch (same geometric augmentation on all of them).
-IMAGE_KEYS = ('sar', 'dsm')
+IMAGE_KEYS = ('sar', 'dsm', 'optical')
 MASK_KEYS = ('sar_valid', 'footprint')
 
 
@@ -46,6 +52,7 @@ IMAGE_INPUTS: dict[str, tuple[tuple[str, int], ...]] = {
     'sar': (('sar', 1), ('sar_valid', 1)),
     'osm': (('footprint', 2),),
     'dsm': (('dsm', 1),),
+    'optical': (('optical', 3),),
 }
 
 
@@ -57,7 +64,7 @@ def image_channel_count(modalities: str | Sequence[str]) -> int:
 
     Returns:
         2 for SAR (sigma nought, valid mask), 2 for OSM (target, neighbours), 1 for
-        DSM (relief), added up; GEM adds none.
+        DSM (relief), 3 for optical (red, green, blue), added up; GEM adds none.
     """
     chosen = check_modalities(modalities)
     return sum(c for m in chosen for _, c in IMAGE_INPUTS.get(m, ()))
@@ -67,8 +74,9 @@ def stack_images(batch: Mapping[str, Tensor], modalities: Sequence[str]) -> Tens
     """The image modalities of a model batch as one ``[B, C, H, W]`` image.
 
     Channels, in order: ``sar`` (standardised dB), ``sar_valid``, ``footprint``
-    (target, neighbours), ``dsm`` (relief over the DSM scale), for the modalities
-    chosen; the tabular features (DSM statistics, OSM attributes, GEM) are not in it.
+    (target, neighbours), ``dsm`` (relief over the DSM scale), ``optical``
+    (standardised red, green, blue), for the modalities chosen; the tabular features
+    (DSM statistics, OSM attributes, GEM) are not in it.
 
     Args:
         batch: a model batch (:func:`normalise_batch`).
@@ -165,6 +173,13 @@ class Normalisation:
         tabular_mean: per-column mean over training buildings (NaN ignored).
         tabular_std: per-column standard deviation (1 where constant).
         class_counts: training buildings per class (index = label).
+        optical_mean: per-channel mean of the finite pixels of the pre-event optical
+            image (red, green, blue; 0-255), empty when fitted on batches without
+            ``optical`` (and in statistics saved before the optical modality).
+        optical_std: their per-channel standard deviation (1 where constant).
+
+    .. versionchanged:: 0.2
+       *optical_mean* and *optical_std*.
     """
 
     cities: tuple[str, ...]
@@ -175,6 +190,8 @@ class Normalisation:
     tabular_mean: tuple[float, ...]
     tabular_std: tuple[float, ...]
     class_counts: tuple[int, ...]
+    optical_mean: tuple[float, ...] = ()
+    optical_std: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The statistics as plain Python values (for checkpoints and JSON)."""
@@ -188,7 +205,8 @@ class Normalisation:
         """Statistics from :meth:`to_dict`'s output.
 
         Args:
-            values: the dict.
+            values: the dict (one saved before the optical statistics existed has
+                none).
 
         Returns:
             The statistics.
@@ -202,6 +220,8 @@ class Normalisation:
             tabular_mean=tuple(float(v) for v in values['tabular_mean']),
             tabular_std=tuple(float(v) for v in values['tabular_std']),
             class_counts=tuple(int(v) for v in values['class_counts']),
+            optical_mean=tuple(float(v) for v in values.get('optical_mean', ())),
+            optical_std=tuple(float(v) for v in values.get('optical_std', ())),
         )
 
     @classmethod
@@ -215,7 +235,9 @@ class Normalisation:
         """Fit the statistics on raw batches of training buildings.
 
         Args:
-            batches: raw batches (:func:`~torchgeo_sar_damage.datasets.collate_buildings`).
+            batches: raw batches (:func:`~torchgeo_sar_damage.datasets.collate_buildings`);
+                the optical statistics come from their ``optical`` images, where
+                present.
             cities: the training cities (recorded).
             tabular_names: names of the raw ``tabular`` columns.
             num_classes: number of classes of the labels.
@@ -230,6 +252,7 @@ class Normalisation:
         tab_sum = torch.zeros(width, dtype=torch.float64)
         tab_sq = torch.zeros(width, dtype=torch.float64)
         counts = torch.zeros(num_classes, dtype=torch.int64)
+        optical: Tensor | None = None  # [3 (count, sum, squares), channels]
         for batch in batches:
             for key, acc in (('image', sar), ('dsm', relief)):
                 if key not in batch:
@@ -239,6 +262,8 @@ class Normalisation:
                     x = dsm_relief(x)
                 x = x[torch.isfinite(x)]
                 acc += torch.stack([x.new_tensor(x.numel()), x.sum(), (x * x).sum()])
+            if 'optical' in batch:
+                optical = _channel_sums(batch['optical'], optical)
             if width:
                 t = batch['tabular'].double()
                 ok = torch.isfinite(t)
@@ -258,6 +283,9 @@ class Normalisation:
 
         sar_mean, sar_std = moments(*sar)
         tab_mean, tab_std = moments(tab_n, tab_sum, tab_sq)
+        optical_mean, optical_std = (
+            (torch.zeros(0), torch.zeros(0)) if optical is None else moments(*optical)
+        )
         return cls(
             cities=tuple(cities),
             sar_mean_db=float(sar_mean),
@@ -271,7 +299,36 @@ class Normalisation:
             tabular_mean=tuple(tab_mean.tolist()),
             tabular_std=tuple(tab_std.tolist()),
             class_counts=tuple(counts.tolist()),
+            optical_mean=tuple(optical_mean.tolist()),
+            optical_std=tuple(optical_std.tolist()),
         )
+
+
+def _channel_sums(images: Tensor, sums: Tensor | None) -> Tensor:
+    """Add the count, sum and sum of squares of each channel's finite pixels.
+
+    Args:
+        images: ``[B, C, H, W]`` (NaN = nodata).
+        sums: ``[3, C]`` float64 sums so far (None: none yet).
+
+    Returns:
+        The updated ``[3, C]`` sums.
+
+    Raises:
+        ArgumentError: if the channels differ from those of earlier batches.
+    """
+    x = images.double().transpose(0, 1).flatten(1)  # [C, N]
+    ok = torch.isfinite(x)
+    x = torch.where(ok, x, 0.0)
+    new = torch.stack([ok.sum(1).double(), x.sum(1), (x * x).sum(1)]).cpu()
+    if sums is None:
+        return new
+    if sums.shape != new.shape:
+        raise ArgumentError(
+            f'optical images have {new.shape[1]} channels in one batch and '
+            f'{sums.shape[1]} in another; give every batch the same bands'
+        )
+    return sums + new
 
 
 def normalise_batch(
@@ -288,20 +345,24 @@ def normalise_batch(
 
     Args:
         batch: a raw batch (``image``, ``dsm``, ``footprint``, ``tabular``,
-            ``label``, ``building_id``...).
+            ``optical``, ``label``, ``building_id``...).
         statistics: the training-city statistics.
-        modalities: the model's modalities (decide the ``tabular`` columns).
+        modalities: the model's modalities (decide the ``tabular`` columns, and
+            whether the model batch has ``optical``).
         raw_names: names of the columns of ``batch['tabular']`` (default: those the
             statistics were fitted on, :attr:`Normalisation.tabular_names`).
 
     Returns:
         ``sar``, ``sar_valid``, ``footprint`` (2 channels: target, neighbours),
         ``dsm``, ``tabular`` (the selected modalities' columns), ``label`` and
-        ``building_id``; standardised with the training-city statistics and with
-        NaN replaced by 0.
+        ``building_id``, and ``optical`` (per-channel standardised) when the
+        modalities include it; standardised with the training-city statistics and
+        with NaN replaced by 0.
 
     Raises:
-        ArgumentError: if the batch lacks a column the modalities need.
+        ArgumentError: if the batch lacks a column or an image the modalities need,
+            or the statistics have no optical mean and standard deviation for the
+            ``optical`` modality.
     """
     stats = statistics
     image = batch['image'].float()
@@ -341,7 +402,7 @@ def normalise_batch(
     tabular = torch.nan_to_num(
         (raw - mean.to(raw)) / std.to(raw), nan=0.0, posinf=0.0, neginf=0.0
     )
-    return {
+    out: Sample = {
         'sar': sar,
         'sar_valid': valid.float(),
         'footprint': footprint,
@@ -353,3 +414,44 @@ def normalise_batch(
         else torch.full_like(batch['building_id'], -1),
         'building_id': batch['building_id'],
     }
+    if 'optical' in modalities:
+        out['optical'] = standardise_optical(batch, stats)
+    return out
+
+
+def standardise_optical(
+    batch: Mapping[str, Tensor], statistics: Normalisation
+) -> Tensor:
+    """The model batch's ``optical``: the raw optical image, per-channel standardised.
+
+    Args:
+        batch: a raw batch with ``optical`` ``[B, 3, H, W]`` (0-255, NaN = nodata).
+        statistics: the training statistics (:attr:`Normalisation.optical_mean` and
+            :attr:`Normalisation.optical_std`).
+
+    Returns:
+        ``(optical - mean) / std`` per channel, NaN replaced by 0 (the mean).
+
+    Raises:
+        ArgumentError: if the batch has no ``optical`` image, or the statistics have
+            none for its channels.
+    """
+    if 'optical' not in batch:
+        raise ArgumentError(
+            "the modality 'optical' needs the raw batch's 'optical' image (pre-event "
+            f'optical RGB, [B, 3, H, W]), but the batch has only {sorted(batch)}; '
+            'use a data module of a benchmark with optical imagery (BRIGHT, '
+            "QuickQuakeBuildings) or leave 'optical' out of the modalities"
+        )
+    optical = batch['optical'].float()
+    mean, std = statistics.optical_mean, statistics.optical_std
+    if optical.ndim != 4 or len(mean) != optical.shape[1] or len(std) != len(mean):
+        raise ArgumentError(
+            f"batch['optical'] has shape {tuple(optical.shape)}, but the statistics "
+            f'have an optical mean for {len(mean)} channels; fit them '
+            "(Normalisation.fit) on training batches with the same 'optical' images"
+        )
+    shape = (1, -1, 1, 1)
+    m = torch.tensor(mean, dtype=optical.dtype, device=optical.device).reshape(shape)
+    s = torch.tensor(std, dtype=optical.dtype, device=optical.device).reshape(shape)
+    return torch.nan_to_num((optical - m) / s, nan=0.0, posinf=0.0, neginf=0.0)

@@ -3,6 +3,7 @@
 
 """SARDamageDataModule on a small simulated scene of three towns."""
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from torchgeo_sar_damage.datamodules import (
-    MODALITIES,
+    TOWN_MODALITIES,
     Normalisation,
     SARDamageDataModule,
     feature_names,
@@ -106,6 +107,11 @@ def test_splits_by_city(datamodule: SARDamageDataModule) -> None:
         ({'train_cities': []}, ArgumentError, 'train_cities is empty'),
         ({'modalities': ['sar', 'lidar']}, ArgumentError, 'unknown modalities'),
         ({'modalities': []}, ArgumentError, 'modalities is empty'),
+        (
+            {'modalities': ['sar', 'optical']},
+            ArgumentError,
+            "no 'optical' imagery.*BRIGHT and QuickQuakeBuildings.*sar, osm, dsm, gem",
+        ),
         ({'augmentation': 'sideways'}, ArgumentError, 'azimuth'),
         ({'size_m': 0.0}, ArgumentError, 'size_m'),
         ({'sar_units': 'linear'}, ArgumentError, "sar_units must be 'db' or 'dn'"),
@@ -146,6 +152,11 @@ def test_sar_units_and_calibration_reach_the_sar(scene: Path) -> None:
     )
 
 
+def test_default_modalities_are_the_towns() -> None:
+    default = inspect.signature(SARDamageDataModule).parameters['modalities'].default
+    assert default == TOWN_MODALITIES == ('sar', 'osm', 'dsm', 'gem')
+
+
 def test_missing_scene(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match='sardamage simulate'):
         SARDamageDataModule(tmp_path, ['a'], [], [])
@@ -169,7 +180,7 @@ def test_statistics_come_from_training_cities_only(
 ) -> None:
     before = datamodule.statistics
     assert before.cities == ('nurdagi',)
-    assert before.tabular_names == tuple(feature_names(MODALITIES))
+    assert before.tabular_names == tuple(feature_names(TOWN_MODALITIES))
     assert sum(before.class_counts) == len(datamodule.chips('nurdagi'))
     # a copy of the scene whose test town is 6 dB brighter
     copy = tmp_path / 'scene'
@@ -212,7 +223,8 @@ def test_state_dict_round_trip(scene: Path, datamodule: SARDamageDataModule) -> 
 
 
 @pytest.mark.parametrize(
-    'modalities', [('sar',), ('sar', 'osm'), ('sar', 'dsm'), ('osm', 'gem'), MODALITIES]
+    'modalities',
+    [('sar',), ('sar', 'osm'), ('sar', 'dsm'), ('osm', 'gem'), TOWN_MODALITIES],
 )
 def test_model_batch_contract(
     scene: Path, datamodule: SARDamageDataModule, modalities: tuple[str, ...]

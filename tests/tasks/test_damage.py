@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from torchgeo_sar_damage.cli import main
-from torchgeo_sar_damage.datamodules import MODALITIES, SARDamageDataModule
+from torchgeo_sar_damage.datamodules import TOWN_MODALITIES, SARDamageDataModule
 from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.models import FUSIONS
 from torchgeo_sar_damage.tasks import (
@@ -123,8 +123,8 @@ def test_every_modality_and_fusion(scene: Path) -> None:
     dm = make_dm(scene, batch_size=4)
     dm.setup('validate')
     raw = next(iter(dm.val_dataloader()))
-    for n in range(1, len(MODALITIES) + 1):
-        for modalities in itertools.combinations(MODALITIES, n):
+    for n in range(1, len(TOWN_MODALITIES) + 1):
+        for modalities in itertools.combinations(TOWN_MODALITIES, n):
             dm.modalities = modalities
             batch = dm.normalise(raw)
             for fusion in FUSIONS:
@@ -163,7 +163,7 @@ def test_overfits_32_samples(scene: Path, tmp_path: Path) -> None:
         scene, batch_size=32, augmentation='none', intensity_augmentation=False
     )
     model = DamageClassification(
-        modalities=MODALITIES, fusion='late', backbone='resnet18', dropout=0.0
+        modalities=TOWN_MODALITIES, fusion='late', backbone='resnet18', dropout=0.0
     )
     record = _Losses()
     fit = trainer(
@@ -247,7 +247,7 @@ def test_checkpoint_reload_gives_identical_predictions(
 ) -> None:
     seed_everything(0)
     dm = make_dm(scene)
-    model = DamageClassification(modalities=MODALITIES, fusion='late', **SMALL)
+    model = DamageClassification(modalities=TOWN_MODALITIES, fusion='late', **SMALL)
     fit = trainer(tmp_path, max_epochs=2)
     fit.fit(model, dm)
     threshold = float(model.threshold)
@@ -303,7 +303,7 @@ def test_per_city_test_metrics_and_four_grades(scene: Path, tmp_path: Path) -> N
         test_cities=['islahiye', 'adiyaman'],
     )
     model = DamageClassification(
-        modalities=MODALITIES, task='multiclass', loss='focal', **SMALL
+        modalities=TOWN_MODALITIES, task='multiclass', loss='focal', **SMALL
     )
     fit = trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     fit.fit(model, dm)
@@ -442,6 +442,18 @@ def test_cli_bad_city_exits_2(
     err = capsys.readouterr().err
     assert 'unknown cities' in err
     assert 'nurdagi' in err
+
+
+def test_cli_optical_exits_2(
+    scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ['fit', '--config', str(CONFIGS / 'sar.yaml'), '--data.root', str(scene)]
+    argv += ['--trainer.default_root_dir', str(tmp_path)]
+    # the parser takes it; the towns' data module refuses it, in one line
+    assert main([*argv, '--data.modalities', '[sar, optical]']) == 2
+    err = capsys.readouterr().err
+    assert 'BRIGHT and QuickQuakeBuildings' in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize('name', sorted(p.stem for p in CONFIGS.glob('*.yaml')))

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from torchgeo_sar_damage.datamodules import MODALITIES, SARDamageDataModule
+from torchgeo_sar_damage.datamodules import TOWN_MODALITIES, SARDamageDataModule
 from torchgeo_sar_damage.tasks import DamageClassification, ResumableRandomness
 
 SPLIT: dict[str, Any] = {
@@ -37,7 +37,7 @@ def _run(
         chips_root=scene.parent / 'chips',
     )
     model = DamageClassification(
-        modalities=MODALITIES, fusion='late', backbone='resnet10t', embed_dim=16
+        modalities=TOWN_MODALITIES, fusion='late', backbone='resnet10t', embed_dim=16
     )
     trainer = Trainer(
         accelerator='cpu',

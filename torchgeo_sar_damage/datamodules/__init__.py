@@ -3,7 +3,7 @@
 
 """Lightning data modules for post-event SAR damage assessment."""
 
-from ..batch import MODALITIES, Normalisation, feature_names
+from ..batch import MODALITIES, TOWN_MODALITIES, Normalisation, feature_names
 from .catalogue import Catalogue, TownFiles
 from .damage import (
     CityDatasets,
@@ -14,6 +14,7 @@ from .damage import (
 
 __all__ = [
     'MODALITIES',
+    'TOWN_MODALITIES',
     'Catalogue',
     'CityDatasets',
     'Normalisation',

@@ -27,8 +27,8 @@ from ..batch import (
     IMAGE_INPUTS,
     IMAGE_KEYS,
     MASK_KEYS,
-    MODALITIES,
     TABULAR_FEATURES,
+    TOWN_MODALITIES,
     Normalisation,
     check_modalities,
     feature_names,
@@ -313,7 +313,7 @@ class SARDamageDataModule(LightningDataModule):
         train_cities: str | Sequence[str] = ('kahramanmaras', 'nurdagi', 'islahiye'),
         val_cities: str | Sequence[str] = ('adiyaman',),
         test_cities: str | Sequence[str] = ('antakya',),
-        modalities: Sequence[str] = MODALITIES,
+        modalities: Sequence[str] = TOWN_MODALITIES,
         size_m: float = 32.0,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -343,8 +343,10 @@ class SARDamageDataModule(LightningDataModule):
             train_cities: slugs of the training cities.
             val_cities: slugs of the validation cities (threshold, early stopping).
             test_cities: slugs of the test (unseen) cities.
-            modalities: a non-empty subset of :data:`MODALITIES`; decides the
-                ``tabular`` columns of the model batch.
+            modalities: a non-empty subset of
+                :data:`~torchgeo_sar_damage.batch.TOWN_MODALITIES` (``'sar'``,
+                ``'osm'``, ``'dsm'``, ``'gem'``; the towns have no optical imagery);
+                decides the ``tabular`` columns of the model batch.
             size_m: window side in metres (the chip is ``size_m`` / pixel size wide).
             batch_size: buildings per batch.
             num_workers: dataloader worker processes.
@@ -395,7 +397,8 @@ class SARDamageDataModule(LightningDataModule):
 
         Raises:
             ArgumentError: if a city is unknown or in two splits, there is no training
-                city, a modality is unknown, a number is out of range or the towns'
+                city, a modality is unknown or ``'optical'``, a number is out of
+                range or the towns'
                 SAR products have different pixel spacings and ``pixel_m`` is None.
             CatalogueError: if the catalogue is missing or malformed, or a town's
                 files are missing, lack a CRS, labels or do not overlap (see
@@ -409,6 +412,13 @@ class SARDamageDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.root = Path(root)
         self.modalities = check_modalities(modalities)
+        if 'optical' in self.modalities:
+            raise ArgumentError(
+                "modalities: the towns of a catalogue have no 'optical' imagery; "
+                'pre-event optical images come with the BRIGHT and QuickQuakeBuildings '
+                "benchmark datasets only: leave 'optical' out here (choose from "
+                f'{", ".join(TOWN_MODALITIES)})'
+            )
         _check_settings(size_m, batch_size, num_workers, scheme, pixel_m, sar_units)
         self.size_m = float(size_m)
         self.batch_size = batch_size
