@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import Tensor
 
+from torchgeo_sar_damage.batch import IMAGE_INPUTS, image_channel_count, stack_images
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.models import FUSIONS, MODALITIES, FusionNet
 
@@ -38,6 +39,7 @@ def make_batch(
         'sar_valid': torch.ones(size, 1, px, px),
         'footprint': footprint,
         'dsm': torch.rand(size, 1, px, px),
+        'optical': torch.randn(size, 3, px, px),
         'tabular': torch.randn(size, tabular),
         'label': torch.zeros(size, dtype=torch.long),
     }
@@ -71,7 +73,7 @@ def test_shapes_and_gradients(
 ) -> None:
     torch.manual_seed(0)
     model = FusionNet(modalities, fusion, tabular_features=tabular, num_outputs=2)
-    expected = {'sar', 'osm', 'dsm'} & set(modalities)
+    expected = set(IMAGE_INPUTS) & set(modalities)
     if fusion == 'early' and expected:
         assert len(model.fusion.encoders) == 1
     elif fusion != 'early':
@@ -133,7 +135,11 @@ def test_attention_without_target_pixels() -> None:
 @pytest.mark.parametrize(
     ('kwargs', 'match'),
     [
-        ({'modalities': ('sar', 'optical')}, r"unknown \['optical'\].*'sar', 'osm'"),
+        ({'modalities': ('sar', 'lidar')}, r"unknown \['lidar'\].*'sar', 'osm'"),
+        (
+            {'modalities': ('sar', 'optical'), 'pretrained': ('optical',)},
+            'optical encoder cannot start from TorchGeo weights',
+        ),
         ({'modalities': ()}, 'empty'),
         ({'fusion': 'middle'}, r"unknown 'middle'.*\['attention', 'early', 'late'\]"),
         ({'modalities': ('sar',), 'fusion': 'attention'}, r"needs.*\['osm'\]"),
@@ -303,3 +309,92 @@ def test_same_seed_same_initialisation() -> None:
     torch.manual_seed(43)
     other = FusionNet(('sar', 'osm', 'dsm'), 'attention').state_dict()
     assert not all(torch.equal(states[0][k], other[k]) for k in other)
+
+
+#: Modality sets with the optical image and the fusions each can use.
+OPTICAL_SETS = [(('sar', 'optical'), fusion) for fusion in ('early', 'late')] + [
+    (('sar', 'osm', 'optical'), fusion) for fusion in sorted(FUSIONS)
+]
+OPTICAL_IDS = ['-'.join(m) + f'-{f}' for m, f in OPTICAL_SETS]
+
+
+def optical_weight(model: FusionNet) -> tuple[Tensor, slice]:
+    """The first convolution that sees the optical image, and its optical channels."""
+    if model.fusion_name == 'early':
+        return conv1(model, 'image'), slice(-3, None)
+    return conv1(model, 'optical'), slice(None)
+
+
+def blind_to_optical(model: FusionNet) -> None:
+    """Zero the weights through which the optical image reaches the output."""
+    with torch.no_grad():
+        if model.fusion_name == 'early':
+            conv1(model, 'image')[:, -3:] = 0
+        else:
+            for param in model.fusion.branch('optical').proj.parameters():
+                param.zero_()
+
+
+@pytest.mark.parametrize(('modalities', 'fusion'), OPTICAL_SETS, ids=OPTICAL_IDS)
+def test_optical_input_changes_the_output(
+    modalities: tuple[str, ...], fusion: str
+) -> None:
+    torch.manual_seed(0)
+    model = FusionNet(modalities, fusion).eval()
+    weight, channels = optical_weight(model)
+    assert weight[:, channels].shape[1] == 3
+    batch = make_batch(2, 32, 0)
+    other = {**batch, 'optical': torch.randn_like(batch['optical'])}
+    with torch.no_grad():
+        assert not torch.allclose(model(batch), model(other))
+        # the difference goes through the optical weights: without them there is none
+        blind_to_optical(model)
+        assert torch.allclose(model(batch), model(other), rtol=0, atol=1e-6)
+        # and the other modalities still count
+        sar = {**batch, 'sar': torch.randn_like(batch['sar'])}
+        assert not torch.allclose(model(batch), model(sar))
+
+
+@pytest.mark.parametrize(('modalities', 'fusion'), OPTICAL_SETS, ids=OPTICAL_IDS)
+def test_gradients_reach_the_optical_encoder(
+    modalities: tuple[str, ...], fusion: str
+) -> None:
+    torch.manual_seed(0)
+    model = FusionNet(modalities, fusion, num_outputs=4).train()
+    out = model(make_batch(3, 32, 0))
+    assert out.shape == (3, 4)
+    out.sum().backward()
+    weight, channels = optical_weight(model)
+    assert weight.grad is not None
+    assert weight.grad[:, channels].abs().sum() > 0
+    if fusion != 'early':
+        assert set(model.fusion.encoders) == set(modalities) & set(IMAGE_INPUTS)
+        assert conv1(model, 'optical').shape[1] == 3
+
+
+def test_early_fusion_stacks_optical_last() -> None:
+    modalities = ('sar', 'osm', 'dsm', 'optical')
+    model = FusionNet(modalities, 'early').eval()
+    assert conv1(model, 'image').shape[1] == image_channel_count(modalities) == 8
+    seen: list[Tensor] = []
+    model.fusion.branch('image').register_forward_pre_hook(
+        lambda module, args: seen.append(args[0])
+    )
+    batch = make_batch(2, 32, 0)
+    with torch.no_grad():
+        model(batch)
+    (x,) = seen
+    assert torch.equal(x, stack_images(batch, modalities[::-1]))
+    assert torch.equal(x[:, -3:], batch['optical'])
+    assert torch.equal(x[:, :2], torch.cat([batch['sar'], batch['sar_valid']], 1))
+
+
+def test_optical_batch_key_is_checked() -> None:
+    model = FusionNet(('sar', 'optical'), 'late')
+    batch = make_batch()
+    del batch['optical']
+    with pytest.raises(ArgumentError, match="no 'optical' key"):
+        model(batch)
+    batch['optical'] = torch.zeros(2, 1, 32, 32)
+    with pytest.raises(ArgumentError, match=r"batch\['optical'\].*\[B, 3, H, W\]"):
+        model(batch)

@@ -1,7 +1,7 @@
 # Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
 # Licensed under the MIT License.
 
-"""Models: multimodal fusion of SAR with footprint, DSM and GEM context."""
+"""Models: multimodal fusion of SAR with footprint, DSM, GEM and optical context."""
 
 from ..batch import MODALITIES
 from .fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, FusionNet, LateFusion

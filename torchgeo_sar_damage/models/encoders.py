@@ -30,7 +30,7 @@ def image_channels(modality: str) -> int:
     """Number of input channels of an image modality.
 
     Args:
-        modality: ``'sar'``, ``'osm'`` or ``'dsm'``.
+        modality: ``'sar'``, ``'osm'``, ``'dsm'`` or ``'optical'``.
 
     Returns:
         The sum of the channels of the batch keys in :data:`IMAGE_INPUTS`.
@@ -43,8 +43,8 @@ def image_input(batch: Mapping[str, Tensor], modality: str) -> Tensor:
 
     Args:
         batch: the model batch (see ``docs/design/batch_contract.md``).
-        modality: ``'sar'`` (``sar`` + ``sar_valid``), ``'osm'`` (``footprint``) or
-            ``'dsm'`` (``dsm``).
+        modality: ``'sar'`` (``sar`` + ``sar_valid``), ``'osm'`` (``footprint``),
+            ``'dsm'`` (``dsm``) or ``'optical'`` (``optical``).
 
     Returns:
         A float tensor [B, C, H, W].

@@ -142,9 +142,11 @@ class Fusion(nn.Module):
 class EarlyFusion(Fusion):
     """Early fusion: the selected image modalities are input channels of one encoder.
 
-    SAR (``sar``, ``sar_valid``), footprint (2 channels) and DSM are stacked in that
-    order into one timm backbone, whose pooled embedding is concatenated with the
-    tabular embedding.
+    SAR (``sar``, ``sar_valid``), footprint (2 channels), DSM and optical (red, green,
+    blue) are stacked in that order (that of
+    :func:`~torchgeo_sar_damage.batch.stack_images`) into one timm backbone, whose
+    pooled embedding is concatenated with the tabular embedding. The image inputs
+    must share one pixel grid.
     """
 
     def build(self) -> None:
@@ -169,9 +171,9 @@ class EarlyFusion(Fusion):
 class LateFusion(Fusion):
     """Late fusion: one encoder per image modality, embeddings concatenated.
 
-    SAR, footprint and DSM each have their own timm backbone (same architecture,
-    separate weights); their pooled, projected embeddings and the tabular embedding
-    are concatenated.
+    SAR, footprint, DSM and optical each have their own timm backbone (same
+    architecture, separate weights); their pooled, projected embeddings and the
+    tabular embedding are concatenated.
     """
 
     def build(self) -> None:
@@ -204,8 +206,10 @@ class AttentionFusion(LateFusion):
       multiple of 4) gives the attended token, added to the query and layer-normed.
 
     The fused embedding concatenates the attended token with the SAR, footprint and
-    (if selected) DSM embeddings and the tabular embedding. It needs both ``sar`` and
-    ``osm``; choose ``late`` or ``early`` for other modality sets.
+    (if selected) DSM and optical embeddings and the tabular embedding: the optical
+    image has its own encoder, as in :class:`LateFusion`, and takes no part in the
+    attention. It needs both ``sar`` and ``osm``; choose ``late`` or ``early`` for
+    other modality sets.
     """
 
     required = frozenset({'sar', 'osm'})
@@ -263,14 +267,14 @@ FUSIONS: dict[str, type[Fusion]] = {
 
 
 class FusionNet(nn.Module):
-    """Per-building damage classifier fusing SAR with footprint, DSM and GEM context.
+    """Per-building damage classifier fusing SAR with footprint, DSM, GEM and optical.
 
     Each sample is a window centred on one building (batch contract:
     ``docs/design/batch_contract.md``). The selected
     modalities are encoded and fused by a strategy from :data:`FUSIONS`:
 
-    * ``'early'``: :class:`EarlyFusion`, SAR, footprint and DSM stacked as channels of
-      one encoder;
+    * ``'early'``: :class:`EarlyFusion`, SAR, footprint, DSM and optical stacked as
+      channels of one encoder;
     * ``'late'``: :class:`LateFusion`, one encoder per image modality;
     * ``'attention'``: :class:`AttentionFusion`, footprint-guided cross-attention over
       SAR tokens (needs ``sar`` and ``osm``).
@@ -278,6 +282,11 @@ class FusionNet(nn.Module):
     Every fusion adds the tabular branch (LayerNorm, Linear, ReLU, Dropout, Linear)
     when ``tabular_features > 0``, and works without ``sar`` (a context-only baseline)
     unless it requires it. The head is Linear, ReLU, Dropout, Linear.
+
+    ``'optical'`` is the pre-event optical image (``optical``, red, green, blue,
+    standardised per channel; see the batch contract) of the benchmark datasets with
+    optical imagery: its encoder is one more image branch of the same backbone, with
+    3 input channels.
 
     Image encoders are timm backbones with random initialisation; nothing is
     downloaded. ``weights`` is TorchGeo weights (a ``WeightsEnum`` member or its name,
@@ -298,7 +307,8 @@ class FusionNet(nn.Module):
     :mod:`~torchgeo_sar_damage.models.pretrained` for which are supported and how the
     SAR is fed to them) decide the backbone (``meta['model']``; a ``backbone`` that
     says otherwise is an error) and the SAR input: the encoder of each modality in
-    ``pretrained`` (``'sar'`` by default) starts from them, the others from scratch.
+    ``pretrained`` (``'sar'`` by default) starts from them, the others from scratch
+    (the optical encoder always: the supported weights are Sentinel-1 SAR weights).
     The file is read from torch hub's cache, never downloaded. The SAR standardisation
     needs the training towns' statistics: :meth:`set_sar_statistics`.
 
@@ -328,7 +338,8 @@ class FusionNet(nn.Module):
         """Initialise a new FusionNet.
 
         Args:
-            modalities: non-empty subset of ``'sar'``, ``'osm'``, ``'dsm'``, ``'gem'``.
+            modalities: non-empty subset of ``'sar'``, ``'osm'``, ``'dsm'``, ``'gem'``,
+                ``'optical'``.
             fusion: a key of :data:`FUSIONS`.
             backbone: timm model name of the image encoders (``'resnet18'``,
                 ``'resnet34'``, ``'efficientnet_b0'``...) or a key of
@@ -345,7 +356,8 @@ class FusionNet(nn.Module):
             dropout: dropout probability of the tabular branch, attention and head.
             pretrained: image modalities whose encoder starts from TorchGeo
                 ``weights`` (an ``early`` fusion's one encoder does when any of its
-                modalities is listed); the others start from scratch.
+                modalities is listed); the others start from scratch. Not
+                ``'optical'``: the weights are SAR weights.
             load_weights: read the TorchGeo weights file; False builds the same
                 architecture without it (a checkpoint's state dict fills it).
 
@@ -515,8 +527,8 @@ class FusionNet(nn.Module):
 
         Args:
             batch: the model batch (``sar``, ``sar_valid``, ``footprint``, ``dsm``,
-                ``tabular`` as needed by the selected modalities); other keys are
-                ignored.
+                ``optical``, ``tabular`` as needed by the selected modalities); other
+                keys are ignored.
 
         Returns:
             Logits [B, num_outputs].
@@ -594,6 +606,13 @@ def _torchgeo_inputs(
     images = tuple(m for m in IMAGE_MODALITIES if m in selected)
     sar_input = None
     img_size = None
+    if 'optical' in pretrained:
+        raise ArgumentError(
+            f'pretrained {list(pretrained)}: the optical encoder cannot start from '
+            'TorchGeo weights here (only Sentinel-1 SAR weights are supported, and they '
+            "load into the SAR encoder); leave 'optical' out of pretrained, its "
+            'encoder starts from scratch'
+        )
     if torchgeo is not None:
         check_sar_weights(torchgeo)
         model = torchgeo.meta['model']

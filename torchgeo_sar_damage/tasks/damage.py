@@ -114,7 +114,8 @@ class DamageClassification(Classification):
 
     Each sample is one building (a window centred on its footprint, see
     ``docs/design/batch_contract.md``); the model fuses the chosen modalities
-    (SAR, OSM footprint, DSM, GEM exposure) and predicts whether the building is
+    (SAR, OSM footprint, DSM, GEM exposure and, with the benchmark datasets that have
+    it, pre-event optical imagery) and predicts whether the building is
     damaged (``task='binary'``: Copernicus EMS *Damaged* or *Destroyed*) or its EMS
     grade (``task='multiclass'``, four grades; use the data module's
     ``scheme='four'``).
@@ -182,7 +183,9 @@ class DamageClassification(Classification):
 
         Args:
             modalities: a non-empty subset of ``'sar'``, ``'osm'``, ``'dsm'``,
-                ``'gem'`` (the data module's must be the same).
+                ``'gem'``, ``'optical'`` (the data module's must be the same;
+                ``'optical'`` needs a data module of a benchmark with optical
+                imagery).
             fusion: a key of :data:`~torchgeo_sar_damage.models.FUSIONS`
                 (``'early'``, ``'late'``, ``'attention'``).
             backbone: timm model name of the image encoders (default: that of
@@ -208,7 +211,8 @@ class DamageClassification(Classification):
             patience: epochs without ``val_loss`` improvement before the learning
                 rate is reduced.
             pretrained: image modalities whose encoders start from TorchGeo
-                ``weights`` (the SAR's only by default); the others start from scratch.
+                ``weights`` (the SAR's only by default; not ``'optical'``, the
+                weights are SAR weights); the others start from scratch.
             load_weights: read the TorchGeo weights file when the model is built.
                 Checkpoints record False (their state dict holds the trained
                 weights), so loading one needs no weights file.
