@@ -19,7 +19,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datasets import CALIBRATION_ATTRIBUTES
-from torchgeo_sar_damage.errors import InputFileError
+from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
 
 TOWN = 'adiyaman'
@@ -267,3 +267,27 @@ def test_sar_units_must_be_the_checkpoints(
     bad.write_text('[1, 2]')
     assert main([*argv, '--calibration', str(bad), '--out', str(out)]) == 2
     assert 'must hold a JSON object' in capsys.readouterr().err
+
+
+def test_optical_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / 'optical.ckpt'
+    hparams = {'modalities': ['sar', 'osm', 'optical'], 'task': 'binary'}
+    torch.save({'state_dict': {}, 'hyper_parameters': hparams}, path)
+    with pytest.raises(
+        InputFileError,
+        match=r"optical\.ckpt: was trained with modalities \['optical'\].*no optical",
+    ):
+        load_checkpoint(path)
+    args = ['predict', '--sar', str(tmp_path / 'sar.tif'), '--buildings']
+    args += [str(tmp_path / 'b.gpkg'), '--checkpoint', str(path), '--quiet']
+    assert main([*args, '--out', str(tmp_path / 'out.gpkg')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('sardamage predict: error:')
+    assert "modalities ['optical']" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(ArgumentError, match=r"modalities \['optical'\].*no optical"):
+        predict_module.BuildingChunks(
+            [tmp_path / 'sar.tif'], tmp_path / 'b.gpkg', ('sar', 'optical'), 16.0
+        )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pyproj import CRS
 
-from ..batch import Normalisation, check_modalities
+from ..batch import TOWN_MODALITIES, Normalisation, check_modalities
 from ..datasets import COSMOSkyMed
 from ..errors import InputFileError
 from ..tasks import DamageClassification
@@ -64,7 +64,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     Raises:
         InputFileError: if the file is missing, not a checkpoint of this task, has no
-            statistics, or is a multiclass model.
+            statistics, is a multiclass model or uses the ``'optical'`` modality
+            (prediction reads no optical imagery).
     """
     path = Path(path)
     if not path.is_file():
@@ -79,6 +80,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         ) from None
     if not isinstance(raw, dict) or 'state_dict' not in raw:
         raise InputFileError(path, 'is not a Lightning checkpoint (no state_dict)')
+    hparams = raw.get('hyper_parameters', {})
+    modalities = hparams.get('modalities', TOWN_MODALITIES)
+    chosen = [modalities] if isinstance(modalities, str) else list(modalities)
+    unread = sorted(set(chosen) - set(TOWN_MODALITIES))
+    if unread:
+        raise InputFileError(
+            path,
+            f'was trained with modalities {unread}, which sardamage predict does not '
+            'read: it reads SAR, footprints, a DSM and GEM exposure '
+            f'({", ".join(TOWN_MODALITIES)}), no optical imagery; predict with a '
+            f'model trained without {unread}',
+        )
     stats = raw.get('SARDamageDataModule', {}).get('statistics')
     if stats is None:
         raise InputFileError(
@@ -86,7 +99,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             'has no normalisation statistics: save it from a Trainer fitted with a '
             'SARDamageDataModule (trainer.save_checkpoint or ModelCheckpoint)',
         )
-    hparams = raw.get('hyper_parameters', {})
     if hparams.get('task', 'binary') != 'binary':
         raise InputFileError(
             path,

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchgeo.datasets import DatasetNotFoundError, GeoDataset
 from torchgeo.datasets.utils import Sample
 
-from ..batch import check_modalities
+from ..batch import TOWN_MODALITIES, check_modalities
 from ..datasets import DSM, COSMOSkyMed, GEMExposure, OSMBuildings, unusable_geometries
 from ..datasets.cosmo_skymed import Calibration
 from ..datasets.utils import extract_batch, merge_batches
@@ -123,7 +123,7 @@ class BuildingChunks(Dataset[Sample]):
             sar: COSMO-SkyMed/CSG product files (HDF5 or GTC GeoTIFF).
             buildings: footprints (any vector file GDAL reads, any CRS).
             modalities: the model's modalities (``dsm`` needs ``dsm``, ``gem``
-                needs ``gem``).
+                needs ``gem``; ``optical`` is not read).
             size_m: window side in metres.
             dsm: DSM GeoTIFF.
             gem: GEM exposure CSV files.
@@ -150,6 +150,14 @@ class BuildingChunks(Dataset[Sample]):
         if batch_size < 1:
             raise ArgumentError(f'batch_size must be at least 1, not {batch_size}')
         self.modalities = check_modalities(modalities)
+        unread = [m for m in self.modalities if m not in TOWN_MODALITIES]
+        if unread:
+            raise ArgumentError(
+                f'the model was trained with modalities {unread}, which prediction '
+                'does not read (no optical imagery: SAR, footprints, a DSM and GEM '
+                f'exposure only, {", ".join(TOWN_MODALITIES)}); predict with a model '
+                f'trained without {unread}'
+            )
         self.size_m = float(size_m)
         self.batch_size = batch_size
         self.buildings = _require_file(buildings, 'footprint')
