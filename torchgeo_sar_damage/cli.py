@@ -9,6 +9,8 @@ Subcommands:
 * ``demo``: the end-to-end demonstration on simulated data.
 * ``predict``: city-scale prediction from raw files to a per-building GeoPackage
   layer (and a PNG map), streamed; see :mod:`torchgeo_sar_damage.predict`.
+* ``benchmark bright|qqb``: train and score FusionNet on a real public benchmark,
+  per building (BRIGHT, QuickQuakeBuildings); see :mod:`torchgeo_sar_damage.benchmark`.
 * ``fit``, ``validate``, ``test``: train and evaluate
   :class:`~torchgeo_sar_damage.tasks.DamageClassification` on a
   :class:`~torchgeo_sar_damage.datamodules.SARDamageDataModule` with LightningCLI,
@@ -25,6 +27,7 @@ never a traceback.
 import argparse
 import json
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -321,6 +324,119 @@ def _add_lightning(sub: 'argparse._SubParsersAction[argparse.ArgumentParser]') -
         sub.add_parser(name, help=text, add_help=False)
 
 
+def _add_benchmark(sub: 'argparse._SubParsersAction[argparse.ArgumentParser]') -> None:
+    """The ``benchmark bright`` and ``benchmark qqb`` subcommands."""
+    bench = sub.add_parser(
+        'benchmark',
+        help='train and score FusionNet on BRIGHT or QuickQuakeBuildings (real data)',
+        description='Train and score FusionNet per building on a real public '
+        "benchmark you downloaded: BRIGHT (TorchGeo's BRIGHTDFC2025 layout) or "
+        "QuickQuakeBuildings. Writes OUT/benchmark.csv (the study's columns) and "
+        'OUT/benchmark.md. Nothing is downloaded.',
+    )
+    which = bench.add_subparsers(dest='benchmark', required=True, metavar='DATASET')
+    bright = which.add_parser(
+        'bright',
+        help='BRIGHT (DFC 2025 track 2): its own split or leave-one-event-out',
+        description='FusionNet on BRIGHT, one sample per building. Without '
+        "--test-events: train on BRIGHT's train list, choose on holdout, test on val "
+        "(its targets are not in TorchGeo's archive). With --test-events: each event "
+        'in turn is tested, the other events train (train tiles) and choose (holdout '
+        'tiles).',
+    )
+    bright.add_argument(
+        '--test-events',
+        nargs='+',
+        metavar='EVENT',
+        help='events to leave out, one fold each (e.g. turkey-earthquake)',
+    )
+    bright.add_argument(
+        '--earthquakes-only',
+        action='store_true',
+        help='keep only the earthquake events',
+    )
+    bright.add_argument(
+        '--size-m', type=float, default=32.0, metavar='M', help='window side (32 m)'
+    )
+    bright.add_argument(
+        '--pixel-m',
+        type=_pixel,
+        default=0.5,
+        metavar='M',
+        help='window pixel size in metres (default 0.5)',
+    )
+    bright.add_argument(
+        '--cache-dir', type=Path, metavar='DIR', help='folder of the building index'
+    )
+    qqb = which.add_parser(
+        'qqb',
+        help='QuickQuakeBuildings (Islahiye, Capella SAR + optical, 5 folds)',
+        description='FusionNet on QuickQuakeBuildings, under its published protocol '
+        '(validation fold = test fold) and an honest one (separate validation fold).',
+    )
+    qqb.add_argument(
+        '--protocol',
+        choices=('both', 'qqb', 'honest'),
+        default='both',
+        help="'qqb': theirs; 'honest': a separate fold chooses; 'both' (default)",
+    )
+    qqb.add_argument(
+        '--size', type=_positive_int, default=64, metavar='PX', help='window side (64)'
+    )
+    qqb.add_argument(
+        '--folds',
+        nargs='+',
+        type=int,
+        choices=(1, 2, 3, 4, 5),
+        default=[1, 2, 3, 4, 5],
+        metavar='K',
+        help='test folds (default: all five)',
+    )
+    defaults = {
+        'bright': 'sar sar+osm sar+optical sar+osm+optical',
+        'qqb': 'sar sar+optical',
+    }
+    for name, parser in (('bright', bright), ('qqb', qqb)):
+        parser.add_argument(
+            '--root', required=True, type=Path, help='folder of the downloaded data'
+        )
+        parser.add_argument('--out', required=True, type=Path, help='output folder')
+        parser.add_argument(
+            '--modalities',
+            nargs='+',
+            default=defaults[name].split(),
+            metavar='SET',
+            help=f'modality sets joined by + (default: {defaults[name]})',
+        )
+        parser.add_argument(
+            '--fusions',
+            nargs='+',
+            default=['late'],
+            metavar='F',
+            help='early, late, attention (default: late)',
+        )
+        parser.add_argument(
+            '--seeds',
+            nargs='+',
+            type=_non_negative_int,
+            default=[0],
+            metavar='S',
+            help='training seeds (default: 0)',
+        )
+        parser.add_argument(
+            '--epochs', type=_positive_int, default=10, metavar='E', help='(10)'
+        )
+        parser.add_argument(
+            '--batch-size', type=_positive_int, default=32, metavar='B', help='(32)'
+        )
+        parser.add_argument(
+            '--backbone', default='resnet18', metavar='NAME', help='timm encoder'
+        )
+        _add_accelerator(parser)
+        parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    bench.set_defaults(handler=_benchmark)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sardamage``: one builder per subcommand."""
     parser = argparse.ArgumentParser(
@@ -332,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_demo(sub)
     _add_predict_run(_add_predict(sub))
+    _add_benchmark(sub)
     _add_lightning(sub)
     return parser
 
@@ -380,6 +497,95 @@ def _demo(args: argparse.Namespace) -> int:
     )
     for name in ('model.ckpt', 'predictions.gpkg', 'map.png', 'metrics.json', 'scene'):
         print(f'  {out / name}')
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from torchgeo.datasets.errors import DatasetNotFoundError
+
+    try:
+        return _run_benchmark(args)
+    except DatasetNotFoundError as err:
+        raise InputFileError(args.root, str(err)) from None
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import (
+        QQB_PUBLISHED,
+        bright_folds,
+        check_sets,
+        qqb_folds,
+        run_benchmark,
+        write_benchmark_report,
+    )
+
+    sets = check_sets(args.modalities)
+    command = 'sardamage ' + shlex.join(getattr(args, 'argv', ['benchmark']))
+    pixel_m: float | None
+    if args.benchmark == 'bright':
+        folds = bright_folds(
+            args.root,
+            args.test_events,
+            args.earthquakes_only,
+            args.size_m,
+            args.pixel_m,
+            args.cache_dir,
+            progress=not args.quiet,
+        )
+        pixel_m = args.pixel_m
+        title = 'FusionNet on BRIGHT, per building'
+        data = (
+            f'Data: BRIGHT in `{args.root}`, windows of {args.size_m:g} m at '
+            f'{args.pixel_m:g} m; '
+            + (
+                'leave-one-event-out over ' + ', '.join(args.test_events)
+                if args.test_events
+                else "BRIGHT's own split (train / holdout / val)"
+            )
+            + ('; earthquakes only' if args.earthquakes_only else '')
+            + '.'
+        )
+        published: tuple[tuple[str, float, float], ...] = ()
+        source = ''
+    else:
+        folds = qqb_folds(args.root, args.protocol, args.size, test_folds=args.folds)
+        pixel_m = None
+        title = 'FusionNet on QuickQuakeBuildings, per building'
+        data = (
+            f'Data: QuickQuakeBuildings in `{args.root}`, patches resized to '
+            f'{args.size} px; five folds.'
+        )
+        published = QQB_PUBLISHED
+        source = (
+            'Sun, Wang & Eineder (arXiv:2312.06587), 5-fold means of the GitHub '
+            'repository `ya0-sun/PostEQ-SARopt-BuildingDamage` (their protocol).'
+        )
+    rows = run_benchmark(
+        folds,
+        sets,
+        args.fusions,
+        args.seeds,
+        out=args.out,
+        progress=not args.quiet,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+        pixel_m=pixel_m,
+        accelerator=args.accelerator,
+    )
+    about = [
+        data,
+        (
+            f'Models: FusionNet ({args.backbone} encoders) trained by DamageClassification, '
+            f'{args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}, fusions '
+            f'{", ".join(args.fusions)}, accelerator {args.accelerator}. The checkpoint '
+            'of the epoch with the best validation AUROC is kept.'
+        ),
+        f'Command: `{command}`.',
+    ]
+    files = write_benchmark_report(rows, args.out, title, about, published, source)
+    for path in files:
+        print(f'  {path}')
     return 0
 
 
@@ -530,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(arguments)
+    args.argv = arguments
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -82,7 +82,13 @@ from torchgeo.datasets.utils import Sample
 from torchgeo.tasks import Classification
 from tqdm.auto import tqdm
 
-from .batch import IMAGE_INPUTS, MODALITIES, check_modalities, stack_images
+from .batch import (
+    IMAGE_INPUTS,
+    MODALITIES,
+    TOWN_MODALITIES,
+    check_modalities,
+    stack_images,
+)
 from .datamodules import SARDamageDataModule, leave_one_city_out
 from .datasets import OSMBuildings, collate_buildings
 from .datasets.cosmo_skymed import footprint_sigma0_statistics
@@ -892,7 +898,9 @@ def run_study(
             continue
         start = time.perf_counter()
         if fusion == 'gbm':
-            data = _datamodule(config, root, fold, MODALITIES, chips, progress, cache)
+            data = _datamodule(
+                config, root, fold, TOWN_MODALITIES, chips, progress, cache
+            )
             stats = None
             if name == 'sar':
                 for slug in config.cities:

@@ -164,10 +164,10 @@ def test_stacked_mode_leaves_out_unlabelled_chips(
     manifest = json.loads((scene / 'scene.json').read_text())
     for city in ('nurdagi', 'islahiye', 'adiyaman'):
         path = scene / city / manifest['cities'][city]['files']['labels']
-        labels = gpd.read_file(path)
-        rings = labels.geometry.iloc[:6].boundary.buffer(0.4)
-        labels.loc[labels.index[:6], 'geometry'] = rings.to_numpy()
-        labels.to_file(path, driver='GeoJSON')
+        graded = gpd.read_file(path)
+        rings = graded.geometry.iloc[:6].boundary.buffer(0.4)
+        graded.loc[graded.index[:6], 'geometry'] = rings.to_numpy()
+        graded.to_file(path, driver='GeoJSON')
     plain = make(scene, tmp_path / 'chips', modalities=['sar'])
     stacked = make(scene, tmp_path / 'chips', modalities=['sar'], stacked=True)
     for data in (plain, stacked):
