@@ -1,30 +1,45 @@
 # Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
 # Licensed under the MIT License.
 
-"""Reliability of damage probabilities: temperature scaling, calibration error.
+"""Reliability of damage probabilities: calibration of the logits, calibration error.
 
 This module calibrates *probabilities* (what a predicted 0.3 means); the calibration
 of SAR digital numbers to sigma nought is :mod:`~torchgeo_sar_damage.datasets.cosmo_skymed`'s.
 
-Temperature scaling (Guo et al., 2017) divides the logits by one scalar ``T`` fitted
-by minimising the negative log-likelihood on held-out data (the validation cities):
-the ranking of buildings, so AUROC and average precision, is unchanged, and the
-probabilities become closer to observed frequencies. ``T > 1`` softens over-confident
-probabilities, ``T < 1`` sharpens under-confident ones.
+Every calibration here maps a logit ``z`` to ``sigmoid(z / T + b)`` (binary) or
+``softmax(z / T)`` (multiclass), with ``T`` and ``b`` fitted by minimising the negative
+log-likelihood on held-out data (the validation towns); ``T > 0``, so the ranking of
+buildings, hence AUROC and average precision, is unchanged.
 
-Calibration is judged with the expected calibration error (ECE) and a reliability
-diagram over equal-width probability bins.
+* **Temperature scaling** (``'temperature'``; Guo et al., 2017,
+  :func:`fit_temperature`): ``b = 0``. ``T > 1`` softens over-confident
+  probabilities, ``T < 1`` sharpens under-confident ones. It cannot move the
+  probabilities up or down as a whole, so a shift of the logits (a class-balanced
+  loss, a damage rate that differs from the training towns') stays.
+* **Bias-corrected temperature scaling** (``'bcts'``; Alexandari, Kundaje and
+  Shrikumar, 2020) and **Platt scaling** (``'platt'``; Platt, 1999,
+  :func:`fit_platt`): ``T`` and ``b`` together. For one binary logit both are the same
+  two-parameter family, ``sigmoid(a z + b)`` with ``a = 1 / T``, and the same fit
+  (:func:`fit_calibration`); the bias corrects the shift on the validation towns.
+
+:func:`calibrate_logits` applies a fitted calibration. Calibration is judged with the
+expected calibration error (ECE) and a reliability diagram over equal-width
+probability bins.
 
 .. versionadded:: 0.1
 
 .. versionchanged:: 0.2
    Renamed from ``torchgeo_sar_damage.calibration``, which still imports.
+
+.. versionchanged:: 0.3
+   Platt scaling and bias-corrected temperature scaling (:func:`fit_platt`,
+   :func:`fit_calibration`, :func:`calibrate_logits`).
 """
 
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,10 +48,17 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .errors import ArgumentError
 from .plot import save_figure  # also selects the Agg backend
 
-#: Range searched for the inverse temperature ``1 / T``.
+#: Range searched for the inverse temperature ``1 / T`` (the scale ``a`` of Platt).
 INVERSE_TEMPERATURE_RANGE = (0.02, 50.0)
+
+#: A calibration of :func:`fit_calibration`.
+CalibrationMethod = Literal['temperature', 'bcts', 'platt']
+#: The calibrations :func:`fit_calibration` fits (``'platt'`` is the same fit as
+#: ``'bcts'`` for one binary logit).
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ('temperature', 'bcts', 'platt')
 
 
 def _nll(logits: Tensor, targets: Tensor, beta: float) -> float:
@@ -85,6 +107,195 @@ def fit_temperature(logits: Tensor, targets: Tensor) -> float:
             d = a + ratio * (b - a)
             fd = _nll(logits, targets, math.exp(d))
     return float(1 / math.exp((a + b) / 2))
+
+
+def _binary_examples(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Float64 binary logits ``[N]`` and 0/1 targets, unlabelled examples dropped.
+
+    Raises:
+        ArgumentError: if the logits are not binary or do not match the targets.
+    """
+    logits = logits.detach().double().cpu()
+    targets = targets.detach().cpu().reshape(-1)
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    if logits.dim() != 1:
+        raise ArgumentError(
+            f'Platt scaling needs binary logits [N] or [N, 1], not '
+            f'{list(logits.shape)}; use temperature scaling for several classes'
+        )
+    if logits.shape[0] != targets.shape[0]:
+        raise ArgumentError(
+            f'{logits.shape[0]} logits but {targets.shape[0]} targets; give one '
+            'target per logit'
+        )
+    keep = (targets >= 0) & torch.isfinite(logits)
+    return logits[keep], (targets[keep] == 1).double()
+
+
+def _platt_nll(z: Tensor, t: Tensor, a: float, b: float) -> float:
+    """Mean negative log-likelihood of ``sigmoid(a z + b)`` for soft targets ``t``."""
+    s = a * z + b
+    return float((F.softplus(s) - t * s).mean())
+
+
+def _newton(
+    z: Tensor, t: Tensor, a: float, b: float, fit_scale: bool
+) -> tuple[float, float]:
+    """Minimise :func:`_platt_nll` over ``(a, b)`` (or ``b`` alone) by Newton's method.
+
+    The objective is convex; each Newton step is halved until it decreases the
+    objective enough (Armijo), so the iteration converges from any start.
+    """
+    for _ in range(100):
+        p = torch.sigmoid(a * z + b)
+        w = p * (1 - p)
+        r = p - t
+        if fit_scale:
+            wz = float((w * z).mean())
+            gradient = torch.tensor(
+                [float((r * z).mean()), float(r.mean())], dtype=torch.float64
+            )
+            hessian = torch.tensor(
+                [[float((w * z * z).mean()), wz], [wz, float(w.mean())]],
+                dtype=torch.float64,
+            )
+        else:
+            gradient = r.mean().reshape(1)
+            hessian = w.mean().reshape(1, 1)
+        damping = 1e-9 * float(hessian.trace()) + 1e-300
+        hessian = hessian + damping * torch.eye(len(gradient), dtype=torch.float64)
+        step = torch.linalg.solve(hessian, gradient)
+        decrement = float(gradient @ step)
+        if not decrement > 1e-15:  # also stops on NaN
+            break
+        da, db = (
+            (float(step[0]), float(step[1])) if fit_scale else (0.0, float(step[0]))
+        )
+        before, size = _platt_nll(z, t, a, b), 1.0
+        while size > 1e-12:
+            if _platt_nll(z, t, a - size * da, b - size * db) <= (
+                before - 0.25 * size * decrement
+            ):
+                break
+            size /= 2
+        else:
+            break  # no decrease left at float64 precision
+        a, b = a - size * da, b - size * db
+    return a, b
+
+
+def fit_platt(logits: Tensor, targets: Tensor) -> tuple[float, float]:
+    """Fit Platt scaling, ``sigmoid(a * logit + b)``, by maximum likelihood.
+
+    The two parameters minimise the negative log-likelihood by Newton's method (with
+    a backtracking line search) in float64, started from temperature scaling
+    (:func:`fit_temperature`); the result is deterministic. As in Platt (1999), the
+    targets are smoothed to ``(N+ + 1) / (N+ + 2)`` for the ``N+`` positives and
+    ``1 / (N- + 2)`` for the ``N-`` negatives, which keeps ``a`` and ``b`` finite when
+    the logits separate the classes (and changes little with hundreds of examples).
+
+    The scale is kept within :data:`INVERSE_TEMPERATURE_RANGE`, like ``1 / T`` of
+    temperature scaling: it stays positive, so the ranking of the examples is never
+    reversed. Where the unconstrained optimum lies outside it, ``a`` is the nearest
+    bound and ``b`` is fitted for it (the constrained optimum, the objective being
+    convex). This is bias-corrected temperature scaling (Alexandari et al., 2020) with
+    ``T = 1 / a``: see :func:`fit_calibration`.
+
+    Args:
+        logits: binary logits ``[N]`` (or ``[N, 1]``).
+        targets: labels ``[N]`` (1 positive, 0 negative); negative values and
+            non-finite logits are ignored.
+
+    Returns:
+        ``(a, b)``: the scale and the bias (``(1.0, 0.0)`` when there are no usable
+        examples or the targets are all of one class).
+
+    Raises:
+        ArgumentError: if the logits are multiclass or do not match the targets.
+
+    .. versionadded:: 0.3
+    """
+    z, y = _binary_examples(logits, targets)
+    positives = float(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return 1.0, 0.0
+    t = torch.where(y == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    if int(torch.unique(z).numel()) < 2:  # no scale to fit: a constant probability
+        return _newton(z, t, 1.0, 0.0, fit_scale=False)
+    a, b = _newton(z, t, 1 / fit_temperature(z, y), 0.0, fit_scale=True)
+    low, high = INVERSE_TEMPERATURE_RANGE
+    if not low <= a <= high:
+        a = min(max(a, low), high) if math.isfinite(a) else 1.0
+        a, b = _newton(z, t, a, b if math.isfinite(b) else 0.0, fit_scale=False)
+    return a, b
+
+
+def fit_calibration(
+    logits: Tensor, targets: Tensor, method: CalibrationMethod = 'bcts'
+) -> tuple[float, float]:
+    """Fit a calibration ``sigmoid(logit / T + b)`` of the family of this module.
+
+    * ``'temperature'``: temperature scaling, ``b = 0``
+      (:func:`fit_temperature`; binary or multiclass logits).
+    * ``'bcts'``: bias-corrected temperature scaling (Alexandari, Kundaje and
+      Shrikumar, 2020, "Maximum likelihood with bias-corrected calibration is
+      hard-to-beat at label shift adaptation"), ``T`` and ``b`` together. For one
+      binary logit it is Platt scaling with ``a = 1 / T`` (:func:`fit_platt`).
+    * ``'platt'``: the same fit as ``'bcts'``, by its other name.
+
+    Args:
+        logits: binary logits ``[N]`` (or ``[N, 1]``); multiclass logits ``[N, C]``
+            for ``'temperature'`` only.
+        targets: labels ``[N]``; negative values are ignored.
+        method: one of :data:`CALIBRATION_METHODS`.
+
+    Returns:
+        ``(T, b)``: the temperature and the bias, for :func:`calibrate_logits`.
+
+    Raises:
+        ArgumentError: if ``method`` is unknown, or ``'bcts'``/``'platt'`` is given
+            multiclass logits (their bias would be one per class).
+
+    .. versionadded:: 0.3
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ArgumentError(
+            f'calibration {method!r} is unknown; choose from '
+            f'{", ".join(CALIBRATION_METHODS)}'
+        )
+    if method == 'temperature':
+        return fit_temperature(logits, targets), 0.0
+    a, b = fit_platt(logits, targets)
+    return 1 / a, b
+
+
+def calibrate_logits(
+    logits: Tensor, temperature: float | Tensor = 1.0, bias: float | Tensor = 0.0
+) -> Tensor:
+    """Apply a fitted calibration to logits: ``logits / T + b``.
+
+    ``sigmoid`` of the result is the calibrated probability of a binary logit;
+    multiclass logits ``[N, C]`` (``C > 1``) are divided by ``T`` only, the bias is
+    not applied (bias-corrected temperature scaling for several classes needs one
+    bias per class, which this module does not fit); their ``softmax`` is the
+    calibrated probability.
+
+    Args:
+        logits: binary logits ``[N]`` or ``[N, 1]``, or multiclass logits ``[N, C]``.
+        temperature: ``T`` (positive).
+        bias: ``b`` (binary logits only).
+
+    Returns:
+        The calibrated logits, of the shape of ``logits``.
+
+    .. versionadded:: 0.3
+    """
+    scaled = logits / temperature
+    if logits.dim() == 2 and logits.shape[1] > 1:
+        return scaled
+    return scaled + bias
 
 
 def _numpy(values: Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
