@@ -105,16 +105,18 @@ def reference(
 
 @pytest.fixture(scope='module')
 def model_t1(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model with its temperature set to 1 (probabilities: its own sigmoid).
+    """The model with temperature 1 and bias 0 (probabilities: its own sigmoid).
 
     The one-epoch model's fitted temperature is large (here the search's upper
-    bound, 50): its calibrated probabilities all lie within 1e-3 of 0.5, and a wrong
+    bound, 50): its calibrated probabilities all lie close together, and a wrong
     input moves them 50 times less than it moves the model's own sigmoid. Tests
     that compare probabilities at a tight tolerance use this copy too.
     """
     raw = torch.load(model, weights_only=True)
     raw['state_dict']['temperature'] = torch.tensor(1.0)
     raw['temperature'] = 1.0
+    raw['state_dict']['calibration_bias'] = torch.tensor(0.0)
+    raw['calibration_bias'] = 0.0
     path = tmp_path_factory.mktemp('predict_model_t1') / 'model_t1.ckpt'
     torch.save(raw, path)
     return path
@@ -189,15 +191,17 @@ def test_prediction_matches_the_training_pipeline(
     grid, the same footprints rasterised. So the probabilities must agree to float
     rounding, not to a tolerance that a shifted input or a wrong statistic would
     still meet. It runs with the checkpoint as trained (both paths must apply its
-    temperature) and with the copy of temperature 1 (see :func:`model_t1`), whose
-    probabilities show a wrong input 50 times better.
+    temperature and bias) and with the copy of temperature 1 and bias 0 (see
+    :func:`model_t1`), whose probabilities show a wrong input 50 times better.
     """
     if temperature == 'fitted':
         checkpoint, layer = model, reference
         assert load_checkpoint(checkpoint).temperature != 1.0
+        assert load_checkpoint(checkpoint).calibration_bias != 0.0
     else:
         checkpoint, layer = model_t1, reference_t1
         assert load_checkpoint(checkpoint).temperature == 1.0
+        assert load_checkpoint(checkpoint).calibration_bias == 0.0
     data = SARDamageDataModule(
         training_scene,
         train_cities=['nurdagi'],

@@ -291,3 +291,30 @@ def test_optical_model_is_refused(
         predict_module.BuildingChunks(
             [tmp_path / 'sar.tif'], tmp_path / 'b.gpkg', ('sar', 'optical'), 16.0
         )
+
+
+def test_checkpoint_gives_the_calibration(model: Path, tmp_path: Path) -> None:
+    """Prediction reads the temperature, bias and prior the task was fitted with."""
+    raw = torch.load(model, map_location='cpu', weights_only=True)
+    ckpt = load_checkpoint(model)
+    assert ckpt.temperature == raw['temperature']
+    assert ckpt.calibration_bias == raw['calibration_bias']
+    assert ckpt.calibration_bias == float(raw['state_dict']['calibration_bias'])
+    assert ckpt.calibration_bias != 0.0  # fitted with the default, 'bcts'
+    assert 0 < ckpt.validation_prior < 1
+    assert ckpt.validation_prior == raw['validation_prior']
+    logits = torch.linspace(-3, 3, 7)[:, None]
+    torch.testing.assert_close(
+        ckpt.task.probabilities(logits),
+        torch.sigmoid(logits[:, 0] / ckpt.temperature + ckpt.calibration_bias),
+    )
+    # a checkpoint written before the bias: bias 0, prior unknown
+    for key in ('calibration_bias', 'validation_prior'):
+        del raw[key]
+        del raw['state_dict'][key]
+    old = tmp_path / 'old.ckpt'
+    torch.save(raw, old)
+    before = load_checkpoint(old)
+    assert before.calibration_bias == 0.0
+    assert np.isnan(before.validation_prior)
+    assert before.temperature == ckpt.temperature

@@ -649,7 +649,7 @@ def _predict(args: argparse.Namespace) -> int:
     print(
         f'{summary.buildings} buildings ({counts}); {summary.damaged} predicted '
         f'damaged at threshold {summary.threshold:.3f} (temperature '
-        f'{summary.temperature:.2f})'
+        f'{summary.temperature:.2f}, bias {summary.calibration_bias:+.2f})'
     )
     print(f'  {summary.out}')
     if summary.map is not None:

@@ -4,6 +4,7 @@
 """DamageClassification trained on a small simulated scene of three towns."""
 
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import lightning
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
@@ -21,6 +23,13 @@ from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import TOWN_MODALITIES, SARDamageDataModule
 from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.models import FUSIONS
+from torchgeo_sar_damage.reliability import (
+    CalibrationMethod,
+    expected_calibration_error,
+    fit_calibration,
+    fit_platt,
+    fit_temperature,
+)
 from torchgeo_sar_damage.tasks import (
     BinaryFocalLoss,
     DamageClassification,
@@ -98,6 +107,10 @@ def test_focal_loss_weights_positives() -> None:
         ({'task': 'multiclass', 'loss': 'bce'}, 'does not fit'),
         ({'pos_weight': -1.0}, 'must be positive'),
         ({'pos_weight': 'balanced'}, "'auto', a number or None"),
+        (
+            {'calibration_method': 'isotonic'},
+            "calibration_method: unknown 'isotonic'.*temperature, bcts, platt",
+        ),
     ],
 )
 def test_bad_configuration(kwargs: dict[str, Any], match: str) -> None:
@@ -139,6 +152,154 @@ def test_every_modality_and_fusion(scene: Path) -> None:
                 multi = DamageClassification(**args, task='multiclass').eval()
                 with torch.no_grad():
                     assert multi(batch).shape == (4, 4)
+
+
+def shifted_validation(
+    n: int = 4000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[N, 1]`` of a model trained with a balanced loss, and their labels.
+
+    Labels come from ``sigmoid(z - 2)`` (about one building in five damaged); the
+    model's logits are ``1.5 z + 2``: over-confident and shifted up.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator=generator) * 2
+    labels = (torch.rand(n, generator=generator) < torch.sigmoid(z - 2)).long()
+    return (1.5 * z + 2)[:, None], labels
+
+
+def test_default_calibration_is_bcts() -> None:
+    model = DamageClassification(**SMALL)
+    assert model.hparams['calibration_method'] == 'bcts'
+    assert float(model.temperature) == 1.0
+    assert float(model.calibration_bias) == 0.0
+    assert math.isnan(float(model.validation_prior))
+
+
+@pytest.mark.parametrize('method', ['bcts', 'platt'])
+def test_validation_fits_temperature_and_bias(method: CalibrationMethod) -> None:
+    logits, labels = shifted_validation()
+    model = DamageClassification(**SMALL, calibration_method=method)
+    model.fit_calibration(logits, labels)
+    a, b = fit_platt(logits, labels)
+    assert float(model.temperature) == pytest.approx(1 / a, rel=1e-6)
+    assert float(model.calibration_bias) == pytest.approx(b, rel=1e-6)
+    # the affine map back to the true logit z - 2 = logits / 1.5 - 10 / 3
+    assert float(model.temperature) == pytest.approx(1.5, rel=0.1)
+    assert float(model.calibration_bias) == pytest.approx(-10 / 3, abs=0.3)
+    assert float(model.validation_prior) == pytest.approx(
+        float(labels.double().mean()), abs=1e-6
+    )
+    # probabilities() is sigmoid(z / T + b), and calibrated
+    probability = model.probabilities(logits)
+    expected = torch.sigmoid(
+        logits[:, 0] / float(model.temperature) + float(model.calibration_bias)
+    )
+    torch.testing.assert_close(probability, expected)
+    assert expected_calibration_error(probability, labels) < 0.03
+
+
+def test_temperature_only_keeps_the_bias_at_zero() -> None:
+    logits, labels = shifted_validation()
+    model = DamageClassification(**SMALL, calibration_method='temperature')
+    model.fit_calibration(logits, labels)
+    assert float(model.calibration_bias) == 0.0
+    assert float(model.temperature) == pytest.approx(
+        fit_temperature(logits, labels), rel=1e-6
+    )
+    torch.testing.assert_close(
+        model.probabilities(logits), torch.sigmoid(logits[:, 0] / model.temperature)
+    )
+    assert float(model.validation_prior) == pytest.approx(
+        float(labels.double().mean()), abs=1e-6
+    )
+    bcts = DamageClassification(**SMALL)
+    bcts.fit_calibration(logits, labels)
+    # the bias corrects what the temperature alone leaves
+    ece_temperature = expected_calibration_error(model.probabilities(logits), labels)
+    ece_bcts = expected_calibration_error(bcts.probabilities(logits), labels)
+    assert ece_temperature > 0.1
+    assert ece_bcts < ece_temperature - 0.08
+
+
+def test_multiclass_calibration_is_a_temperature() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 4, generator=generator) * 4
+    probabilities = (logits / 4).softmax(dim=1)
+    labels = torch.multinomial(probabilities, 1, generator=generator)[:, 0]
+    model = DamageClassification(**SMALL, task='multiclass')
+    model.fit_calibration(logits, labels)
+    assert float(model.temperature) == pytest.approx(
+        fit_temperature(logits, labels), rel=1e-6
+    )
+    assert float(model.calibration_bias) == 0.0
+    assert math.isnan(float(model.validation_prior))
+    torch.testing.assert_close(
+        model.probabilities(logits), (logits / model.temperature).softmax(dim=1)
+    )
+
+
+def test_calibrate_is_the_mapping_of_every_probability() -> None:
+    model = DamageClassification(**SMALL).eval()
+    model.temperature.fill_(2.0)
+    model.calibration_bias.fill_(-1.0)
+    model.threshold.fill_(0.3)
+    logits = torch.tensor([[-2.0], [0.0], [4.0]])
+    torch.testing.assert_close(model.calibrate(logits), logits / 2 - 1)
+    expected = torch.sigmoid(logits[:, 0] / 2 - 1)
+    torch.testing.assert_close(model.probabilities(logits), expected)
+    # the metrics' scores are recentred on the threshold of these probabilities
+    scores = model._scores(logits)
+    assert torch.equal(scores >= 0.5, expected >= 0.3)
+
+
+def checkpoint_file(model: DamageClassification, path: Path) -> Path:
+    """A checkpoint of ``model`` as Lightning writes one (without a Trainer)."""
+    checkpoint: dict[str, Any] = {
+        'state_dict': model.state_dict(),
+        'hyper_parameters': dict(model.hparams),
+        'pytorch-lightning_version': lightning.__version__,
+    }
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_checkpoint_keeps_the_calibration(tmp_path: Path) -> None:
+    logits, labels = shifted_validation()
+    model = DamageClassification(**SMALL)
+    model.fit_calibration(logits, labels)
+    bias = float(model.calibration_bias)
+    prior = float(model.validation_prior)
+    path = checkpoint_file(model, tmp_path / 'model.ckpt')
+    raw = torch.load(path, weights_only=True)
+    assert raw['calibration_bias'] == bias
+    assert raw['validation_prior'] == prior
+    assert raw['temperature'] == float(model.temperature)
+    assert float(raw['state_dict']['calibration_bias']) == bias
+    assert float(raw['state_dict']['validation_prior']) == prior
+    loaded = DamageClassification.load_from_checkpoint(path)
+    assert float(loaded.calibration_bias) == bias
+    assert float(loaded.validation_prior) == prior
+    assert loaded.hparams['calibration_method'] == 'bcts'
+    torch.testing.assert_close(
+        loaded.probabilities(logits), model.probabilities(logits)
+    )
+
+    # a checkpoint written before the bias and prior existed (and its method)
+    for key in ('calibration_bias', 'validation_prior'):
+        del raw[key]
+        del raw['state_dict'][key]
+    del raw['hyper_parameters']['calibration_method']
+    old = tmp_path / 'old.ckpt'
+    torch.save(raw, old)
+    loaded = DamageClassification.load_from_checkpoint(old)
+    assert float(loaded.calibration_bias) == 0.0
+    assert math.isnan(float(loaded.validation_prior))
+    assert float(loaded.temperature) == float(model.temperature)
+    torch.testing.assert_close(
+        loaded.probabilities(logits), torch.sigmoid(logits[:, 0] / model.temperature)
+    )
 
 
 class _Losses(Callback):
@@ -255,9 +416,20 @@ def test_checkpoint_reload_gives_identical_predictions(
     # probabilities, found here by trying every candidate
     logits, labels = validation_logits(model, dm)
     temperature = float(model.temperature)
-    assert temperature != 1.0  # fitted on the validation town
-    probabilities = torch.sigmoid(logits / model.temperature)
-    assert threshold == brute_force_best_f1_threshold(probabilities, labels)
+    bias = float(model.calibration_bias)
+    prior = float(model.validation_prior)
+    # fitted on the validation town: temperature and bias together (BCTS)
+    assert (temperature, bias) == pytest.approx(
+        fit_calibration(logits, labels, 'bcts'), rel=1e-4, abs=1e-4
+    )
+    assert temperature != 1.0
+    assert bias != 0.0
+    assert prior == pytest.approx(float(labels.double().mean()))
+    probabilities = torch.sigmoid(logits / temperature + bias)
+    torch.testing.assert_close(model.probabilities(logits[:, None]), probabilities)
+    assert threshold == brute_force_best_f1_threshold(
+        model.probabilities(logits[:, None]), labels
+    )
     assert threshold != 0.5
     path = tmp_path / 'model.ckpt'
     fit.save_checkpoint(path)
@@ -267,6 +439,8 @@ def test_checkpoint_reload_gives_identical_predictions(
     assert checkpoint['decision_threshold'] == threshold
     assert float(checkpoint['state_dict']['threshold']) == threshold
     assert checkpoint['temperature'] == temperature
+    assert checkpoint['calibration_bias'] == bias
+    assert checkpoint['validation_prior'] == prior
     assert checkpoint['SARDamageDataModule']['statistics'] == dm.statistics.to_dict()
     assert float(checkpoint['state_dict']['criterion.pos_weight']) == pytest.approx(
         dm.statistics.class_counts[0] / dm.statistics.class_counts[1]
@@ -275,6 +449,8 @@ def test_checkpoint_reload_gives_identical_predictions(
     loaded = DamageClassification.load_from_checkpoint(path)
     assert float(loaded.threshold) == threshold
     assert float(loaded.temperature) == temperature
+    assert float(loaded.calibration_bias) == bias
+    assert float(loaded.validation_prior) == prior
     fresh = make_dm(scene)
     after = trainer(tmp_path).predict(loaded, fresh, ckpt_path=path)
     assert fresh.statistics == dm.statistics

@@ -9,7 +9,8 @@ CRS), optionally a DSM and GEM exposure, and a checkpoint of
 :class:`~torchgeo_sar_damage.tasks.DamageClassification`, and writes a GeoPackage
 layer with every input footprint, in the input's CRS, row order and attributes, plus:
 
-* ``damage_prob``: calibrated probability of damage (the checkpoint's temperature);
+* ``damage_prob``: calibrated probability of damage (the checkpoint's temperature
+  and bias);
 * ``damage``: 1 where ``damage_prob`` reaches the checkpoint's decision threshold;
 * ``uncertainty``: standard deviation of the damage probability under Monte Carlo
   dropout of the fusion head (:data:`MC_SAMPLES` draws, encoders run once; see

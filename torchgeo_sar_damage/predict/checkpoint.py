@@ -3,6 +3,7 @@
 
 """What prediction needs from a training checkpoint, and what it expects of the SAR."""
 
+import math
 import os
 import pickle
 import warnings
@@ -32,11 +33,17 @@ class Checkpoint:
         modalities: the model's modalities.
         size_m: window side in metres the model was trained with.
         threshold: decision threshold (calibrated probability).
-        temperature: temperature of the calibration (1 when not fitted).
+        temperature: temperature ``T`` of the calibration (1 when not fitted).
         sensor: what the model was trained on (``pixel_m``, ``window_px``,
             ``polarisations``, ``product_types``; see
             :func:`~torchgeo_sar_damage.datamodules.damage.sar_product_info`), or
             None for a checkpoint written before it was recorded.
+        calibration_bias: bias ``b`` of the calibration (0 when not fitted, or
+            with ``calibration_method='temperature'``); the damage probability is
+            ``sigmoid(logit / T + b)``, which :attr:`task` applies
+            (:meth:`~torchgeo_sar_damage.tasks.DamageClassification.calibrate`).
+        validation_prior: damage rate of the validation towns the calibration was
+            fitted on (NaN when not recorded).
     """
 
     path: Path
@@ -47,6 +54,8 @@ class Checkpoint:
     threshold: float
     temperature: float
     sensor: dict[str, Any] | None = None
+    calibration_bias: float = 0.0
+    validation_prior: float = math.nan
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -134,6 +143,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         threshold=float(task.threshold),
         temperature=float(task.temperature),
         sensor=None if sensor is None else dict(sensor),
+        calibration_bias=float(task.calibration_bias),
+        validation_prior=float(task.validation_prior),
     )
 
 

@@ -232,6 +232,8 @@ class PredictionSummary:
         threshold: decision threshold used.
         temperature: calibration temperature used.
         damaged: buildings predicted damaged.
+        calibration_bias: calibration bias used (probability
+            ``sigmoid(logit / temperature + calibration_bias)``).
     """
 
     out: Path
@@ -241,6 +243,7 @@ class PredictionSummary:
     threshold: float
     temperature: float
     damaged: int
+    calibration_bias: float = 0.0
 
 
 def draw_map(

@@ -253,6 +253,7 @@ def predict_buildings(
         },
         threshold=ckpt.threshold,
         temperature=ckpt.temperature,
+        calibration_bias=ckpt.calibration_bias,
         damaged=int(
             (results.probability[results.status == _CODE['ok']] >= ckpt.threshold).sum()
         ),

@@ -3,6 +3,7 @@
 
 """Building damage classification from SAR and context, judged on unseen cities."""
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -35,7 +36,12 @@ from ..batch import check_modalities, feature_names
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
 from ..models.pretrained import is_weights_name, resolve_weights
-from ..reliability import fit_temperature
+from ..reliability import (
+    CALIBRATION_METHODS,
+    CalibrationMethod,
+    calibrate_logits,
+    fit_calibration,
+)
 
 #: Number of classes of ``task='multiclass'``: the four Copernicus EMS grades.
 NUM_GRADES = 4
@@ -138,12 +144,26 @@ class DamageClassification(Classification):
       threshold, training, test metrics and predictions use the stored one.
       Threshold-free metrics (AUROC, average precision) do not depend on it.
     * **Calibration**: at the end of every validation epoch, before the threshold, a
-      temperature is fitted on the validation-city logits
-      (:func:`~torchgeo_sar_damage.reliability.fit_temperature`, temperature scaling)
-      and kept in the buffer :attr:`temperature` (checkpoint key
-      ``'temperature'`` too); :meth:`probabilities` divides the logits by it, so the
-      threshold, predictions and metrics are on calibrated probabilities. Rankings
-      (AUROC, AP) are unchanged. Checkpoints saved before it existed load with 1.
+      temperature ``T`` and a bias ``b`` are fitted on the validation-city logits
+      (:meth:`fit_calibration`, with
+      :func:`~torchgeo_sar_damage.reliability.fit_calibration`) and kept in the
+      buffers :attr:`temperature` and :attr:`calibration_bias` (checkpoint keys
+      ``'temperature'`` and ``'calibration_bias'`` too). :meth:`calibrate` maps a
+      logit ``z`` to ``z / T + b``, so the damage probability is
+      ``sigmoid(z / T + b)``; the threshold, predictions and metrics are on these
+      calibrated probabilities. ``calibration_method='bcts'`` (the default;
+      bias-corrected temperature scaling, Alexandari et al., 2020, which for one
+      logit is Platt scaling, also accepted as ``'platt'``) fits both: the bias
+      removes the shift of the logits that the class-balanced loss and the
+      validation town's own damage rate leave, which a temperature alone cannot.
+      ``'temperature'`` fits ``T`` only (``b = 0``, temperature scaling, Guo et al.,
+      2017). With ``task='multiclass'`` only the temperature is fitted, whatever
+      the method (a bias would be one per grade). Rankings (AUROC, AP) are unchanged
+      (``T > 0``). The validation town's damage rate (share of damaged buildings
+      among the labels of the fit) is kept in the buffer :attr:`validation_prior`
+      (checkpoint key ``'validation_prior'``; NaN for multiclass): the source prior
+      of a later label-shift adaptation. Checkpoints saved before these existed
+      load with ``T = 1``, ``b = 0`` and a NaN prior.
     * **Uncertainty**: :meth:`probabilities_with_uncertainty` runs the encoders once
       and samples the dropout of the fusion head (Monte Carlo dropout, Gal and
       Ghahramani, 2016); the uncertainty is the standard deviation of the sampled
@@ -155,6 +175,10 @@ class DamageClassification(Classification):
     (``--trainer.precision 16-mixed``) and DDP are Trainer flags.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.3
+       Bias-corrected temperature scaling (*calibration_method*,
+       :attr:`calibration_bias`, :attr:`validation_prior`, :meth:`calibrate`).
     """
 
     #: Monitored by the learning-rate scheduler and checkpoints.
@@ -178,6 +202,7 @@ class DamageClassification(Classification):
         patience: int = 10,
         pretrained: Sequence[str] = ('sar',),
         load_weights: bool = True,
+        calibration_method: CalibrationMethod = 'bcts',
     ) -> None:
         """Initialise a new DamageClassification task.
 
@@ -216,9 +241,16 @@ class DamageClassification(Classification):
             load_weights: read the TorchGeo weights file when the model is built.
                 Checkpoints record False (their state dict holds the trained
                 weights), so loading one needs no weights file.
+            calibration_method: how the probabilities are calibrated on the
+                validation towns: ``'bcts'`` (temperature and bias; ``'platt'`` is
+                the same fit) or ``'temperature'`` (temperature only, bias 0); see
+                :func:`~torchgeo_sar_damage.reliability.fit_calibration`. Not
+                named ``calibration``, which is the data module's SAR calibration
+                (Lightning refuses a hyper-parameter of both with two values).
 
         Raises:
-            ArgumentError: if a modality, fusion, task, loss or pos_weight is invalid.
+            ArgumentError: if a modality, fusion, task, loss, pos_weight or
+                calibration method is invalid.
         """
         check_modalities(modalities)
         if fusion not in FUSIONS:
@@ -247,6 +279,11 @@ class DamageClassification(Classification):
                 f'pos_weight={pos_weight}: a number must be positive and is for '
                 "task='binary' only ('auto' or None for multiclass)"
             )
+        if calibration_method not in CALIBRATION_METHODS:
+            raise ArgumentError(
+                f'calibration_method: unknown {calibration_method!r}; choose from '
+                f'{", ".join(CALIBRATION_METHODS)}'
+            )
         model = backbone
         if model is None:  # the model of TorchGeo weights, else FusionNet's default
             torchgeo = resolve_weights(weights) if is_weights_name(weights) else None
@@ -272,7 +309,12 @@ class DamageClassification(Classification):
         return NUM_GRADES if self.hparams['task'] == 'multiclass' else 1
 
     def configure_models(self) -> None:
-        """Build the :class:`~torchgeo_sar_damage.models.FusionNet` and the threshold."""
+        """Build the :class:`~torchgeo_sar_damage.models.FusionNet` and its buffers.
+
+        The buffers are the decision :attr:`threshold` (0.5), the calibration's
+        :attr:`temperature` (1) and :attr:`calibration_bias` (0), and the
+        :attr:`validation_prior` (NaN until a validation has run).
+        """
         modalities = check_modalities(self.hparams['modalities'])
         features = self.hparams['tabular_features']
         if features is None:
@@ -295,6 +337,10 @@ class DamageClassification(Classification):
         self.register_buffer('threshold', torch.tensor(0.5))
         self.temperature: Tensor
         self.register_buffer('temperature', torch.tensor(1.0))
+        self.calibration_bias: Tensor
+        self.register_buffer('calibration_bias', torch.tensor(0.0))
+        self.validation_prior: Tensor
+        self.register_buffer('validation_prior', torch.tensor(math.nan))
 
     def configure_losses(self) -> None:
         """The loss; class weights are buffers, set from the training cities in setup."""
@@ -438,11 +484,59 @@ class DamageClassification(Classification):
         probability is at least :attr:`threshold`, and ranks buildings as the
         probability does (so AUROC and average precision are unchanged).
         """
-        logits = logits.float() / self.temperature
+        logits = self.calibrate(logits)
         if self.hparams['task'] == 'binary':
             threshold = self.threshold.clamp(1e-6, 1 - 1e-6)
             return torch.sigmoid(logits.squeeze(1) - torch.logit(threshold))
         return logits.softmax(dim=1)
+
+    def calibrate(self, logits: Tensor) -> Tensor:
+        """Calibrated logits: ``logits / T + b`` (binary) or ``logits / T`` (grades).
+
+        ``T`` is :attr:`temperature` and ``b`` :attr:`calibration_bias`, both fitted
+        on the validation towns (:meth:`fit_calibration`); the mapping is
+        :func:`~torchgeo_sar_damage.reliability.calibrate_logits`, the one every
+        probability of this task goes through.
+
+        Args:
+            logits: the model's output, ``[B, 1]`` or ``[B, 4]``.
+
+        Returns:
+            The calibrated logits (float32 or wider), of the same shape.
+
+        .. versionadded:: 0.3
+        """
+        return calibrate_logits(logits.float(), self.temperature, self.calibration_bias)
+
+    def fit_calibration(self, logits: Tensor, targets: Tensor) -> None:
+        """Fit the calibration on validation logits and record their damage rate.
+
+        Sets :attr:`temperature` and :attr:`calibration_bias` with
+        ``calibration_method`` (temperature only for ``task='multiclass'``, whose
+        bias stays 0) and :attr:`validation_prior` to the share of damaged
+        buildings (label 1) among the labelled ones (NaN for multiclass or without
+        labels). Called at the end of every validation epoch, before the threshold.
+
+        Args:
+            logits: the model's output for the validation buildings, ``[N, 1]`` or
+                ``[N, 4]``.
+            targets: their labels ``[N]``; negative labels are ignored.
+
+        .. versionadded:: 0.3
+        """
+        binary = self.hparams['task'] == 'binary'
+        method: CalibrationMethod = (
+            self.hparams.get('calibration_method', 'bcts') if binary else 'temperature'
+        )
+        temperature, bias = fit_calibration(logits, targets, method)
+        self.temperature.fill_(temperature)
+        self.calibration_bias.fill_(bias)
+        labels = targets.reshape(-1)
+        labels = labels[labels >= 0]
+        prior = math.nan
+        if binary and labels.numel() > 0:
+            prior = float((labels == 1).double().mean())
+        self.validation_prior.fill_(prior)
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Calibrated damage probability ``[B]`` (binary) or grade probabilities.
@@ -451,10 +545,10 @@ class DamageClassification(Classification):
             logits: the model's output.
 
         Returns:
-            The probabilities of ``logits /`` :attr:`temperature` (``[B]`` for
-            binary, ``[B, 4]`` for the grades).
+            ``sigmoid(logits / T + b)`` ``[B]`` for binary, ``softmax(logits / T)``
+            ``[B, 4]`` for the grades (see :meth:`calibrate`).
         """
-        logits = logits.float() / self.temperature
+        logits = self.calibrate(logits)
         if self.hparams['task'] == 'binary':
             return torch.sigmoid(logits.squeeze(1))
         return logits.softmax(dim=1)
@@ -541,7 +635,11 @@ class DamageClassification(Classification):
         self.val_targets.update(labels[keep].float())
 
     def on_validation_epoch_end(self) -> None:
-        """Choose the threshold on all validation predictions and log the metrics."""
+        """Fit the calibration and the threshold on all validation predictions, log.
+
+        Logs ``val_temperature``, ``val_calibration_bias``, ``val_threshold`` and the
+        validation metrics. Nothing is fitted during Lightning's sanity check.
+        """
         if not self.val_targets.update_called:
             return
         logits = self.val_logits.compute().reshape(-1, self.num_outputs)
@@ -549,11 +647,13 @@ class DamageClassification(Classification):
         self.val_logits.reset()
         self.val_targets.reset()
         if not self.trainer.sanity_checking:
-            self.temperature.fill_(fit_temperature(logits, targets))
+            self.fit_calibration(logits, targets)
         if self.hparams['task'] == 'binary' and not self.trainer.sanity_checking:
+            # on the calibrated probabilities, as predictions will be
             threshold = best_f1_threshold(self.probabilities(logits), targets)
             self.threshold.fill_(threshold)
         self.log('val_temperature', self.temperature, sync_dist=True)
+        self.log('val_calibration_bias', self.calibration_bias, sync_dist=True)
         self.log('val_threshold', self.threshold, sync_dist=True)
         self.val_metrics.update(self._scores(logits), targets)
         self.log_dict(self.val_metrics.compute(), sync_dist=True)
@@ -641,13 +741,19 @@ class DamageClassification(Classification):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the threshold and temperature at the checkpoint's top level too.
+        """Record the threshold and calibration at the checkpoint's top level too.
+
+        The keys are ``'decision_threshold'``, ``'temperature'``,
+        ``'calibration_bias'`` and ``'validation_prior'`` (copies of the buffers of
+        the ``state_dict``, for readers without the model).
 
         Args:
             checkpoint: the checkpoint being saved.
         """
         checkpoint['decision_threshold'] = float(self.threshold)
         checkpoint['temperature'] = float(self.temperature)
+        checkpoint['calibration_bias'] = float(self.calibration_bias)
+        checkpoint['validation_prior'] = float(self.validation_prior)
         if self.model.weights_name is not None:
             # the architecture of TorchGeo weights, without reading their file again
             hparams = checkpoint.setdefault('hyper_parameters', {})
@@ -655,11 +761,22 @@ class DamageClassification(Classification):
             hparams['load_weights'] = False
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Give checkpoints saved before temperature scaling a temperature of 1.
+        """Give older checkpoints the calibration buffers they lack.
+
+        Saved before temperature scaling: temperature 1; before the bias: bias 0
+        (their probabilities are unchanged) and a validation prior of NaN (unknown).
 
         Args:
             checkpoint: the checkpoint being loaded.
         """
         state = checkpoint.get('state_dict')
-        if isinstance(state, dict) and 'temperature' not in state:
-            state['temperature'] = torch.tensor(1.0)
+        if not isinstance(state, dict):
+            return
+        defaults = {
+            'temperature': 1.0,
+            'calibration_bias': 0.0,
+            'validation_prior': math.nan,
+        }
+        for key, value in defaults.items():
+            if key not in state:
+                state[key] = torch.tensor(value)
