@@ -28,6 +28,7 @@ from torchgeo_sar_damage.study import (
     grid,
     run_study,
     scores,
+    with_adaptation,
     with_best_f1,
     write_report,
 )
@@ -445,3 +446,44 @@ def test_study_runs_torchgeo_models(
     # findings compare the new rows with this package's models
     assert 'for the best FusionNet on the same modalities' in page
     assert 'trained from scratch (AUROC' in page
+
+
+def test_with_adaptation_estimates_each_town_share() -> None:
+    # three towns; the model is calibrated on the validation town (the next one)
+    rng = np.random.default_rng(0)
+    cities = ['a', 'b', 'c']
+    share = {'a': 0.08, 'b': 0.3, 'c': 0.2}
+    rows, parts = [], []
+    for i, city in enumerate(cities):
+        source = share[cities[(i + 1) % 3]]
+        n = 20000
+        y = (rng.random(n) < share[city]).astype(int)
+        x = rng.normal(2.5 * y, 1.0)
+        # exact posterior under the validation town's share
+        odds = source / (1 - source) * np.exp(2.5 * x - 3.125)
+        p = odds / (1 + odds)
+        for fusion in ('late', 'gbm'):
+            base = {
+                'modalities': 'sar',
+                'fusion': fusion,
+                'split': 'unseen',
+                'held_out_city': city,
+                'seed': 0,
+            }
+            rows.append({**base, **scores(p, y, 0.5), 'threshold': 0.5, 'seconds': 1.0})
+            parts.append(pd.DataFrame({**base, 'probability': p, 'label': y}))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    out = with_adaptation(frame, pd.concat(parts, ignore_index=True), cities)
+    for record in out.to_dict('records'):
+        truth = share[record['held_out_city']]
+        assert record['share_true'] == pytest.approx(truth, abs=0.015)
+        if record['fusion'] == 'gbm':  # not calibrated on the validation town
+            assert np.isnan(record['share_estimate'])
+            assert np.isnan(record['ece_adapted'])
+            continue
+        assert record['share_estimate'] == pytest.approx(truth, abs=0.02)
+        assert record['share_error'] < 0.02
+        assert record['ece_adapted'] < 0.03
+        # the unadapted probabilities carry the validation town's share
+        assert record['ece'] > record['ece_adapted'] + 0.02
+        assert 0 < record['f1_adapted'] <= 1

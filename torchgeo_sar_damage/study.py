@@ -129,6 +129,18 @@ METRICS = ('f1', 'precision', 'recall', 'auroc', 'ap', 'kappa', 'ece')
 #: :data:`COLUMNS` in ``study.csv``: the F1 at the test set's own best threshold.
 REPORT_METRICS = ('f1_best',)
 
+#: Metrics of the report after label-free prior adaptation to each test set
+#: (:func:`with_adaptation`), computed from the saved predictions: the ECE and the F1
+#: (at the adapted expected-F1 threshold) of the adapted probabilities, the damaged
+#: share estimated without labels, the true one and the absolute error.
+ADAPTED_METRICS = (
+    'ece_adapted',
+    'f1_adapted',
+    'share_estimate',
+    'share_true',
+    'share_error',
+)
+
 #: ``fusion`` of the study's runs of TorchGeo's ``Classification`` task.
 TORCHGEO = 'torchgeo'
 
@@ -442,6 +454,82 @@ def with_best_f1(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
             rows.modalities, rows.fusion, rows.split, rows.held_out_city, rows.seed
         )
     ]
+    return out
+
+
+def calibrated_on_validation(fusion: str) -> bool:
+    """Whether a model's probabilities are calibrated on the validation town.
+
+    FusionNet runs are (:class:`~torchgeo_sar_damage.tasks.DamageClassification`
+    fits a temperature and a bias there); gradient boosting (class-balanced) and
+    TorchGeo's task (no calibration) are not, so prior adaptation, which needs the
+    validation town's calibrated probabilities, is not applied to them.
+    """
+    return fusion not in ('gbm', TORCHGEO)
+
+
+def with_adaptation(
+    rows: pd.DataFrame, predictions: pd.DataFrame, cities: Sequence[str], bins: int = 10
+) -> pd.DataFrame:
+    """The rows with :data:`ADAPTED_METRICS`, from each run's saved predictions.
+
+    Each test set's probabilities are adapted to its damaged share estimated without
+    labels (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`, EM of Saerens et
+    al. 2002); the source share is that of the fold's validation town (the next city
+    after the unseen one, whose labelled buildings calibrated the model), read from
+    its rows. ``share_true`` is the test set's damaged share; the other columns are
+    NaN for models not calibrated on the validation town
+    (:func:`calibrated_on_validation`) and where adaptation failed safe.
+
+    Args:
+        rows: rows of the study (:func:`run_study`).
+        predictions: pooled predictions (:func:`run_study`).
+        cities: the study's cities, in the configuration's order.
+        bins: bins of the expected calibration error.
+
+    Returns:
+        A copy of ``rows`` with the columns.
+    """
+    from .prior_shift import adapt_to_town
+
+    unseen = rows[rows.split == 'unseen'].drop_duplicates('held_out_city')
+    share = {
+        str(c): float(d) / float(n)
+        for c, d, n in zip(unseen.held_out_city, unseen.n_damaged, unseen.n_buildings)
+        if float(n) > 0
+    }
+    order = list(cities)
+    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
+    groups = {tuple(key): group for key, group in predictions.groupby(keys, sort=False)}
+    out = rows.copy()
+    values: dict[str, list[float]] = {m: [] for m in ADAPTED_METRICS}
+    for row in rows[keys].to_dict('records'):
+        key = (*[row[k] for k in keys[:-1]], int(row['seed']))
+        group = groups.get(key)
+        record = dict.fromkeys(ADAPTED_METRICS, float('nan'))
+        city = str(row['held_out_city'])
+        val = order[(order.index(city) + 1) % len(order)] if city in order else None
+        source = share.get(str(val), float('nan'))
+        if group is not None and len(group):
+            p = group.probability.to_numpy(dtype=np.float64)
+            y = group.label.to_numpy(dtype=np.int64)
+            record['share_true'] = float(y.mean())
+            if calibrated_on_validation(str(row['fusion'])) and np.isfinite(source):
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore', UserWarning)
+                    shift = adapt_to_town(p, source)
+                if shift.adapted:
+                    q = shift.probabilities
+                    record['ece_adapted'] = expected_calibration_error(q, y, bins)
+                    record['f1_adapted'] = float(
+                        f1_score(y, q >= shift.threshold, zero_division=0)
+                    )
+                    record['share_estimate'] = shift.estimate
+                    record['share_error'] = abs(shift.estimate - record['share_true'])
+        for metric in ADAPTED_METRICS:
+            values[metric].append(record[metric])
+    for metric in ADAPTED_METRICS:
+        out[metric] = values[metric]
     return out
 
 
@@ -1047,7 +1135,8 @@ def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         One row per group with ``runs`` and ``<metric>_mean``, ``<metric>_std``.
     """
     out = []
-    metrics = [*METRICS, *[m for m in REPORT_METRICS if m in rows.columns]]
+    extra = [*REPORT_METRICS, *ADAPTED_METRICS]
+    metrics = [*METRICS, *[m for m in extra if m in rows.columns]]
     for key, group in iter_groups(rows, by):
         record: dict[str, Any] = dict(zip(by, key))
         record['runs'] = len(group)
@@ -1182,6 +1271,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
             f'({describe_model(*high)}).'
         )
     lines += _torchgeo_findings(means)
+    lines += _adaptation_findings(unseen)
     for record in gap_table(rows).to_dict('records'):
         if record['fusion'] in ('late', 'gbm'):
             lines.append(
@@ -1190,6 +1280,41 @@ def findings(rows: pd.DataFrame) -> list[str]:
                 f'{record["f1_gap_mean"]:+.3f} ± {record["f1_gap_std"]:.3f}.'
             )
     return lines
+
+
+def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
+    """Sentences on prior adaptation of the FusionNet models (see :func:`findings`)."""
+    if 'ece_adapted' not in unseen.columns:
+        return []
+    deep = unseen[[calibrated_on_validation(str(f)) for f in unseen.fusion]]
+    per_model = deep.groupby(['modalities', 'fusion'], sort=False)[
+        ['ece', 'ece_adapted', 'f1', 'f1_adapted', 'f1_best', 'share_error']
+    ].mean()
+    per_model = per_model.dropna(subset=['ece_adapted'])
+    if not len(per_model):
+        return []
+
+    def span(column: str) -> str:
+        values = per_model[column].astype(float)
+        return f'{values.min():.3f}-{values.max():.3f}'
+
+    gap = per_model.f1_best - per_model.f1_adapted
+    old_gap = per_model.f1_best - per_model.f1
+    models = len(per_model)
+    return [
+        (
+            'Prior adaptation on unseen cities (each FusionNet model, mean over runs): '
+            f'ECE {span("ece")} before, {span("ece_adapted")} after '
+            f'({int((per_model.ece_adapted <= 0.08).sum())} of {models} models at or '
+            'below 0.08); damaged-share error |estimate - true| '
+            f'{span("share_error")} ({int((per_model.share_error <= 0.05).sum())} of '
+            f'{models} at or below 0.05); F1 at the adapted threshold '
+            f"{span('f1_adapted')} against {span('f1')} at the validation city's; "
+            f'f1_best - F1 {gap.min():.3f}-{gap.max():.3f} adapted, '
+            f'{old_gap.min():.3f}-{old_gap.max():.3f} transferred '
+            f'({int((gap <= 0.03).sum())} of {models} at or below 0.03).'
+        )
+    ]
 
 
 def _torchgeo_findings(
@@ -1418,14 +1543,16 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    rows = with_best_f1(rows, predictions)
+    rows = with_adaptation(
+        with_best_f1(rows, predictions), predictions, config.cities, config.ece_bins
+    )
 
     def replace(path: Path, write: Callable[[Path], None]) -> None:
         write_atomic(path, write)
         written.append(path)
 
-    table = rows[[*COLUMNS, *REPORT_METRICS]].copy()
-    for metric in (*METRICS, *REPORT_METRICS):
+    table = rows[[*COLUMNS, *REPORT_METRICS, *ADAPTED_METRICS]].copy()
+    for metric in (*METRICS, *REPORT_METRICS, *ADAPTED_METRICS):
         table[metric] = table[metric].astype(float).round(4)
     table['threshold'] = table['threshold'].astype(float).round(4)
     replace(out / 'study.csv', lambda p: table.to_csv(p, index=False))
@@ -1505,6 +1632,35 @@ def _page_intro(
     ]
 
 
+def _adaptation_section(overall: pd.DataFrame) -> list[str]:
+    """The page's table of prior adaptation on unseen cities (:func:`with_adaptation`)."""
+    if 'ece_adapted_mean' not in overall.columns:
+        return []
+    calibrated = np.array([calibrated_on_validation(str(f)) for f in overall.fusion])
+    part = overall[(overall.split == 'unseen').to_numpy() & calibrated]
+    if not len(part):
+        return []
+    metrics = ['ece', 'ece_adapted', 'f1', 'f1_adapted', 'f1_best']
+    metrics += ['share_true', 'share_estimate', 'share_error']
+    return [
+        '## Unseen cities after prior adaptation (FusionNet models)',
+        '',
+        (
+            "Each unseen city's probabilities re-weighted to its damaged share "
+            'estimated without labels (EM of Saerens, Latinne & Decaestecker 2002, '
+            '`torchgeo_sar_damage.prior_shift`), from the share of the validation '
+            'city the model was calibrated on; `f1_adapted` at the expected-F1 '
+            'threshold of the adapted probabilities, `f1` at the validation '
+            "city's threshold; `share_error` = |estimate - true|. Gradient boosting "
+            "and TorchGeo's task are not calibrated on the validation city, so "
+            'they are not adapted.'
+        ),
+        '',
+        markdown_table(part, ['modalities', 'fusion'], metrics),
+        '',
+    ]
+
+
 def _page_results(rows: pd.DataFrame) -> list[str]:
     """The study page's findings, tables and figures (see :func:`write_report`)."""
     overall = summary(rows, ['modalities', 'fusion', 'split'])
@@ -1532,6 +1688,7 @@ def _page_results(rows: pd.DataFrame) -> list[str]:
             (*METRICS, *REPORT_METRICS),
         ),
         '',
+        *_adaptation_section(overall),
         '## Seen cities: held-out blocks of the training cities',
         '',
         markdown_table(
