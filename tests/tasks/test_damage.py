@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import lightning
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
@@ -23,6 +26,7 @@ from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import TOWN_MODALITIES, SARDamageDataModule
 from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.models import FUSIONS
+from torchgeo_sar_damage.prior_shift import adapt_to_town, expected_f1_threshold
 from torchgeo_sar_damage.reliability import (
     CalibrationMethod,
     expected_calibration_error,
@@ -35,6 +39,7 @@ from torchgeo_sar_damage.tasks import (
     DamageClassification,
     best_f1_threshold,
 )
+from torchgeo_sar_damage.tasks.damage import ECE_BINS, adapted_scores
 
 CITIES = ('nurdagi', 'islahiye', 'adiyaman')  # the conftest's training scene
 SPLIT = {
@@ -352,10 +357,28 @@ def validation_logits(
     Returns:
         ``[N]`` float32 logits and ``[N]`` labels, in validation order.
     """
+    return labelled_logits(model, dm, dm.val_dataloader())
+
+
+def labelled_logits(
+    model: DamageClassification,
+    dm: SARDamageDataModule,
+    loader: Iterable[dict[str, Any]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of the labelled buildings of one dataloader.
+
+    Args:
+        model: the trained task (put in evaluation mode).
+        dm: its data module, set up.
+        loader: one of its dataloaders.
+
+    Returns:
+        ``[N]`` float32 logits and ``[N]`` labels, in the loader's order.
+    """
     model.eval()
     logits, labels = [], []
     with torch.no_grad():
-        for raw in dm.val_dataloader():
+        for raw in loader:
             batch = dm.normalise(raw)
             keep = batch['label'] >= 0
             logits.append(model(batch)[keep].float().reshape(-1))
@@ -489,6 +512,9 @@ def test_per_city_test_metrics_and_four_grades(scene: Path, tmp_path: Path) -> N
         for name in ('F1Score', 'Precision', 'Recall', 'AUROC', 'CohenKappa'):
             assert f'test_{city}_{name}' in results
         assert f'test_{city}_loss' in results
+    # no calibration or damage-rate adaptation scores for the grades
+    assert not [k for k in results if k.endswith('_ece') or 'damaged_share' in k]
+    assert not [k for k in results if 'adapted' in k]
     predictions = fit.predict(model, dm)
     assert predictions is not None
     first = predictions[0][0]
@@ -497,6 +523,180 @@ def test_per_city_test_metrics_and_four_grades(scene: Path, tmp_path: Path) -> N
     torch.testing.assert_close(
         first['probability'].sum(1), torch.ones(len(first['building_id']))
     )
+
+
+def shifted_town(
+    n: int = 4000, source_prior: float = 0.4, damage_rate: float = 0.1, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities calibrated for ``source_prior`` in a town of another damage rate.
+
+    A building's score is ``N(1, 1)`` if damaged and ``N(-1, 1)`` if not (log
+    likelihood ratio ``2 x``), so ``sigmoid(2 x + logit(source_prior))`` is the
+    calibrated probability of a town with damage rate ``source_prior``; the labels
+    are drawn at ``damage_rate``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=generator) < damage_rate).long()
+    x = torch.randn(n, generator=generator, dtype=torch.float64) + 2 * labels - 1
+    logit_prior = math.log(source_prior / (1 - source_prior))
+    return torch.sigmoid(2 * x + logit_prior).float(), labels
+
+
+def f1_by_hand(predicted: np.ndarray, damaged: np.ndarray) -> float:
+    """``2 TP / (2 TP + FP + FN)``, 0 without a true positive."""
+    tp = int((predicted & damaged).sum())
+    wrong = int((predicted != damaged).sum())
+    return 2 * tp / (2 * tp + wrong) if tp else 0.0
+
+
+def test_adapted_scores_of_a_shifted_town() -> None:
+    probabilities, labels = shifted_town()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # adapts without a warning
+        scores = adapted_scores(probabilities, labels, 0.4)
+    shift = adapt_to_town(probabilities.double().numpy(), 0.4)
+    damaged = labels.numpy() == 1
+    assert scores['damaged_share'] == float(damaged.mean())
+    assert scores['ece'] == expected_calibration_error(probabilities, labels, ECE_BINS)
+    assert scores['prior_adapted'] == 1.0
+    assert scores['damaged_share_estimate'] == shift.estimate
+    assert scores['damaged_share_estimate'] == pytest.approx(0.1, abs=0.02)
+    assert scores['adapted_threshold'] == shift.threshold
+    predicted = shift.probabilities >= shift.threshold
+    assert scores['adapted_F1Score'] == pytest.approx(f1_by_hand(predicted, damaged))
+    assert scores['adapted_ece'] == expected_calibration_error(
+        shift.probabilities, labels, ECE_BINS
+    )
+    # calibrated for a town with four times the damage: over-confident here, until
+    # adapted to this town's rate
+    assert scores['ece'] > 0.1
+    assert scores['adapted_ece'] < 0.03
+    assert scores['adapted_F1Score'] > f1_by_hand(probabilities.numpy() >= 0.5, damaged)
+
+
+def test_adapted_scores_ignore_unlabelled_and_nan() -> None:
+    probabilities, labels = shifted_town(n=500)
+    scores = adapted_scores(probabilities, labels, 0.4)
+    padded = adapted_scores(
+        torch.cat([probabilities, torch.tensor([0.9, 0.1, math.nan])]),
+        torch.cat([labels, torch.tensor([-1, -1, 1])]),
+        0.4,
+    )
+    assert padded == pytest.approx(scores, rel=1e-12)
+
+
+def test_adapted_scores_without_a_source_prior() -> None:
+    probabilities, labels = shifted_town(n=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        scores = adapted_scores(probabilities, labels, math.nan)
+    assert scores == {
+        'ece': expected_calibration_error(probabilities, labels, ECE_BINS),
+        'damaged_share': float((labels == 1).double().mean()),
+    }
+
+
+def test_adapted_scores_fail_safe_on_a_small_town() -> None:
+    probabilities, labels = shifted_town(n=20, seed=1)
+    with pytest.warns(UserWarning, match='fewer than min_buildings'):
+        scores = adapted_scores(probabilities, labels, 0.4)
+    assert scores['prior_adapted'] == 0.0
+    # the unadapted probabilities, at their own expected-F1 threshold
+    assert scores['adapted_ece'] == scores['ece']
+    assert scores['damaged_share_estimate'] == pytest.approx(
+        float(probabilities.double().mean())
+    )
+    threshold = expected_f1_threshold(probabilities.double().numpy())
+    assert scores['adapted_threshold'] == threshold
+    predicted = probabilities.double().numpy() >= threshold
+    assert scores['adapted_F1Score'] == pytest.approx(
+        f1_by_hand(predicted, labels.numpy() == 1)
+    )
+
+
+@pytest.fixture(scope='module')
+def tested_towns(
+    scene: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DamageClassification, SARDamageDataModule, Trainer]:
+    """A model trained on half of nurdagi and validated on islahiye.
+
+    Its data module tests two towns: adiyaman and the held-out half of nurdagi.
+    """
+    seed_everything(0)
+    dm = make_dm(scene, holdout=0.5, holdout_block_m=20.0)
+    model = DamageClassification(modalities=TOWN_MODALITIES, **SMALL)
+    fit = trainer(tmp_path_factory.mktemp('towns'), max_epochs=2)
+    fit.fit(model, dm)
+    return model, dm, fit
+
+
+def test_test_metrics_adapted_to_each_town(
+    scene: Path, tested_towns: tuple[DamageClassification, SARDamageDataModule, Trainer]
+) -> None:
+    model, dm, fit = tested_towns
+    prior = float(model.validation_prior)
+    assert 0 < prior < 1
+    assert dm.test_names == ['adiyaman', 'seen_nurdagi']
+    results = {k: v for r in fit.test(model, dm, verbose=False) for k, v in r.items()}
+    adapted = []
+    for city, loader in zip(dm.test_names, dm.test_dataloader(), strict=True):
+        # the model's calibrated probabilities, predicted again here
+        logits, labels = labelled_logits(model, dm, loader)
+        probabilities = model.probabilities(logits[:, None])
+        shift = adapt_to_town(probabilities.double().numpy(), prior)
+        damaged = labels.numpy() == 1
+        predicted = shift.probabilities >= shift.threshold
+
+        def logged(name: str, city: str = city) -> float:
+            return float(results[f'test_{city}_{name}'])
+
+        assert logged('damaged_share') == pytest.approx(damaged.mean(), rel=1e-6)
+        assert logged('prior_adapted') == float(shift.adapted)
+        assert logged('damaged_share_estimate') == pytest.approx(shift.estimate)
+        assert logged('adapted_threshold') == pytest.approx(shift.threshold)
+        assert logged('adapted_F1Score') == pytest.approx(
+            f1_by_hand(predicted, damaged), abs=1e-6
+        )
+        assert logged('adapted_ece') == pytest.approx(
+            expected_calibration_error(shift.probabilities, labels, ECE_BINS), abs=1e-6
+        )
+        assert logged('ece') == pytest.approx(
+            expected_calibration_error(probabilities, labels, ECE_BINS), abs=1e-6
+        )
+        assert f'test_{city}_AUROC' in results
+        assert f'test_{city}_adapted_AUROC' not in results
+        adapted.append(shift.adapted)
+    assert any(adapted)  # the adaptation itself, not only its fail-safe, is tested
+
+    # a second test run logs its own town only: the gathered buildings were reset
+    again = trainer(fit.default_root_dir).test(model, make_dm(scene), verbose=False)
+    results = {k: v for r in again for k, v in r.items()}
+    assert 'test_adiyaman_adapted_F1Score' in results
+    assert not [k for k in results if k.startswith('test_seen_nurdagi_adapted')]
+
+
+def test_nan_validation_prior_adapts_nothing(
+    tested_towns: tuple[DamageClassification, SARDamageDataModule, Trainer],
+) -> None:
+    model, dm, fit = tested_towns
+    prior = model.validation_prior.clone()
+    model.validation_prior.fill_(math.nan)  # as in a checkpoint from before 0.3
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            results = {
+                k: v for r in fit.test(model, dm, verbose=False) for k, v in r.items()
+            }
+    finally:
+        model.validation_prior.copy_(prior)
+    messages = [str(w.message) for w in caught]
+    assert len([m for m in messages if 'validation_prior is NaN' in m]) == 1
+    assert not [m for m in messages if 'not adapted to the town' in m]
+    for city in dm.test_names:
+        assert f'test_{city}_F1Score' in results
+        assert f'test_{city}_ece' in results
+        assert f'test_{city}_damaged_share' in results
+    assert not [k for k in results if 'adapted' in k or 'estimate' in k]
 
 
 def test_task_and_datamodule_must_agree(scene: Path, tmp_path: Path) -> None:

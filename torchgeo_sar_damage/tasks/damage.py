@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import AdamW
@@ -28,7 +29,10 @@ from torchmetrics import (
     Precision,
     Recall,
 )
-from torchmetrics.functional.classification import binary_precision_recall_curve
+from torchmetrics.functional.classification import (
+    binary_f1_score,
+    binary_precision_recall_curve,
+)
 from torchvision.models._api import WeightsEnum
 from torchvision.ops import sigmoid_focal_loss
 
@@ -36,10 +40,12 @@ from ..batch import check_modalities, feature_names
 from ..errors import ArgumentError
 from ..models import FUSIONS, FusionNet
 from ..models.pretrained import is_weights_name, resolve_weights
+from ..prior_shift import adapt_to_town
 from ..reliability import (
     CALIBRATION_METHODS,
     CalibrationMethod,
     calibrate_logits,
+    expected_calibration_error,
     fit_calibration,
 )
 
@@ -47,6 +53,8 @@ from ..reliability import (
 NUM_GRADES = 4
 #: Losses each task accepts (the first is the default).
 LOSSES = {'binary': ('bce', 'focal'), 'multiclass': ('ce', 'focal')}
+#: Equal-width probability bins of the test towns' expected calibration errors.
+ECE_BINS = 10
 
 
 def best_f1_threshold(
@@ -74,6 +82,60 @@ def best_f1_threshold(
     if thresholds.numel() == 0 or float(f1.max()) <= 0:
         return default
     return float(thresholds[int(torch.argmax(f1))])
+
+
+def adapted_scores(
+    probabilities: Tensor, labels: Tensor, source_prior: float
+) -> dict[str, float]:
+    """Calibration of one town's damage probabilities, before and after adaptation.
+
+    The probabilities are adapted to the town's own damage rate, estimated from them
+    alone, with :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town` (which warns
+    and leaves them unadapted when it cannot adapt); the labels only score the
+    result.
+
+    Args:
+        probabilities: calibrated damage probabilities ``[N]`` of the town's
+            buildings; non-finite values are ignored.
+        labels: their labels ``[N]``, 1 damaged and 0 not; negative labels are
+            ignored.
+        source_prior: damage rate the probabilities are calibrated for (the
+            validation town's, :attr:`DamageClassification.validation_prior`); NaN
+            when unknown, which skips the adaptation.
+
+    Returns:
+        ``ece`` (expected calibration error of ``probabilities``, :data:`ECE_BINS`
+        bins) and ``damaged_share`` (share of label 1, NaN without labels); unless
+        ``source_prior`` is NaN also ``damaged_share_estimate`` (the estimated
+        damage rate), ``prior_adapted`` (1 if adapted, else 0), ``adapted_threshold``
+        (the expected-F1 threshold of the adapted probabilities),
+        ``adapted_F1Score`` (F1 score of ``adapted >= adapted_threshold``) and
+        ``adapted_ece``. When not adapted, the ``adapted_*`` values are those of the
+        unadapted probabilities at their expected-F1 threshold, what
+        :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town` returns.
+
+    .. versionadded:: 0.3
+    """
+    p = probabilities.detach().reshape(-1).double().cpu()
+    y = labels.detach().reshape(-1).cpu()
+    keep = (y >= 0) & torch.isfinite(p)
+    p, y = p[keep], y[keep].long()
+    scores = {
+        'ece': expected_calibration_error(p, y, ECE_BINS),
+        'damaged_share': float((y == 1).double().mean()) if y.numel() else math.nan,
+    }
+    if math.isnan(source_prior):
+        return scores
+    shift = adapt_to_town(p.numpy(), source_prior)
+    adapted = torch.from_numpy(shift.probabilities)
+    predicted = (adapted >= shift.threshold).long()  # the threshold's rule is >=
+    return scores | {
+        'damaged_share_estimate': shift.estimate,
+        'prior_adapted': float(shift.adapted),
+        'adapted_threshold': shift.threshold,
+        'adapted_F1Score': float(binary_f1_score(predicted, y)),
+        'adapted_ece': expected_calibration_error(adapted, y, ECE_BINS),
+    }
 
 
 class BinaryFocalLoss(nn.Module):
@@ -136,6 +198,27 @@ class DamageClassification(Classification):
       accuracy, AUROC and average precision (macro averages over grades for
       ``'multiclass'``), logged as ``train_*``, ``val_*``, ``test_*`` and, at test
       time, per test city as ``test_<city>_*`` (one test dataloader per city).
+    * **Per-town calibration and damage-rate adaptation** (binary, at test time):
+      each test city's calibrated probabilities and labels are gathered (from every
+      process, as the city metrics are) and scored by :func:`adapted_scores`:
+      ``test_<city>_ece`` (expected calibration error, :data:`ECE_BINS` bins) and
+      ``test_<city>_damaged_share`` (the labels' share of damaged buildings); and,
+      with the probabilities adapted without labels to the town's estimated damage
+      rate from :attr:`validation_prior`
+      (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`),
+      ``test_<city>_damaged_share_estimate``, ``test_<city>_prior_adapted`` (1, or
+      0 when the adaptation failed safe, with a warning, and the ``adapted_*``
+      values below are those of the unadapted probabilities),
+      ``test_<city>_adapted_threshold`` (their expected-F1 threshold),
+      ``test_<city>_adapted_F1Score`` (F1 at that threshold, beside
+      ``test_<city>_F1Score`` at the stored :attr:`threshold`) and
+      ``test_<city>_adapted_ece``. AUROC and average precision are unchanged by the
+      adaptation, which keeps the ranking. With a NaN :attr:`validation_prior` (an
+      old checkpoint, or no validation run) nothing adapted is logged, with one
+      warning. The gathered probabilities take 8 bytes per building, on the
+      model's device (torchmetrics cannot gather states kept on the CPU across
+      processes with NCCL), and are freed at the end of the test; each test run
+      starts without the cities of an earlier one.
     * **Decision threshold** (binary): at the end of every validation epoch the
       threshold with the best F1 over all validation-city predictions is chosen
       (:func:`best_f1_threshold`) and kept in the buffer :attr:`threshold` (so in the
@@ -178,7 +261,9 @@ class DamageClassification(Classification):
 
     .. versionchanged:: 0.3
        Bias-corrected temperature scaling (*calibration_method*,
-       :attr:`calibration_bias`, :attr:`validation_prior`, :meth:`calibrate`).
+       :attr:`calibration_bias`, :attr:`validation_prior`, :meth:`calibrate`);
+       per-town ECE and damage-rate adaptation at test time (``test_<city>_ece``,
+       ``test_<city>_adapted_*``, :func:`adapted_scores`).
     """
 
     #: Monitored by the learning-rate scheduler and checkpoints.
@@ -389,6 +474,8 @@ class DamageClassification(Classification):
         self.val_metrics = self._metrics(sync_on_compute=False).clone(prefix='val_')
         self.test_metrics = metrics.clone(prefix='test_')
         self.city_metrics = nn.ModuleDict()
+        # (probability, label) pairs of each test city, binary only
+        self.city_outputs = nn.ModuleDict()
         self.test_loss_mean = MeanMetric()
         self.val_logits = CatMetric()
         self.val_targets = CatMetric()
@@ -699,9 +786,50 @@ class DamageClassification(Classification):
         metrics = self.city_metrics[city]
         assert isinstance(metrics, MetricCollection)
         metrics.update(scores, labels[keep])
+        if self.hparams['task'] == 'binary':
+            if city not in self.city_outputs:
+                # no NaN removal, which would flatten the pairs
+                new_outputs = CatMetric(nan_strategy='disable')
+                self.city_outputs[city] = new_outputs.to(self.device)
+            outputs = self.city_outputs[city]
+            assert isinstance(outputs, CatMetric)
+            pairs = torch.stack(
+                [self.probabilities(logits[keep]), labels[keep].float()], dim=1
+            )
+            outputs.update(pairs.detach())
+
+    def on_test_epoch_start(self) -> None:
+        """Forget the test cities of an earlier test run (another data module's)."""
+        self.city_metrics.clear()
+        self.city_outputs.clear()
+
+    def _log_town_adaptation(self) -> None:
+        """Log :func:`adapted_scores` of every test city and reset their state."""
+        prior = float(self.validation_prior)
+        if self.city_outputs and math.isnan(prior):
+            rank_zero_warn(
+                'validation_prior is NaN (a checkpoint saved before version 0.3, or '
+                "no validation has run), so the test towns' probabilities are not "
+                'adapted to their damage rates and no test_<city>_adapted_* metric '
+                'is logged; validate the model (trainer.validate) to record it',
+                category=UserWarning,
+            )
+        for city, outputs in self.city_outputs.items():
+            assert isinstance(outputs, CatMetric)
+            pairs = outputs.compute()
+            outputs.reset()
+            if not isinstance(pairs, Tensor) or pairs.numel() == 0:
+                continue  # no labelled building
+            pairs = pairs.reshape(-1, 2).cpu()
+            scores = adapted_scores(pairs[:, 0], pairs[:, 1], prior)
+            self.log_dict(
+                {f'test_{city}_{name}': value for name, value in scores.items()},
+                add_dataloader_idx=False,
+                sync_dist=True,
+            )
 
     def on_test_epoch_end(self) -> None:
-        """Log the pooled and per-city test metrics."""
+        """Log the pooled and per-city test metrics and the towns' adaptation."""
         self.log('test_loss', self.test_loss_mean.compute(), add_dataloader_idx=False)
         self.test_loss_mean.reset()
         self.log_dict(
@@ -712,6 +840,7 @@ class DamageClassification(Classification):
             assert isinstance(metrics, MetricCollection)
             self.log_dict(metrics.compute(), add_dataloader_idx=False, sync_dist=True)
             metrics.reset()
+        self._log_town_adaptation()
 
     # returns a dict (ids, probabilities, classes), not the bare probabilities
     def predict_step(  # type: ignore[override]
