@@ -32,10 +32,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ArgumentError, InputFileError, SARDamageError
 from .simulation.cities import CITIES
+
+if TYPE_CHECKING:
+    from .predict import PredictionSummary
 
 #: Subcommands handed to LightningCLI.
 LIGHTNING_COMMANDS = ('fit', 'validate', 'test')
@@ -203,7 +206,11 @@ def _add_predict(
         'post-event COSMO-SkyMed/CSG product with a trained checkpoint. Writes the '
         'footprints (input CRS, columns and row order) with damage_prob, damage, '
         'uncertainty and status; streamed in raster-block order, written to a '
-        'temporary file renamed at the end. No trained weights ship with the package: '
+        'temporary file renamed at the end. By default the probabilities and the '
+        "threshold are adapted to the town's damage rate, estimated without labels; "
+        'OUT.summary.json beside the layer gives the estimated damaged share, its '
+        'interval, the threshold and whether they were adapted. No trained weights '
+        'ship with the package: '
         'the checkpoint is one you trained (sardamage fit or sardamage demo). A model '
         'trained on simulated scenes is for rehearsal and testing, not for real '
         'imagery. No real CSK/CSG product has been read by the tests: the readers '
@@ -307,7 +314,20 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
         help='Monte Carlo dropout draws for uncertainty (default: 20)',
     )
     pred.add_argument(
-        '--overwrite', action='store_true', help='replace existing outputs'
+        '--adapt-prior',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="adapt damage_prob and the threshold to the town's own damage rate, "
+        'estimated without labels from the probabilities (label shift, EM of '
+        "Saerens et al.; from the validation town's rate in the checkpoint), with a "
+        '90%% bootstrap interval in OUT.summary.json; --no-adapt-prior keeps the '
+        "checkpoint's probabilities and threshold (default: adapt; the study will "
+        'confirm this default on adapted metrics)',
+    )
+    pred.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace existing outputs (the layer, OUT.summary.json, the map)',
     )
     pred.add_argument('--quiet', action='store_true', help='no progress bars')
 
@@ -642,6 +662,7 @@ def _predict(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        adapt_prior=args.adapt_prior,
     )
     if summary is None:  # a non-zero rank of a distributed run
         return 0
@@ -651,10 +672,33 @@ def _predict(args: argparse.Namespace) -> int:
         f'damaged at threshold {summary.threshold:.3f} (temperature '
         f'{summary.temperature:.2f}, bias {summary.calibration_bias:+.2f})'
     )
-    print(f'  {summary.out}')
-    if summary.map is not None:
-        print(f'  {summary.map}')
+    print(_share_line(summary))
+    for path in (summary.out, summary.summary_file, summary.map):
+        if path is not None:
+            print(f'  {path}')
     return 0
+
+
+def _share_line(summary: 'PredictionSummary') -> str:
+    """``predict``'s line on the town's damaged share, threshold and adaptation."""
+    from .predict.output import share_text
+
+    share = share_text(
+        summary.damaged_share_estimate,
+        summary.damaged_share_interval,
+        summary.prior_adapted,
+        dash='-',
+    )
+    if summary.prior_adapted:
+        return (
+            f'{share}; threshold {summary.threshold:.3f}; prior adapted (interval: '
+            f'{100 * summary.interval_level:.0f} % bootstrap; validation town '
+            f'{100 * summary.source_prior:.1f} % damaged)'
+        )
+    return (
+        f"{share}; threshold {summary.threshold:.3f} (the checkpoint's); prior not "
+        f'adapted: {summary.reason}'
+    )
 
 
 def _scheme(task: str) -> str:

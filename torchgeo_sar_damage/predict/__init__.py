@@ -9,15 +9,51 @@ CRS), optionally a DSM and GEM exposure, and a checkpoint of
 :class:`~torchgeo_sar_damage.tasks.DamageClassification`, and writes a GeoPackage
 layer with every input footprint, in the input's CRS, row order and attributes, plus:
 
-* ``damage_prob``: calibrated probability of damage (the checkpoint's temperature
-  and bias);
-* ``damage``: 1 where ``damage_prob`` reaches the checkpoint's decision threshold;
+* ``damage_prob``: probability of damage, calibrated on the validation town (the
+  checkpoint's temperature and bias) and, by default, adapted to the town's own
+  damage rate (below);
+* ``damage``: 1 where ``damage_prob`` reaches the decision threshold: the
+  expected-F1 threshold of the adapted probabilities, or the checkpoint's threshold
+  when they are not adapted;
 * ``uncertainty``: standard deviation of the damage probability under Monte Carlo
   dropout of the fusion head (:data:`MC_SAMPLES` draws, encoders run once; see
-  :meth:`~torchgeo_sar_damage.tasks.DamageClassification.probabilities_with_uncertainty`);
+  :meth:`~torchgeo_sar_damage.tasks.DamageClassification.probabilities_with_uncertainty`),
+  always of the calibrated probability *before* adaptation: it measures how much
+  the model's answer for this building moves, on the validation town's scale, not
+  a spread of ``damage_prob`` (the adaptation is increasing, so it keeps the
+  buildings' order);
 * ``status``: ``'ok'``, or why the building was not assessed (:data:`STATUSES`);
   ``damage_prob``, ``damage`` and ``uncertainty`` are empty (NULL) unless
   ``status`` is ``'ok'``: a building is never silently given a probability.
+
+**The town's damage rate.** Calibrated probabilities mean "damaged, at the
+validation town's damage rate"; a new town has its own rate, unknown. With
+``adapt_prior=True`` (``sardamage predict --adapt-prior``, the default), once every
+building is predicted, :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`
+estimates the town's damaged share from the assessed buildings' probabilities
+(EM under label shift, from the validation town's rate that the checkpoint
+records), re-weights the probabilities to it, picks their expected-F1 threshold and
+bounds the share with a 90 % bootstrap interval. It fails safe, with a warning,
+keeping the calibrated probabilities and the checkpoint's threshold: with fewer
+than 30 assessed buildings, when EM does not converge, and for a checkpoint that
+predates the record of the validation town's rate (retrain it to adapt).
+``--no-adapt-prior`` keeps them too. The default is on; the study will confirm it
+on adapted metrics. The interval covers the sampling of buildings only, not a town
+whose damage *looks* different from the validation town's.
+
+**The summary.** Beside the layer, ``<out stem>.summary.json`` (``damage.gpkg`` ->
+``damage.summary.json``, :func:`summary_path`; written atomically and, like the
+layer and the map, never replaced without ``overwrite``) holds
+:meth:`PredictionSummary.to_dict`: ``buildings``, ``assessed``, ``counts`` (per
+status), ``damaged_share_estimate``, ``damaged_share_interval`` (``[low, high]``,
+null when not adapted), ``interval_level``, ``expected_damaged`` (the sum of
+``damage_prob``), ``damaged`` (buildings at or above the threshold),
+``threshold``, ``prior_adapted``, ``source_prior`` (the validation town's rate),
+``reason`` (why not adapted, or null), ``temperature``, ``calibration_bias``,
+``uncertainty_column`` (what the column means), ``checkpoint``, ``sar``, ``out``
+and ``map``; a value that is not a number is null. The map's title gives the
+estimated share (:func:`map_title`), and ``sardamage predict`` prints it with the
+threshold and whether the probabilities were adapted.
 
 How it streams:
 
@@ -33,9 +69,11 @@ How it streams:
    (:class:`CityPredictor`), on one process or several (DDP), and
    :class:`PartWriter` keeps each process's results (a few bytes per building) and
    writes them as one part per process.
-3. The parts are merged (:func:`merge_parts`) and the layer is written in input order,
-   chunk by chunk, to a temporary GeoPackage renamed into place at the end
-   (:func:`write_layer`); an interrupted or failed run leaves no output.
+3. The parts are merged (:func:`merge_parts`), the probabilities adapted to the
+   town's rate on the first process, and the layer is written in input order, chunk
+   by chunk, to a temporary GeoPackage renamed into place at the end
+   (:func:`write_layer`); an interrupted or failed run leaves no output. The map and
+   the summary follow.
 
 Memory depends on the chunk size, not on the number of buildings (besides a few
 bytes per building for the bounds and results).
@@ -47,12 +85,16 @@ from .checkpoint import Checkpoint, load_checkpoint, match_training_sar
 from .chunks import MIN_VALID_SAR_FRACTION, STATUSES, TILE_PIXELS, BuildingChunks
 from .output import (
     OUTPUT_COLUMNS,
+    UNCERTAINTY_MEANING,
     WRITE_CHUNK,
     PartWriter,
     PredictionSummary,
     Results,
     draw_map,
+    map_title,
     merge_parts,
+    share_text,
+    summary_path,
     write_layer,
 )
 from .runner import GDAL_CACHEMAX_MB, MC_SAMPLES, CityPredictor, predict_buildings
@@ -64,6 +106,7 @@ __all__ = [
     'OUTPUT_COLUMNS',
     'STATUSES',
     'TILE_PIXELS',
+    'UNCERTAINTY_MEANING',
     'WRITE_CHUNK',
     'BuildingChunks',
     'Checkpoint',
@@ -73,8 +116,11 @@ __all__ = [
     'Results',
     'draw_map',
     'load_checkpoint',
+    'map_title',
     'match_training_sar',
     'merge_parts',
     'predict_buildings',
+    'share_text',
+    'summary_path',
     'write_layer',
 ]

@@ -3,10 +3,13 @@
 
 """Per-building results, their parts across processes, and the written layer and map."""
 
+import json
+import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import lightning
@@ -29,6 +32,11 @@ from .chunks import _CODE, _PENDING, STATUSES
 WRITE_CHUNK = 5000
 #: Columns added to the footprints.
 OUTPUT_COLUMNS = ('damage_prob', 'damage', 'uncertainty', 'status')
+#: What the ``uncertainty`` column is, adapted or not (in the summary file).
+UNCERTAINTY_MEANING = (
+    'Monte Carlo dropout standard deviation of the calibrated probability before '
+    'adaptation to the town'
+)
 
 
 @dataclass
@@ -194,12 +202,16 @@ def write_layer(
                 known, results.status[position], _CODE['invalid_geometry']
             )
             ok = status == _CODE['ok']
-            probability = np.where(ok, results.probability[position], np.nan)
+            # float64 before the comparison: damage is damage_prob >= threshold as
+            # written, not as rounded to the threshold's float32 neighbour
+            probability = np.where(
+                ok, results.probability[position].astype(np.float64), np.nan
+            )
             uncertainty = np.where(ok, results.uncertainty[position], np.nan)
             frame = frame.drop(
                 columns=[c for c in OUTPUT_COLUMNS if c in frame.columns]
             )
-            frame['damage_prob'] = probability.astype(np.float64)
+            frame['damage_prob'] = probability
             frame['damage'] = pd.array(
                 np.where(ok, probability >= threshold, False).astype(np.int64),
                 dtype='Int64',
@@ -220,20 +232,59 @@ def write_layer(
             bar.update(len(frame))
 
 
+def summary_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`predict_buildings` writes the town summary of layer ``out``.
+
+    Args:
+        out: the GeoPackage layer (``damage.gpkg``).
+
+    Returns:
+        ``out`` with ``.summary.json`` for its suffix (``damage.summary.json``).
+    """
+    return Path(out).with_suffix('.summary.json')
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None when it is None or not finite (JSON has no NaN)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
 @dataclass
 class PredictionSummary:
-    """What :func:`predict_buildings` did.
+    """What :func:`predict_buildings` did, and the town's estimated damage rate.
+
+    :meth:`to_dict` is the content of the summary file beside the layer
+    (:func:`summary_path`).
 
     Attributes:
         out: the GeoPackage written.
         map: the PNG map, if drawn.
         buildings: input footprints.
         counts: buildings per status.
-        threshold: decision threshold used.
+        threshold: decision threshold of ``damage``: the expected-F1 threshold of
+            the adapted probabilities when :attr:`prior_adapted`, the checkpoint's
+            otherwise.
         temperature: calibration temperature used.
-        damaged: buildings predicted damaged.
+        damaged: buildings predicted damaged (``damage_prob >= threshold``).
         calibration_bias: calibration bias used (probability
             ``sigmoid(logit / temperature + calibration_bias)``).
+        assessed: buildings with status ``'ok'`` (those with a probability).
+        damaged_share_estimate: estimated share of damaged buildings among the
+            assessed ones: the EM estimate when :attr:`prior_adapted`, the mean
+            probability otherwise (NaN without any assessed building).
+        damaged_share_interval: bootstrap interval ``(low, high)`` of the estimate
+            (:attr:`interval_level` coverage), or None when not adapted.
+        interval_level: coverage of :attr:`damaged_share_interval`.
+        expected_damaged: sum of the written probabilities, the expected number
+            of damaged buildings.
+        prior_adapted: whether ``damage_prob`` was adapted to the town's estimated
+            damage rate (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`).
+        source_prior: damage rate of the validation town the checkpoint was
+            calibrated on (NaN when the checkpoint does not record it).
+        reason: why the probabilities were not adapted, or None.
+        checkpoint: the checkpoint file.
+        sar: the SAR product files.
+        summary_file: the summary file written, if any.
     """
 
     out: Path
@@ -244,6 +295,126 @@ class PredictionSummary:
     temperature: float
     damaged: int
     calibration_bias: float = 0.0
+    assessed: int = 0
+    damaged_share_estimate: float = math.nan
+    damaged_share_interval: tuple[float, float] | None = None
+    interval_level: float = 0.9
+    expected_damaged: float = 0.0
+    prior_adapted: bool = False
+    source_prior: float = math.nan
+    reason: str | None = None
+    checkpoint: Path | None = None
+    sar: list[Path] = field(default_factory=list)
+    summary_file: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON values (paths as strings, NaN as None).
+
+        Returns:
+            A dictionary that :func:`json.dumps` writes with ``allow_nan=False``.
+        """
+        interval = self.damaged_share_interval
+        return {
+            'buildings': self.buildings,
+            'assessed': self.assessed,
+            'counts': dict(self.counts),
+            'damaged_share_estimate': _finite(self.damaged_share_estimate),
+            'damaged_share_interval': (
+                None if interval is None else [_finite(v) for v in interval]
+            ),
+            'interval_level': self.interval_level,
+            'expected_damaged': _finite(self.expected_damaged),
+            'damaged': self.damaged,
+            'threshold': _finite(self.threshold),
+            'prior_adapted': self.prior_adapted,
+            'source_prior': _finite(self.source_prior),
+            'reason': self.reason,
+            'temperature': _finite(self.temperature),
+            'calibration_bias': _finite(self.calibration_bias),
+            'uncertainty_column': UNCERTAINTY_MEANING,
+            'checkpoint': None if self.checkpoint is None else str(self.checkpoint),
+            'sar': [str(p) for p in self.sar],
+            'out': str(self.out),
+            'map': None if self.map is None else str(self.map),
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically.
+
+        Args:
+            path: the JSON file (:func:`summary_path` of the layer).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            OutputError: if it cannot be written.
+        """
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + '\n'
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
+        return Path(path)
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage: whole numbers from 10 %, one decimal below."""
+    value = 100.0 * share
+    return f'{value:.0f}' if round(value, 1) >= 10 else f'{value:.1f}'
+
+
+def share_text(
+    estimate: float,
+    interval: tuple[float, float] | None,
+    adapted: bool,
+    dash: str = '\N{EN DASH}',
+) -> str:
+    """The estimated damaged share in words, e.g. ``estimated damaged share 23 % (19–27 %)``.
+
+    Args:
+        estimate: estimated share of damaged buildings (NaN: none assessed).
+        interval: its interval, or None.
+        adapted: whether the probabilities were adapted to the town's rate;
+            otherwise the text ends in ``(not adapted)``.
+        dash: between the interval's bounds.
+
+    Returns:
+        The text.
+    """
+    if not math.isfinite(estimate):
+        return 'damaged share not estimated (no building assessed)'
+    text = f'estimated damaged share {_percent(estimate)} %'
+    if not adapted:
+        return f'{text} (not adapted)'
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return text
+    low, high = interval
+    return f'{text} ({_percent(low)}{dash}{_percent(high)} %)'
+
+
+def map_title(
+    assessed: int,
+    buildings: int,
+    estimate: float = math.nan,
+    interval: tuple[float, float] | None = None,
+    adapted: bool = False,
+) -> str:
+    """The title of :func:`draw_map`.
+
+    Args:
+        assessed: buildings with a probability.
+        buildings: footprints in the layer.
+        estimate: estimated share of damaged buildings (NaN: leave it out).
+        interval: its interval, or None.
+        adapted: whether the probabilities were adapted to the town's rate.
+
+    Returns:
+        E.g. ``Predicted building damage (118 of 120 buildings assessed)`` and, on a
+        second line (a 7-inch map is too narrow for one),
+        ``estimated damaged share 23 % (19–27 %)``.
+    """
+    title = f'Predicted building damage ({assessed} of {buildings} buildings assessed)'
+    if math.isfinite(estimate):
+        title += f'\n{share_text(estimate, interval, adapted)}'
+    return title
 
 
 def draw_map(
@@ -251,14 +422,25 @@ def draw_map(
     sar: Sequence[str | os.PathLike[str]],
     out_png: Path,
     layer: str | None = None,
+    *,
+    estimate: float = math.nan,
+    interval: tuple[float, float] | None = None,
+    adapted: bool = False,
 ) -> Path:
     """Draw the prediction map of a written layer over the SAR quick-look.
+
+    The title (:func:`map_title`) gives the buildings assessed and, when
+    ``estimate`` is given, the town's estimated damaged share.
 
     Args:
         layer_path: the GeoPackage written by :func:`predict_buildings`.
         sar: the SAR files (the first GeoTIFF is the backdrop).
         out_png: the PNG to write (atomically).
         layer: the layer to read.
+        estimate: estimated share of damaged buildings
+            (:attr:`PredictionSummary.damaged_share_estimate`).
+        interval: its interval, or None when not adapted.
+        adapted: whether the probabilities were adapted to the town's rate.
 
     Returns:
         ``out_png``.
@@ -278,8 +460,13 @@ def draw_map(
         table,
         None,
         out_png,
-        title=f'Predicted building damage ({int(table["damage_prob"].notna().sum())} '
-        f'of {len(table)} buildings assessed)',
+        title=map_title(
+            int(table['damage_prob'].notna().sum()),
+            len(table),
+            estimate,
+            interval,
+            adapted,
+        ),
     )
     plt.close(fig)
     return out_png

@@ -3,13 +3,16 @@
 
 """The model over chunks (Lightning) and :func:`predict_buildings`."""
 
+import math
 import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
+import numpy as np
 import rasterio
 import rasterio.warp
 import torch
@@ -20,6 +23,7 @@ from torchgeo.datasets.utils import Sample
 from ..batch import normalise_batch
 from ..datasets.cosmo_skymed import Calibration
 from ..errors import ArgumentError, OutputError
+from ..prior_shift import adapt_to_town
 from ..utils import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint
 from .chunks import _CODE, _PENDING, STATUSES, BuildingChunks
@@ -29,6 +33,7 @@ from .output import (
     Results,
     draw_map,
     merge_parts,
+    summary_path,
     write_layer,
 )
 
@@ -140,10 +145,29 @@ def predict_buildings(
     gem_id_columns: Mapping[str, str] | str | None = None,
     sar_units: str | None = None,
     calibration: Calibration | None = None,
+    adapt_prior: bool = True,
 ) -> PredictionSummary | None:
     """Predict the damage of every footprint and write a GeoPackage (and a map).
 
     See the module docstring for the output columns and how it streams.
+
+    With ``adapt_prior`` (the default), once every building is predicted, the
+    probabilities of the assessed buildings are adapted to the town's own damage
+    rate, estimated from them without labels
+    (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`, from the validation
+    town's rate recorded in the checkpoint): ``damage_prob`` holds the adapted
+    probabilities and ``damage`` the decision at their expected-F1 threshold. The
+    probabilities stay as calibrated, with the checkpoint's threshold, when
+    ``adapt_prior`` is False, when the checkpoint does not record the validation
+    town's rate (written before it was; a warning says so), and when
+    :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town` fails safe (fewer than 30
+    assessed buildings, EM not converging; a warning). ``uncertainty`` is always the
+    Monte Carlo dropout spread of the probability before adaptation.
+
+    The summary (:class:`PredictionSummary`: the estimated damaged share and its
+    interval, the threshold, whether the probabilities were adapted and why not,
+    counts per status) is also written beside ``out`` as JSON
+    (``damage.gpkg`` -> ``damage.summary.json``, :func:`summary_path`).
 
     Args:
         sar: COSMO-SkyMed/CSG product files (HDF5 or GTC GeoTIFF) of one acquisition.
@@ -163,7 +187,8 @@ def predict_buildings(
         strategy: Lightning strategy (default ``'ddp'`` for several devices).
         num_workers: dataloader workers reading chunks beside the model.
         mc_samples: Monte Carlo dropout draws for ``uncertainty``.
-        overwrite: replace an existing ``out`` (and ``map_path``).
+        overwrite: replace an existing ``out`` (and its summary file and
+            ``map_path``).
         layer: layer of ``buildings``.
         progress: show progress bars.
         gem_id_columns: column of ``admin`` that holds GEM's codes (a name, or a
@@ -174,6 +199,8 @@ def predict_buildings(
         calibration: calibration attributes for products that lack them, e.g. a
             clipped CSG GTC GeoTIFF without metadata tags (``calibration`` of
             :class:`~torchgeo_sar_damage.datasets.COSMOSkyMed`).
+        adapt_prior: adapt the probabilities and the threshold to the town's
+            estimated damage rate (label shift; see above).
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
@@ -183,7 +210,8 @@ def predict_buildings(
             given.
         InputFileError: if an input file is missing, unreadable or does not cover
             the footprints.
-        OutputError: if ``out`` exists (without ``overwrite``) or cannot be written.
+        OutputError: if ``out``, its summary file or ``map_path`` exists (without
+            ``overwrite``) or cannot be written.
     """
     out = Path(out)
     _check_arguments(out, sar, map_path, overwrite, mc_samples)
@@ -236,27 +264,103 @@ def predict_buildings(
             results = (
                 merge_parts(files, len(chunks.fids)) if devices > 1 else writer.results
             )
-            _write(chunks, results, out, ckpt.threshold, layer, progress)
+            rate = _adapt(results, ckpt, adapt_prior)
+            _write(chunks, results, out, rate.threshold, layer, progress)
         finally:
             if trainer.global_rank == 0:
                 shutil.rmtree(parts, ignore_errors=True)
-    drawn = None
+    summary = _summarise(results, rate, ckpt, out, sar)
     if map_path is not None:
-        drawn = draw_map(out, sar, Path(map_path), chunks.layer_name)
+        summary.map = draw_map(
+            out,
+            sar,
+            Path(map_path),
+            chunks.layer_name,
+            estimate=summary.damaged_share_estimate,
+            interval=summary.damaged_share_interval,
+            adapted=summary.prior_adapted,
+        )
+    summary.summary_file = summary.write(summary_path(out))
+    return summary
+
+
+@dataclass(frozen=True)
+class _TownRate:
+    """The town's damage rate as :func:`predict_buildings` reports it."""
+
+    threshold: float
+    estimate: float
+    interval: tuple[float, float] | None
+    adapted: bool
+    reason: str | None
+
+
+def _adapt(results: Results, ckpt: Checkpoint, adapt_prior: bool) -> _TownRate:
+    """Adapt the assessed buildings' probabilities to the town's rate, in place.
+
+    Returns the threshold to decide ``damage`` at and what to report; when not
+    adapted, the checkpoint's threshold and the mean probability.
+    """
+    ok = results.status == _CODE['ok']
+    p = results.probability[ok].astype(np.float64)
+    reason: str | None
+    if not adapt_prior:
+        reason = 'adaptation turned off (adapt_prior=False, --no-adapt-prior)'
+    elif math.isnan(ckpt.validation_prior):
+        reason = (
+            "the checkpoint does not record the validation town's damage rate "
+            '(it predates calibration records)'
+        )
+        warnings.warn(
+            f'{ckpt.path}: {reason}; damage probabilities are not adapted to the '
+            "town's damage rate and the checkpoint's threshold is used; retrain "
+            'the model (sardamage fit) to adapt them',
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        shift = adapt_to_town(p, ckpt.validation_prior)
+        if shift.adapted:
+            results.probability[ok] = shift.probabilities.astype(np.float32)
+            return _TownRate(
+                shift.threshold, shift.estimate, shift.interval, True, None
+            )
+        reason = shift.reason
+    estimate = float(p.mean()) if p.size else math.nan
+    return _TownRate(ckpt.threshold, estimate, None, False, reason)
+
+
+def _summarise(
+    results: Results,
+    rate: _TownRate,
+    ckpt: Checkpoint,
+    out: Path,
+    sar: Sequence[str | os.PathLike[str]],
+) -> PredictionSummary:
+    """The summary of a finished run (no map, no summary file yet)."""
+    ok = results.status == _CODE['ok']
+    p = results.probability[ok].astype(np.float64)
     return PredictionSummary(
         out=out,
-        map=drawn,
-        buildings=len(chunks.fids),
+        map=None,
+        buildings=len(results.status),
         counts={
             name: int((results.status == code).sum())
             for code, name in enumerate(STATUSES)
         },
-        threshold=ckpt.threshold,
+        threshold=rate.threshold,
         temperature=ckpt.temperature,
         calibration_bias=ckpt.calibration_bias,
-        damaged=int(
-            (results.probability[results.status == _CODE['ok']] >= ckpt.threshold).sum()
-        ),
+        damaged=int((p >= rate.threshold).sum()),
+        assessed=int(ok.sum()),
+        damaged_share_estimate=rate.estimate,
+        damaged_share_interval=rate.interval,
+        expected_damaged=float(p.sum()),
+        prior_adapted=rate.adapted,
+        source_prior=ckpt.validation_prior,
+        reason=rate.reason,
+        checkpoint=ckpt.path,
+        sar=[Path(f) for f in sar],
     )
 
 
@@ -270,7 +374,8 @@ def _check_arguments(
     """Refuse bad outputs and arguments before anything is read."""
     if out.suffix.lower() != '.gpkg':
         raise ArgumentError(f'--out must be a GeoPackage (.gpkg), not {out}')
-    outputs = [out] + ([Path(map_path)] if map_path is not None else [])
+    outputs = [out, summary_path(out)]
+    outputs += [Path(map_path)] if map_path is not None else []
     for path in outputs:
         if path.exists() and not overwrite:
             raise OutputError(path, 'exists; pass --overwrite to replace it')
