@@ -1011,6 +1011,33 @@ PREDICT_CASES: list[tuple[str, str, str, str, str]] = [
         '(no output file)',
         'tests/test_predict.py::test_interrupted_run_leaves_nothing',
     ),
+    (
+        'sardamage predict',
+        'OUT.summary.json exists (no --overwrite); kept, nothing read',
+        _EXIT_2,
+        'summary.json: exists; pass --overwrite',
+        'tests/test_predict_prior.py::test_summary_file_is_not_replaced_without_overwrite',
+    ),
+    (
+        'sardamage predict',
+        (
+            "checkpoint without the validation town's damage rate (older version): "
+            'probabilities not adapted, checkpoint threshold'
+        ),
+        '`UserWarning`, prior_adapted false',
+        'predates calibration records',
+        'tests/test_predict_prior.py::test_old_checkpoint_is_not_adapted',
+    ),
+    (
+        'sardamage predict',
+        (
+            'fewer than 30 assessed buildings: probabilities not adapted, checkpoint '
+            'threshold'
+        ),
+        '`UserWarning`, prior_adapted false',
+        'fewer than min_buildings=30',
+        'tests/test_predict_prior.py::test_too_few_buildings_fail_safe',
+    ),
 ]
 
 
