@@ -463,7 +463,7 @@ def test_with_adaptation_estimates_each_town_share() -> None:
         odds = source / (1 - source) * np.exp(2.5 * x - 3.125)
         p = odds / (1 + odds)
         for fusion in ('late', 'gbm'):
-            base = {
+            base: dict[str, Any] = {
                 'modalities': 'sar',
                 'fusion': fusion,
                 'split': 'unseen',

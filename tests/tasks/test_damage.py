@@ -669,7 +669,9 @@ def test_test_metrics_adapted_to_each_town(
     assert any(adapted)  # the adaptation itself, not only its fail-safe, is tested
 
     # a second test run logs its own town only: the gathered buildings were reset
-    again = trainer(fit.default_root_dir).test(model, make_dm(scene), verbose=False)
+    again = trainer(Path(fit.default_root_dir)).test(
+        model, make_dm(scene), verbose=False
+    )
     results = {k: v for r in again for k, v in r.items()}
     assert 'test_adiyaman_adapted_F1Score' in results
     assert not [k for k in results if k.startswith('test_seen_nurdagi_adapted')]
