@@ -536,6 +536,7 @@ sar, buildings, model, out, dsm, admin, *gem = sys.argv[1:]
 predict_buildings(
     [sar], buildings, model, out, dsm=dsm, gem=gem, admin=admin,
     batch_size=16, devices=2, strategy='ddp', accelerator='cpu', progress=False,
+    adapt_prior=True,
 )
 """
 
@@ -545,7 +546,7 @@ def test_two_processes_give_the_same_layer(
 ) -> None:
     """Two processes give the single process's layer, adapted on the first process.
 
-    The script adapts to the town's damage rate (the default) after merging the
+    The script adapts to the town's damage rate (``adapt_prior=True``) after merging the
     processes' parts; the single-process ``reference`` is not adapted, so the
     expected layer adapts its probabilities here, with the same function.
     """

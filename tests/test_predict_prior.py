@@ -163,7 +163,7 @@ def outcome(folder: Path, stdout: str, titles: list[str]) -> dict[str, Any]:
 def adapted(
     town: dict[str, Any], sharp_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """``sardamage predict`` with the default (adapted) and a map; the map's titles."""
+    """``sardamage predict --adapt-prior`` with a map; the map's titles."""
     folder = tmp_path_factory.mktemp('adapted')
     titles: list[str] = []
     draw = plot.plot_prediction_map
@@ -175,7 +175,12 @@ def adapted(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plot, 'plot_prediction_map', record)
         code, stdout = cli(
-            town, sharp_model, folder / 'town.gpkg', '--map', str(folder / 'town.png')
+            town,
+            sharp_model,
+            folder / 'town.gpkg',
+            '--adapt-prior',
+            '--map',
+            str(folder / 'town.png'),
         )
     assert code == 0
     return outcome(folder, stdout, titles)
@@ -363,6 +368,7 @@ def test_old_checkpoint_is_not_adapted(
             gem=town['gem'],
             admin=town['admin'],
             batch_size=16,
+            adapt_prior=True,
             mc_samples=0,
             progress=False,
         )
@@ -392,6 +398,7 @@ def test_too_few_buildings_fail_safe(
         'batch_size': 16,
         'mc_samples': 0,
         'progress': False,
+        'adapt_prior': True,
     }
     with pytest.warns(UserWarning, match='only 12 assessed buildings, fewer than'):
         summary = predict_buildings([town['sar']], few, sharp_model, out, **args)
@@ -420,8 +427,7 @@ def test_too_few_buildings_fail_safe(
             sharp_model,
             out,
             overwrite=True,
-            adapt_prior=False,
-            **args,
+            **{**args, 'adapt_prior': False},
         )
     assert again is not None
     assert not [w for w in caught if 'not adapted' in str(w.message)]  # turned off

@@ -385,3 +385,42 @@ def test_adapt_to_town_argument_errors() -> None:
         adapt_to_town(p, 0.18, n_boot=0)
     with pytest.raises(ArgumentError, match='min_buildings'):
         adapt_to_town(p, 0.18, min_buildings=0)
+
+
+def test_adapt_to_town_refuses_a_weak_model() -> None:
+    # a model that barely separates the classes (as the study's weakest): EM's
+    # likelihood is flat and it runs to a boundary, or its interval is very wide
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.random(n) < 0.2
+    x = rng.normal(0.15 * y, 1.0)
+    source = 0.4
+    odds = source / (1 - source) * np.exp(0.15 * x - 0.15**2 / 2)
+    p = odds / (1 + odds)
+    with pytest.warns(UserWarning, match='boundary|too uncertain|did not converge'):
+        shift = adapt_to_town(p, source)
+    assert not shift.adapted
+    assert shift.probabilities is not None
+    np.testing.assert_array_equal(shift.probabilities, p)
+    assert math.isnan(shift.interval[0])
+    # the same scores, sharply separating: adapted
+    x = rng.normal(3.0 * y, 1.0)
+    odds = source / (1 - source) * np.exp(3.0 * x - 4.5)
+    shift = adapt_to_town(odds / (1 + odds), source)
+    assert shift.adapted
+    assert shift.estimate == pytest.approx(float(y.mean()), abs=0.03)
+    assert shift.interval[1] - shift.interval[0] < 0.1
+
+
+def test_adapt_to_town_interval_width_limit() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.random(400) < 0.2
+    x = rng.normal(1.0 * y, 1.0)
+    odds = 0.3 / 0.7 * np.exp(x - 0.5)
+    p = odds / (1 + odds)
+    wide = adapt_to_town(p, 0.3)
+    assert wide.adapted
+    width = wide.interval[1] - wide.interval[0]
+    with pytest.warns(UserWarning, match='too uncertain'):
+        narrow = adapt_to_town(p, 0.3, max_width=width / 2)
+    assert not narrow.adapted

@@ -316,13 +316,14 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
     pred.add_argument(
         '--adapt-prior',
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="adapt damage_prob and the threshold to the town's own damage rate, "
         'estimated without labels from the probabilities (label shift, EM of '
         "Saerens et al.; from the validation town's rate in the checkpoint), with a "
         '90%% bootstrap interval in OUT.summary.json; --no-adapt-prior keeps the '
-        "checkpoint's probabilities and threshold (default: adapt; the study will "
-        'confirm this default on adapted metrics)',
+        "checkpoint's probabilities and threshold (default: off, from the study's "
+        'evidence: docs/results/quick/study.md, "Unseen cities after prior '
+        'adaptation")',
     )
     pred.add_argument(
         '--overwrite',

@@ -471,6 +471,10 @@ def _unusable(
     return None
 
 
+#: Estimated damage rates closer than this to 0 or 1 are not adapted to.
+BOUNDARY = 0.01
+
+
 def _expected_damaged(p: npt.NDArray[np.float64]) -> float:
     """Sum of the finite values of ``p``."""
     return float(p[np.isfinite(p)].sum())
@@ -486,6 +490,7 @@ def adapt_to_town(
     seed: int = 0,
     tol: float = 1e-6,
     max_iter: int = 1000,
+    max_width: float = 0.5,
 ) -> PriorShift:
     """Adapt a town's damage probabilities to its own, estimated, damage rate.
 
@@ -494,8 +499,10 @@ def adapt_to_town(
     the :func:`expected_f1_threshold` of the adapted probabilities.
 
     Fails safe: with fewer than ``min_buildings`` assessed buildings, infinite or
-    out-of-range probabilities, a ``source_prior`` outside (0, 1), or EM not
-    converging, it warns (:class:`UserWarning`) and returns the probabilities
+    out-of-range probabilities, a ``source_prior`` outside (0, 1), EM not
+    converging, EM running to the boundary (a rate within :data:`BOUNDARY` of 0 or
+    1: with a weakly discriminating model the likelihood is flat and EM drifts
+    there; seen in the study) or an interval wider than ``max_width``, it warns (:class:`UserWarning`) and returns the probabilities
     unadapted, with their mean as the estimate; it never raises for these.
 
     Args:
@@ -509,6 +516,7 @@ def adapt_to_town(
         seed: seed of the bootstrap.
         tol: EM tolerance.
         max_iter: most EM iterations.
+        max_width: widest interval of the rate that is still adapted to.
 
     Returns:
         The estimate, the interval and the (adapted) probabilities.
@@ -531,10 +539,27 @@ def adapt_to_town(
     p = np.array(probabilities, dtype=np.float64)
     reason = _unusable(p.reshape(-1), source_prior, min_buildings)
     estimate, iterations = math.nan, 0
+    interval = (math.nan, math.nan)
     if reason is None:
         estimate, converged, iterations = em_prior(p, source_prior, tol, max_iter)
         if not converged:
             reason = f'EM did not converge in {max_iter} iterations'
+        elif not BOUNDARY <= estimate <= 1 - BOUNDARY:
+            reason = (
+                f'EM ran to the boundary (damage rate {estimate:.3f}): the model '
+                'separates damaged from intact buildings too weakly here to estimate '
+                "the town's rate"
+            )
+    if reason is None:
+        interval = prior_interval(
+            p, source_prior, level, n_boot, seed, tol=tol, max_iter=max_iter
+        )
+        if not interval[1] - interval[0] <= max_width:
+            reason = (
+                f'the damage rate is too uncertain (interval {interval[0]:.3f}-'
+                f'{interval[1]:.3f}, wider than {max_width})'
+            )
+            interval = (math.nan, math.nan)
     if reason is not None:
         warnings.warn(
             f'damage probabilities not adapted to the town: {reason}; '
@@ -555,9 +580,6 @@ def adapt_to_town(
             iterations=iterations,
         )
     adapted = adapt_probabilities(p, source_prior, estimate)
-    interval = prior_interval(
-        p, source_prior, level, n_boot, seed, tol=tol, max_iter=max_iter
-    )
     return PriorShift(
         source_prior=source_prior,
         estimate=estimate,

@@ -130,10 +130,12 @@ METRICS = ('f1', 'precision', 'recall', 'auroc', 'ap', 'kappa', 'ece')
 REPORT_METRICS = ('f1_best',)
 
 #: Metrics of the report after label-free prior adaptation to each test set
-#: (:func:`with_adaptation`), computed from the saved predictions: the ECE and the F1
-#: (at the adapted expected-F1 threshold) of the adapted probabilities, the damaged
-#: share estimated without labels, the true one and the absolute error.
+#: (:func:`with_adaptation`), computed from the saved predictions: whether it adapted
+#: (1) or failed safe (0), the ECE and the F1 (at the adapted expected-F1
+#: threshold) of what prediction then gives, the damaged share estimated without
+#: labels, the true one and the absolute error.
 ADAPTED_METRICS = (
+    'prior_adapted',
     'ece_adapted',
     'f1_adapted',
     'share_estimate',
@@ -477,9 +479,11 @@ def with_adaptation(
     labels (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`, EM of Saerens et
     al. 2002); the source share is that of the fold's validation town (the next city
     after the unseen one, whose labelled buildings calibrated the model), read from
-    its rows. ``share_true`` is the test set's damaged share; the other columns are
-    NaN for models not calibrated on the validation town
-    (:func:`calibrated_on_validation`) and where adaptation failed safe.
+    its rows. Where adaptation fails safe (``prior_adapted`` 0), the columns
+    describe the unadapted output at the transferred threshold, as prediction gives
+    it. ``share_true`` is the test set's damaged share; the other columns are NaN
+    for models not calibrated on the validation town
+    (:func:`calibrated_on_validation`).
 
     Args:
         rows: rows of the study (:func:`run_study`).
@@ -503,7 +507,7 @@ def with_adaptation(
     groups = {tuple(key): group for key, group in predictions.groupby(keys, sort=False)}
     out = rows.copy()
     values: dict[str, list[float]] = {m: [] for m in ADAPTED_METRICS}
-    for row in rows[keys].to_dict('records'):
+    for row in rows[[*keys, 'threshold']].to_dict('records'):
         key = (*[row[k] for k in keys[:-1]], int(row['seed']))
         group = groups.get(key)
         record = dict.fromkeys(ADAPTED_METRICS, float('nan'))
@@ -518,14 +522,19 @@ def with_adaptation(
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', UserWarning)
                     shift = adapt_to_town(p, source)
-                if shift.adapted:
-                    q = shift.probabilities
-                    record['ece_adapted'] = expected_calibration_error(q, y, bins)
-                    record['f1_adapted'] = float(
-                        f1_score(y, q >= shift.threshold, zero_division=0)
-                    )
-                    record['share_estimate'] = shift.estimate
-                    record['share_error'] = abs(shift.estimate - record['share_true'])
+                # what prediction gives: the adapted output, or, where adaptation
+                # fails safe, the unadapted one at the transferred threshold
+                q = shift.probabilities
+                threshold = (
+                    shift.threshold if shift.adapted else float(row['threshold'])
+                )
+                record['prior_adapted'] = float(shift.adapted)
+                record['ece_adapted'] = expected_calibration_error(q, y, bins)
+                record['f1_adapted'] = float(
+                    f1_score(y, q >= threshold, zero_division=0)
+                )
+                record['share_estimate'] = shift.estimate
+                record['share_error'] = abs(shift.estimate - record['share_true'])
         for metric in ADAPTED_METRICS:
             values[metric].append(record[metric])
     for metric in ADAPTED_METRICS:
@@ -1301,9 +1310,12 @@ def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
     gap = per_model.f1_best - per_model.f1_adapted
     old_gap = per_model.f1_best - per_model.f1
     models = len(per_model)
+    adapted = deep.prior_adapted.astype(float)
     return [
         (
-            'Prior adaptation on unseen cities (each FusionNet model, mean over runs): '
+            'Prior adaptation on unseen cities (each FusionNet model, mean over '
+            f'runs; {int(adapted.sum())} of {int(adapted.notna().sum())} runs '
+            'adapted, the others failed safe and are scored unadapted): '
             f'ECE {span("ece")} before, {span("ece_adapted")} after '
             f'({int((per_model.ece_adapted <= 0.08).sum())} of {models} models at or '
             'below 0.08); damaged-share error |estimate - true| '
@@ -1640,7 +1652,7 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
     part = overall[(overall.split == 'unseen').to_numpy() & calibrated]
     if not len(part):
         return []
-    metrics = ['ece', 'ece_adapted', 'f1', 'f1_adapted', 'f1_best']
+    metrics = ['prior_adapted', 'ece', 'ece_adapted', 'f1', 'f1_adapted', 'f1_best']
     metrics += ['share_true', 'share_estimate', 'share_error']
     return [
         '## Unseen cities after prior adaptation (FusionNet models)',
@@ -1651,9 +1663,12 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
             '`torchgeo_sar_damage.prior_shift`), from the share of the validation '
             'city the model was calibrated on; `f1_adapted` at the expected-F1 '
             'threshold of the adapted probabilities, `f1` at the validation '
-            "city's threshold; `share_error` = |estimate - true|. Gradient boosting "
-            "and TorchGeo's task are not calibrated on the validation city, so "
-            'they are not adapted.'
+            "city's threshold; `share_error` = |estimate - true|. `prior_adapted`: "
+            'the share of runs adapted; the others failed safe (EM not converged, '
+            'at the boundary, or an interval wider than 0.5) and are scored as '
+            'prediction then gives them, unadapted at the transferred threshold. '
+            "Gradient boosting and TorchGeo's task are not calibrated on the "
+            'validation city, so they are not adapted.'
         ),
         '',
         markdown_table(part, ['modalities', 'fusion'], metrics),
