@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.simulation.cities import CITIES
 from torchgeo_sar_damage.simulation.fragility import (
     COLLAPSE_FACTOR,
@@ -14,6 +15,7 @@ from torchgeo_sar_damage.simulation.fragility import (
     MEDIAN_SCALE,
     FragilityCurve,
     fragility_curve,
+    heavy_damage_probability,
     sample_grades,
 )
 from torchgeo_sar_damage.simulation.run import city_streams, shake_and_damage
@@ -203,3 +205,27 @@ def test_calibration_matches_observed_damage(slug: str) -> None:
         share = float(np.mean(grades >= 4))
         assert low <= share <= high, f'{slug} seed {seed}: {share:.3f}'
         assert share < 0.45
+
+
+def test_heavy_damage_probability_is_the_oracle() -> None:
+    # the probability the simulator draws grades >= 4 from, building by building
+    city = CITIES['kahramanmaras']
+    streams = city_streams(0, 'kahramanmaras')
+    scene = generate_scene(city, 3000, streams['layout'])
+    damage = shake_and_damage(scene, streams)
+    taxonomies = list(scene.buildings['taxonomy'])
+    p = heavy_damage_probability(taxonomies, damage.shaking.pga_g)
+    assert p.shape == (3000,)
+    assert ((p >= 0) & (p <= 1)).all()
+    # one building by hand: Complete on its own curve at its PGA
+    curve = fragility_curve(parse_taxonomy(taxonomies[7]))
+    pga = float(damage.shaking.pga_g[7])
+    by_hand = norm.cdf(math.log(pga / (MEDIAN_SCALE * curve.medians_g[3])) / curve.beta)
+    assert p[7] == pytest.approx(by_hand)
+    # calibrated: the expected share of heavy damage is the drawn one, and the
+    # buildings that drew grade >= 4 had higher probabilities
+    heavy = damage.grades >= 4
+    assert p.mean() == pytest.approx(heavy.mean(), abs=0.02)
+    assert p[heavy].mean() > p[~heavy].mean() + 0.05
+    with pytest.raises(ArgumentError, match='give one each'):
+        heavy_damage_probability(taxonomies[:2], damage.shaking.pga_g)

@@ -37,12 +37,15 @@ for the four HAZUS damage states Slight, Moderate, Extensive and Complete.
   (:data:`COLLAPSE_FACTOR`) [guess, calibrated].
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import norm
 
-from ..taxonomy import Taxonomy
+from ..errors import ArgumentError
+from ..taxonomy import Taxonomy, parse_taxonomy
 
 #: Scale of every HAZUS median, calibrated on the observed town damage rates.
 MEDIAN_SCALE = 2.3
@@ -282,3 +285,43 @@ def sample_grades(
     grades = states.copy()
     grades[(states == 4) & collapsed] = 5
     return grades.astype(np.int64)
+
+
+def heavy_damage_probability(
+    taxonomies: Sequence[str],
+    pga_g: npt.ArrayLike,
+    *,
+    median_scale: float = MEDIAN_SCALE,
+) -> np.ndarray:
+    """Each building's true probability of grade >= 4 (the fragility oracle).
+
+    The probability the simulator itself draws from: reaching the Complete damage
+    state (grades 4 and 5) on the building's own fragility curve at its true PGA.
+    No model can know more about a building from its context alone (shaking and
+    structure), so these probabilities are the ceiling of any context-only model;
+    the grades drawn from them are what is left to chance.
+
+    Args:
+        taxonomies: GEM taxonomy string of each building (``truth.gpkg``'s
+            ``taxonomy``).
+        pga_g: PGA at each building in g (``truth.gpkg``'s ``pga_g``).
+        median_scale: factor on every median (the simulator's calibration).
+
+    Returns:
+        Probabilities, shape (N,).
+
+    Raises:
+        ArgumentError: if the lengths differ.
+
+    .. versionadded:: 0.3
+    """
+    pga = np.asarray(pga_g, dtype=np.float64).reshape(-1)
+    if len(taxonomies) != len(pga):
+        raise ArgumentError(
+            f'{len(taxonomies)} taxonomies but {len(pga)} PGA values; give one each'
+        )
+    out = np.empty(len(pga))
+    for i, (text, value) in enumerate(zip(taxonomies, pga)):
+        curve = fragility_curve(parse_taxonomy(text))
+        out[i] = curve.exceedance(np.array([value]), median_scale)[0, 3]
+    return out
