@@ -177,9 +177,9 @@ def test_tiny_study_writes_table_and_figures(
     )
     calls: list[pd.DataFrame] = []
     rows, predictions = run_study(config, tmp_path / 'work', False, calls.append)
-    # 3 folds x (3 deep models + 2 baselines), each tested on seen and unseen
-    assert len(calls) == 15
-    assert len(rows) == 30
+    # 3 folds x (3 deep models + 2 baselines + 2 references), seen and unseen
+    assert len(calls) == 21
+    assert len(rows) == 42
     assert list(rows.columns) == list(COLUMNS)
     models = set(zip(rows.modalities, rows.fusion))
     assert models == {
@@ -188,8 +188,16 @@ def test_tiny_study_writes_table_and_figures(
         ('sar+osm', 'attention'),
         ('osm+dsm+gem', 'gbm'),
         ('sar', 'gbm'),
+        ('truth', 'oracle'),
+        ('sar', 'gbm-truth'),
     }
     assert set(rows.split) == {'seen', 'unseen'}
+    # the oracle scores the same labelled buildings as the models, without training
+    oracle = rows[rows.fusion == 'oracle']
+    late = rows[(rows.fusion == 'late') & (rows.modalities == 'sar')]
+    pairs = oracle.merge(late, on=['split', 'held_out_city'], suffixes=('', '_m'))
+    assert (pairs.n_buildings == pairs.n_buildings_m).all()
+    assert (pairs.n_damaged == pairs.n_damaged_m).all()
     assert set(rows.held_out_city) == set(config.cities)
     for metric in ('f1', 'precision', 'recall', 'kappa', 'ece'):
         values = rows[metric].astype(float)
@@ -211,7 +219,7 @@ def test_tiny_study_writes_table_and_figures(
         'study_reliability.png',
     }
     table = pd.read_csv(out / 'study.csv')
-    assert len(table) == 30
+    assert len(table) == 42
     # the oracle F1 bounds the F1 at the transferred threshold
     assert (table.f1_best >= table.f1 - 1e-4).all()
     assert table.f1_best.notna().all()
@@ -235,6 +243,8 @@ def test_tiny_study_writes_table_and_figures(
     assert 'SAR only, ResNet-18 (QuickQuakeBuildings-style)' in page
     assert 'context only (no SAR), gradient boosting' in page
     assert 'SAR + OSM, attention fusion' in page
+    assert 'fragility oracle (true PGA and taxonomy, no training)' in page
+    assert 'SAR statistics on the true footprints, gradient boosting' in page
     for city in config.cities:
         assert f'| {city} |' in page
     assert '| f1_best |' in page

@@ -146,6 +146,16 @@ ADAPTED_METRICS = (
 #: ``fusion`` of the study's runs of TorchGeo's ``Classification`` task.
 TORCHGEO = 'torchgeo'
 
+#: ``(modalities, fusion)`` of the fragility oracle: each building's true probability
+#: of grade >= 4 at its true PGA and taxonomy (no training; simulated scenes only).
+ORACLE = ('truth', 'oracle')
+
+#: ``(modalities, fusion)`` of the SAR-statistics baseline on the true footprints.
+TRUE_FOOTPRINTS = ('sar', 'gbm-truth')
+
+#: ``fusion`` of the baselines and references (not deep models).
+BASELINES = ('gbm', TRUE_FOOTPRINTS[1], ORACLE[1])
+
 #: The fusion of the study's runs with a pretrained SAR encoder.
 PRETRAINED_FUSION = 'late'
 
@@ -184,6 +194,9 @@ class StudyConfig:
             whose file is not in torch hub's cache is skipped with a note.
         pretrained_sets: the modality sets trained with each of
             ``pretrained_weights``.
+        oracles: with ``baselines``, also the references that know the truth of a
+            simulated scene (``truth.gpkg``): the fragility oracle and the
+            SAR-statistics baseline on the true footprints.
     """
 
     name: str = 'custom'
@@ -222,6 +235,7 @@ class StudyConfig:
     pretrained_sets: list[list[str]] = field(
         default_factory=lambda: [['sar'], ['sar', 'osm', 'dsm', 'gem']]
     )
+    oracles: bool = True
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -467,7 +481,7 @@ def calibrated_on_validation(fusion: str) -> bool:
     TorchGeo's task (no calibration) are not, so prior adaptation, which needs the
     validation town's calibrated probabilities, is not applied to them.
     """
-    return fusion not in ('gbm', TORCHGEO)
+    return fusion not in ('gbm', TORCHGEO, ORACLE[1], TRUE_FOOTPRINTS[1])
 
 
 def with_adaptation(
@@ -814,14 +828,87 @@ def _table(
     return frame, labels
 
 
-def _sar_statistics(root: Path, scene: dict[str, Any], slug: str) -> pd.DataFrame:
-    """SAR statistics over every OSM footprint of a city, indexed by building id."""
+def _sar_statistics(
+    root: Path, scene: dict[str, Any], slug: str, truth: bool = False
+) -> pd.DataFrame:
+    """SAR statistics over every footprint of a city, indexed by building (OSM) id.
+
+    Args:
+        root: the scene folder.
+        scene: its ``scene.json``.
+        slug: the city.
+        truth: over the true footprints of ``truth.gpkg`` instead of OSM's.
+
+    Returns:
+        The statistics (:data:`SAR_STATISTICS`).
+    """
     files = scene['cities'][slug]['files']
     folder = root / slug
-    buildings: gpd.GeoDataFrame = OSMBuildings(paths=folder / files['osm']).buildings
+    if truth:
+        # several true buildings may be one OSM footprint: their union
+        buildings = gpd.read_file(folder / files['truth'])
+        buildings = buildings[buildings['osm_id'].notna()]
+        buildings['osm_id'] = buildings['osm_id'].astype('int64')
+        buildings = buildings[['osm_id', 'geometry']].dissolve(by='osm_id')
+        ids = buildings.index.to_numpy()
+    else:
+        buildings = OSMBuildings(paths=folder / files['osm']).buildings
+        ids = buildings['building_id'].to_numpy()
     stats = footprint_sigma0_statistics(folder / files['sar_geotiff'], buildings)
-    stats.index = buildings['building_id'].to_numpy()
+    stats.index = ids
     return stats
+
+
+def _oracle(root: Path, scene: dict[str, Any], slug: str) -> pd.Series:
+    """The fragility oracle of every building of a city, indexed by OSM id."""
+    from .simulation.fragility import heavy_damage_probability
+
+    files = scene['cities'][slug]['files']
+    truth = gpd.read_file(root / slug / files['truth'])
+    truth = truth[truth['osm_id'].notna()]
+    p = heavy_damage_probability(list(truth['taxonomy']), truth['pga_g'].to_numpy())
+    series = pd.Series(p, index=truth['osm_id'].astype('int64').to_numpy())
+    # several true buildings may be one OSM footprint: the most vulnerable one
+    return series.groupby(level=0).max()
+
+
+def score_oracle(
+    data: SARDamageDataModule, fold: dict[str, list[str]], oracle: dict[str, pd.Series]
+) -> dict[str, _Predictions | float]:
+    """The fragility oracle on a fold's test sets (no training).
+
+    Each building's probability is its true probability of grade >= 4
+    (:func:`~torchgeo_sar_damage.simulation.fragility.heavy_damage_probability`),
+    scored against the same labels as every model; the threshold is the best F1 on
+    the validation city, as for the models.
+
+    Args:
+        data: the fold's data module (chips, held-out blocks).
+        fold: ``train``, ``val`` and ``test`` cities.
+        oracle: per city, the oracle's probabilities by OSM id.
+
+    Returns:
+        ``unseen`` and ``seen`` predictions, and the ``threshold``.
+    """
+
+    def predict(slug: str, keep: np.ndarray | None = None) -> _Predictions:
+        chips = data.chips(slug)
+        batches = list(_loader(chips, 1024))
+        ids = torch.cat([b['building_id'] for b in batches]).numpy()
+        labels = torch.cat([b['label'] for b in batches]).numpy()
+        series = oracle[slug]
+        p = series.reindex(ids).fillna(float(series.mean())).to_numpy()
+        if keep is not None:
+            ids, p, labels = ids[keep], p[keep], labels[keep]
+        return _labelled(_Predictions(ids, p, labels))
+
+    val = _concat([predict(slug) for slug in fold['val']])
+    threshold = best_f1_threshold(
+        torch.from_numpy(val.probability), torch.from_numpy(val.label)
+    )
+    unseen = _concat([predict(slug) for slug in fold['test']])
+    seen = _concat([predict(slug, data.heldout(slug)) for slug in fold['train']])
+    return {'unseen': unseen, 'seen': seen, 'threshold': threshold}
 
 
 def train_gbm(
@@ -968,6 +1055,10 @@ def run_study(
         )
     if config.baselines:
         pairs += [('osm+dsm+gem', 'gbm'), ('sar', 'gbm')]
+        if config.oracles and all(
+            'truth' in manifest['cities'][c]['files'] for c in config.cities
+        ):
+            pairs += [ORACLE, TRUE_FOOTPRINTS]
     journal_path = work / 'runs.csv'
     journal = _journal(journal_path)
     done = {
@@ -985,6 +1076,8 @@ def run_study(
         for name, fusion in pairs
     ]
     sar_statistics: dict[str, pd.DataFrame] = {}
+    true_statistics: dict[str, pd.DataFrame] = {}
+    oracle: dict[str, pd.Series] = {}
     cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] = {}
     bar = tqdm(runs, desc='study', unit='run', disable=not progress)
     for fold, seed, name, fusion in bar:
@@ -994,12 +1087,27 @@ def run_study(
         if key in done:
             continue
         start = time.perf_counter()
-        if fusion == 'gbm':
+        if (name, fusion) == ORACLE:
+            data = _datamodule(
+                config, root, fold, TOWN_MODALITIES, chips, progress, cache
+            )
+            for slug in config.cities:
+                if slug not in oracle:
+                    oracle[slug] = _oracle(root, manifest, slug)
+            result = score_oracle(data, fold, oracle)
+        elif fusion in ('gbm', TRUE_FOOTPRINTS[1]):
             data = _datamodule(
                 config, root, fold, TOWN_MODALITIES, chips, progress, cache
             )
             stats = None
-            if name == 'sar':
+            if (name, fusion) == TRUE_FOOTPRINTS:
+                for slug in config.cities:
+                    if slug not in true_statistics:
+                        true_statistics[slug] = _sar_statistics(
+                            root, manifest, slug, truth=True
+                        )
+                stats = true_statistics
+            elif name == 'sar':
                 for slug in config.cities:
                     if slug not in sar_statistics:
                         sar_statistics[slug] = _sar_statistics(root, manifest, slug)
@@ -1120,11 +1228,19 @@ def iter_groups(
 
 def _model_order(rows: pd.DataFrame) -> list[tuple[str, str]]:
     models = {(m, f) for m, f in zip(rows.modalities, rows.fusion)}
-    fusion_rank = {'gbm': -1, 'early': 0, 'late': 1, 'attention': 2, TORCHGEO: 3}
+    fusion_rank = {
+        ORACLE[1]: -3,
+        TRUE_FOOTPRINTS[1]: -2,
+        'gbm': -1,
+        'early': 0,
+        'late': 1,
+        'attention': 2,
+        TORCHGEO: 3,
+    }
     return sorted(
         models,
         key=lambda mf: (
-            mf[1] != 'gbm',
+            mf[1] not in BASELINES,
             len(mf[0].split('+')),
             mf[0],
             fusion_rank.get(mf[1], 4),
@@ -1159,6 +1275,10 @@ def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 def describe_model(modalities: str, fusion: str) -> str:
     """A readable name of a model of the study."""
+    if (modalities, fusion) == ORACLE:
+        return 'fragility oracle (true PGA and taxonomy, no training)'
+    if (modalities, fusion) == TRUE_FOOTPRINTS:
+        return 'SAR statistics on the true footprints, gradient boosting'
     if fusion == 'gbm':
         if modalities == 'sar':
             return 'SAR statistics, gradient boosting'
@@ -1252,7 +1372,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
             '0.28, AUROC 0.77 for a SAR-only ResNet-18 on real Capella data, numbers '
             "not comparable with the simulator's."
         )
-    deep = {k: v for k, v in means.items() if k[1] != 'gbm'}
+    deep = {k: v for k, v in means.items() if k[1] not in BASELINES}
     if deep:
         best = max(deep, key=lambda k: deep[k][0])
         f1, auroc = deep[best]
@@ -1261,7 +1381,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
             f'F1 {f1:.3f}, AUROC {auroc:.3f}.'
         )
         best_auroc = max(v[1] for v in deep.values())
-        for model in (('osm+dsm+gem', 'gbm'), ('sar', 'gbm')):
+        for model in (('osm+dsm+gem', 'gbm'), ('sar', 'gbm'), TRUE_FOOTPRINTS, ORACLE):
             if model in means:
                 f1, auroc = means[model]
                 verdict = 'below' if auroc < best_auroc else 'AT OR ABOVE'
@@ -1459,7 +1579,7 @@ def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
     unseen = predictions[predictions.split == 'unseen']
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 5.5))
     for model in _model_order(unseen):
-        if model[1] not in ('late', 'gbm'):
+        if model[1] not in ('late', *BASELINES):
             continue
         sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
         y = sel.label.to_numpy()
@@ -1469,7 +1589,7 @@ def plot_curves(predictions: pd.DataFrame, path: Path) -> None:
         fpr, tpr, _ = roc_curve(y, p)
         precision, recall, _ = precision_recall_curve(y, p)
         name = describe_model(*model)
-        style = '--' if model[1] == 'gbm' else '-'
+        style = '--' if model[1] in BASELINES else '-'
         roc.plot(fpr, tpr, style, label=f'{name} ({roc_auc_score(y, p):.2f})')
         pr.plot(
             recall,
@@ -1503,7 +1623,7 @@ def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> N
     unseen = predictions[predictions.split == 'unseen']
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for model in _model_order(unseen):
-        if model[1] not in ('late', 'gbm'):
+        if model[1] not in ('late', *BASELINES):
             continue
         sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
         p = sel.probability.to_numpy()
@@ -1511,7 +1631,7 @@ def plot_reliability(predictions: pd.DataFrame, path: Path, bins: int = 10) -> N
         mean_p, observed, count = reliability_curve(p, y, bins)
         xs, ys = mean_p[count > 0], observed[count > 0]
         ece = expected_calibration_error(p, y, bins)
-        style = 'o--' if model[1] == 'gbm' else 'o-'
+        style = 'o--' if model[1] in BASELINES else 'o-'
         ax.plot(xs, ys, style, ms=3, label=f'{describe_model(*model)} (ECE {ece:.3f})')
     ax.plot([0, 1], [0, 1], color='grey', lw=0.8, ls=':')
     ax.set(
