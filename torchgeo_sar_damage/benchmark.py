@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from .batch import check_modalities
 from .datamodules.benchmark import BuildingBenchmarkDataModule
 from .errors import ArgumentError
-from .study import COLUMNS, METRICS, _quiet_lightning, label, scores, summary
+from .study import COLUMNS, METRICS, _quiet_lightning, _sentence, label, scores, summary
 from .study import markdown_table as _markdown_table
 from .tasks import DamageClassification
 from .utils import write_atomic
@@ -345,10 +345,6 @@ def write_benchmark_report(
     page = out / 'benchmark.md'
     write_atomic(page, lambda p: p.write_text('\n'.join(lines), encoding='utf-8'))
     return [out / 'benchmark.csv', page]
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def qqb_folds(

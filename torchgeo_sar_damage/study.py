@@ -481,7 +481,7 @@ def calibrated_on_validation(fusion: str) -> bool:
     TorchGeo's task (no calibration) are not, so prior adaptation, which needs the
     validation town's calibrated probabilities, is not applied to them.
     """
-    return fusion not in ('gbm', TORCHGEO, ORACLE[1], TRUE_FOOTPRINTS[1])
+    return fusion not in (*BASELINES, TORCHGEO)
 
 
 def with_adaptation(
@@ -812,12 +812,16 @@ def train_torchgeo(
     return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
 
 
+def _batches(data: SARDamageDataModule, slug: str) -> list[Sample]:
+    """Every labelled chip of a city, in raw batches of 1,024."""
+    return list(_loader(data.chips(slug), 1024))
+
+
 def _table(
     data: SARDamageDataModule, slug: str, sar_statistics: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Features of the labelled buildings of a city (raw tabular or SAR statistics)."""
-    chips = data.chips(slug)
-    batches = list(_loader(chips, 1024))
+    batches = _batches(data, slug)
     ids = torch.cat([b['building_id'] for b in batches]).numpy()
     labels = torch.cat([b['label'] for b in batches]).numpy()
     if sar_statistics is None:
@@ -846,10 +850,8 @@ def _sar_statistics(
     folder = root / slug
     if truth:
         # several true buildings may be one OSM footprint: their union
-        buildings = gpd.read_file(folder / files['truth'])
-        buildings = buildings[buildings['osm_id'].notna()]
-        buildings['osm_id'] = buildings['osm_id'].astype('int64')
-        buildings = buildings[['osm_id', 'geometry']].dissolve(by='osm_id')
+        buildings = _truth(root, scene, slug)[['osm_id', 'geometry']]
+        buildings = buildings.dissolve(by='osm_id')
         ids = buildings.index.to_numpy()
     else:
         buildings = OSMBuildings(paths=folder / files['osm']).buildings
@@ -859,15 +861,22 @@ def _sar_statistics(
     return stats
 
 
+def _truth(root: Path, scene: dict[str, Any], slug: str) -> gpd.GeoDataFrame:
+    """The true buildings of a simulated city that have an OSM footprint."""
+    files = scene['cities'][slug]['files']
+    truth = gpd.read_file(root / slug / files['truth'])
+    truth = truth[truth['osm_id'].notna()].copy()
+    truth['osm_id'] = truth['osm_id'].astype('int64')
+    return truth
+
+
 def _oracle(root: Path, scene: dict[str, Any], slug: str) -> pd.Series:
     """The fragility oracle of every building of a city, indexed by OSM id."""
     from .simulation.fragility import heavy_damage_probability
 
-    files = scene['cities'][slug]['files']
-    truth = gpd.read_file(root / slug / files['truth'])
-    truth = truth[truth['osm_id'].notna()]
+    truth = _truth(root, scene, slug)
     p = heavy_damage_probability(list(truth['taxonomy']), truth['pga_g'].to_numpy())
-    series = pd.Series(p, index=truth['osm_id'].astype('int64').to_numpy())
+    series = pd.Series(p, index=truth['osm_id'].to_numpy())
     # several true buildings may be one OSM footprint: the most vulnerable one
     return series.groupby(level=0).max()
 
@@ -892,8 +901,7 @@ def score_oracle(
     """
 
     def predict(slug: str, keep: np.ndarray | None = None) -> _Predictions:
-        chips = data.chips(slug)
-        batches = list(_loader(chips, 1024))
+        batches = _batches(data, slug)
         ids = torch.cat([b['building_id'] for b in batches]).numpy()
         labels = torch.cat([b['label'] for b in batches]).numpy()
         series = oracle[slug]

@@ -18,6 +18,7 @@ from ..batch import normalise_batch as _normalise_batch
 from ..datasets import OSMBuildings
 from ..errors import ArgumentError
 from ..transforms import RandomDecibelGain, RandomSpeckle, SARGeometricAugmentation
+from .damage import augmented_model_batch
 
 #: Modalities a per-building benchmark sample can feed (no DSM or GEM there).
 BENCHMARK_MODALITIES = ('sar', 'osm', 'optical')
@@ -242,14 +243,13 @@ class BuildingBenchmarkDataModule(LightningDataModule):
         Returns:
             The model batch.
         """
-        training = self.trainer is not None and self.trainer.training
-        if training:
-            batch = dict(batch)
-            batch['image'] = self.intensity_augmentation(batch['image'].float())
-        out = self.normalise(batch)
-        if training:
-            out = self.geometric_augmentation(out)
-        return out
+        return augmented_model_batch(
+            batch,
+            self.normalise,
+            self.intensity_augmentation,
+            self.geometric_augmentation,
+            self.trainer is not None and self.trainer.training,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics, kept in checkpoints."""

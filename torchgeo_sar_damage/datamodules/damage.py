@@ -4,7 +4,7 @@
 """Per-building damage data split by city: the data module of the damage task."""
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,6 +243,39 @@ class CityDatasets:
         self.inputs = dataset
         # inputs and labels: their intersection is the labels' area of interest
         self.dataset = dataset & self.labels
+
+
+def augmented_model_batch(
+    batch: Sample,
+    normalise: Callable[[Sample], Sample],
+    intensity: nn.Module,
+    geometric: nn.Module,
+    training: bool,
+) -> Sample:
+    """The model batch of a raw batch, augmented while training.
+
+    The SAR intensity augmentation works in dB, so it is applied to the raw
+    ``image`` before ``normalise``; the geometric one to the model batch, the same
+    transform to every image-like key. Shared by the data modules'
+    ``on_after_batch_transfer``.
+
+    Args:
+        batch: a raw batch.
+        normalise: raw batch -> model batch (training statistics).
+        intensity: the SAR intensity augmentation.
+        geometric: the geometric augmentation.
+        training: augment (only while training).
+
+    Returns:
+        The model batch.
+    """
+    if training:
+        batch = dict(batch)
+        batch['image'] = intensity(batch['image'].float())
+    out = normalise(batch)
+    if training:
+        out = geometric(out)
+    return out
 
 
 def _with_label(dataset: Dataset[Sample]) -> Dataset[Sample]:
@@ -895,12 +928,13 @@ class SARDamageDataModule(LightningDataModule):
             The model batch.
         """
         training = self.trainer is not None and self.trainer.training
-        if training:
-            batch = dict(batch)
-            batch['image'] = self.intensity_augmentation(batch['image'].float())
-        model_batch = self.normalise(batch)
-        if training:
-            model_batch = self.augment(model_batch)
+        model_batch = augmented_model_batch(
+            batch,
+            self.normalise,
+            self.intensity_augmentation,
+            self.geometric_augmentation,
+            training,
+        )
         if self.stacked:
             return {
                 'image': stack_images(model_batch, self.modalities),
