@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from torchgeo_sar_damage.datamodules import SARDamageDataModule, holdout_blocks
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.study import (
     COLUMNS,
+    TRUTH_METRICS,
     StudyConfig,
     best_f1,
     grid,
@@ -30,6 +32,7 @@ from torchgeo_sar_damage.study import (
     scores,
     with_adaptation,
     with_best_f1,
+    with_true_labels,
     write_report,
 )
 from torchgeo_sar_damage.tasks import DamageClassification
@@ -153,6 +156,10 @@ def test_config_errors(tmp_path: Path) -> None:
     path.write_text('pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]\n')
     with pytest.raises(ArgumentError, match='not SAR polarisations'):
         StudyConfig.from_yaml(path)
+    for folds in (0, 5):
+        path.write_text(f'folds: {folds}\n')
+        with pytest.raises(ArgumentError, match='folds must be between 1 and'):
+            StudyConfig.from_yaml(path)
     path.write_text('pretrained_weights: [ResNet50_Weights.NOPE]\n')
     with pytest.raises(ArgumentError, match='neither an existing file'):
         StudyConfig.from_yaml(path)
@@ -206,6 +213,23 @@ def test_tiny_study_writes_table_and_figures(
     unseen = rows[rows.split == 'unseen']
     assert (unseen.groupby('held_out_city').n_buildings.nunique() == 1).all()
     assert len(predictions) == rows.n_buildings.sum()
+    # the unseen predictions carry each building's true label from truth.gpkg
+    # (-1: an OSM footprint over no true building)
+    assert predictions.building_id.notna().all()
+    unseen_p = predictions[predictions.split == 'unseen']
+    assert set(unseen_p.label_true) <= {-1, 0, 1}
+    assert (unseen_p.label_true >= 0).mean() > 0.8
+    # every model, baselines included, names the same buildings
+    ids = unseen_p.groupby(['modalities', 'fusion', 'held_out_city']).building_id
+    per_city = ids.apply(lambda x: tuple(sorted(x))).groupby(level=2).nunique()
+    assert (per_city == 1).all()
+    assert predictions[predictions.split == 'seen'].label_true.isna().all()
+    city = config.cities[0]
+    truth = gpd.read_file(training_scene / city / 'truth.gpkg')
+    damaged = truth[truth.osm_id.notna()].groupby('osm_id').damaged.max()
+    first = unseen_p[unseen_p.held_out_city == city]
+    expected = damaged.reindex(first.building_id.to_numpy()).fillna(-1).to_numpy()
+    np.testing.assert_array_equal(first.label_true.to_numpy(), expected)
 
     out = tmp_path / 'results'
     files = write_report(
@@ -249,6 +273,13 @@ def test_tiny_study_writes_table_and_figures(
         assert f'| {city} |' in page
     assert '| f1_best |' in page
     assert "F1 lost on unseen cities by using the validation city's threshold" in page
+    # scores against the true grades, on unseen rows only
+    scored = table[table.split == 'unseen']
+    assert scored.label_noise.between(0, 0.5).all()
+    assert scored.auroc_true.notna().all()
+    assert table[table.split == 'seen'].auroc_true.isna().all()
+    assert '## Unseen cities against the true grades (label noise)' in page
+    assert 'of the EMS labels of the unseen cities disagree with the true grade' in page
     for name in ('study_models.png', 'study_curves.png', 'study_reliability.png'):
         assert mpimg.imread(out / name).shape[0] > 100
         assert f']({name})' in page
@@ -456,6 +487,45 @@ def test_study_runs_torchgeo_models(
     # findings compare the new rows with this package's models
     assert 'for the best FusionNet on the same modalities' in page
     assert 'trained from scratch (AUROC' in page
+
+
+def test_with_true_labels_scores_against_the_truth() -> None:
+    # a model that knows the truth, scored against EMS labels with 10 % flipped
+    rng = np.random.default_rng(1)
+    n = 2000
+    truth = (rng.random(n) < 0.25).astype(int)
+    flip = rng.random(n) < 0.1
+    ems = np.where(flip, 1 - truth, truth)
+    p = np.clip(truth * 0.8 + rng.random(n) * 0.2, 0, 1)
+    base = {'modalities': 'sar', 'fusion': 'late', 'held_out_city': 'a', 'seed': 0}
+    rows = pd.DataFrame(
+        [
+            {**base, 'split': 'unseen', **scores(p, ems, 0.5), 'threshold': 0.5},
+            {**base, 'split': 'seen', **scores(p, ems, 0.5), 'threshold': 0.5},
+        ],
+        columns=list(COLUMNS),
+    )
+    predictions = pd.concat(
+        [
+            pd.DataFrame(
+                {**base, 'split': 'unseen', 'probability': p, 'label': ems}
+                | {'label_true': truth}
+            ),
+            pd.DataFrame({**base, 'split': 'seen', 'probability': p, 'label': ems}),
+        ],
+        ignore_index=True,
+    )
+    out = with_true_labels(rows, predictions)
+    unseen, seen = out.iloc[0], out.iloc[1]
+    assert unseen.label_noise == pytest.approx(flip.mean())
+    assert unseen.auroc_true == pytest.approx(1.0)
+    assert unseen.f1_true == pytest.approx(1.0)
+    assert unseen.auroc < 0.95  # the EMS labels' noise caps the score
+    assert np.isnan(seen.auroc_true)
+    assert np.isnan(seen.label_noise)
+    # predictions without true labels (a real scene) leave the columns NaN
+    plain = with_true_labels(rows, predictions.drop(columns='label_true'))
+    assert plain[list(TRUTH_METRICS)].isna().all().all()
 
 
 def test_with_adaptation_estimates_each_town_share() -> None:

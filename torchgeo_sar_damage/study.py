@@ -143,6 +143,12 @@ ADAPTED_METRICS = (
     'share_error',
 )
 
+#: Metrics of the report against the simulator's true grades instead of the EMS
+#: labels (:func:`with_true_labels`; unseen towns of simulated scenes only): the
+#: share of EMS labels that disagree with the truth (grade >= 4), and the AUROC and
+#: the F1 (at the run's threshold) against the truth.
+TRUTH_METRICS = ('label_noise', 'auroc_true', 'f1_true')
+
 #: ``fusion`` of the study's runs of TorchGeo's ``Classification`` task.
 TORCHGEO = 'torchgeo'
 
@@ -197,6 +203,8 @@ class StudyConfig:
         oracles: with ``baselines``, also the references that know the truth of a
             simulated scene (``truth.gpkg``): the fragility oracle and the
             SAR-statistics baseline on the true footprints.
+        folds: run only the first this many leave-one-city-out folds (None: all;
+            e.g. a learning curve on two folds).
     """
 
     name: str = 'custom'
@@ -236,6 +244,7 @@ class StudyConfig:
         default_factory=lambda: [['sar'], ['sar', 'osm', 'dsm', 'gem']]
     )
     oracles: bool = True
+    folds: int | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -311,6 +320,11 @@ class StudyConfig:
                 )
         for name in self.pretrained_weights:
             check_sar_weights(resolve_weights(name))
+        if self.folds is not None and not 1 <= self.folds <= len(self.cities):
+            raise ArgumentError(
+                f'folds must be between 1 and the number of cities '
+                f'({len(self.cities)}), not {self.folds}'
+            )
 
 
 def label(modalities: Sequence[str]) -> str:
@@ -470,6 +484,49 @@ def with_best_f1(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
             rows.modalities, rows.fusion, rows.split, rows.held_out_city, rows.seed
         )
     ]
+    return out
+
+
+def with_true_labels(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows with :data:`TRUTH_METRICS`, from the saved true labels.
+
+    Only the unseen-town predictions of simulated scenes carry ``label_true``
+    (:func:`_run_records`); the metrics are NaN elsewhere. ``label_noise`` is the
+    share of EMS labels that disagree with the truth; ``auroc_true`` and ``f1_true``
+    (at the run's threshold) score the same probabilities against the truth.
+
+    Args:
+        rows: rows of the study (:func:`run_study`).
+        predictions: pooled predictions (:func:`run_study`).
+
+    Returns:
+        A copy of ``rows`` with the columns.
+    """
+    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
+    groups: dict[tuple[Any, ...], pd.DataFrame] = {}
+    if 'label_true' in predictions:
+        known = predictions[predictions['label_true'].fillna(-1) >= 0]
+        groups = {tuple(k): g for k, g in known.groupby(keys, sort=False)}
+    out = rows.copy()
+    values: dict[str, list[float]] = {m: [] for m in TRUTH_METRICS}
+    for row in rows[[*keys, 'threshold']].to_dict('records'):
+        key = (*[row[k] for k in keys[:-1]], int(row['seed']))
+        group = groups.get(key)
+        record = dict.fromkeys(TRUTH_METRICS, float('nan'))
+        if group is not None and len(group):
+            p = group.probability.to_numpy(dtype=np.float64)
+            y = group.label_true.to_numpy(dtype=np.int64)
+            ems = group.label.to_numpy(dtype=np.int64)
+            record['label_noise'] = float(np.mean(ems != y))
+            if 0 < y.sum() < len(y):
+                record['auroc_true'] = float(roc_auc_score(y, p))
+            record['f1_true'] = float(
+                f1_score(y, p >= float(row['threshold']), zero_division=0)
+            )
+        for metric in TRUTH_METRICS:
+            values[metric].append(record[metric])
+    for metric in TRUTH_METRICS:
+        out[metric] = values[metric]
     return out
 
 
@@ -819,8 +876,8 @@ def _batches(data: SARDamageDataModule, slug: str) -> list[Sample]:
 
 def _table(
     data: SARDamageDataModule, slug: str, sar_statistics: pd.DataFrame | None
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features of the labelled buildings of a city (raw tabular or SAR statistics)."""
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features, labels and building ids of a city's chips (tabular or SAR statistics)."""
     batches = _batches(data, slug)
     ids = torch.cat([b['building_id'] for b in batches]).numpy()
     labels = torch.cat([b['label'] for b in batches]).numpy()
@@ -829,7 +886,7 @@ def _table(
         frame = pd.DataFrame(tabular, columns=data.raw_feature_names)
     else:
         frame = sar_statistics.reindex(ids).reset_index(drop=True)
-    return frame, labels
+    return frame, labels, ids
 
 
 def _sar_statistics(
@@ -868,6 +925,27 @@ def _truth(root: Path, scene: dict[str, Any], slug: str) -> gpd.GeoDataFrame:
     truth = truth[truth['osm_id'].notna()].copy()
     truth['osm_id'] = truth['osm_id'].astype('int64')
     return truth
+
+
+def true_labels(root: Path, scene: dict[str, Any], slug: str) -> pd.Series:
+    """The true binary label of every OSM building of a simulated city.
+
+    An OSM footprint is damaged when any true building it covers has grade >= 4 (the
+    truth behind the EMS label, which photo-interpretation may get wrong).
+
+    Args:
+        root: the scene folder.
+        scene: its ``scene.json``.
+        slug: the city.
+
+    Returns:
+        0/1 labels indexed by OSM id.
+    """
+    truth = _truth(root, scene, slug)
+    damaged = pd.Series(
+        truth['damaged'].astype('int64').to_numpy(), index=truth['osm_id'].to_numpy()
+    )
+    return damaged.groupby(level=0).max()
 
 
 def _oracle(root: Path, scene: dict[str, Any], slug: str) -> pd.Series:
@@ -938,32 +1016,31 @@ def train_gbm(
         ``unseen`` and ``seen`` predictions, and the ``threshold``.
     """
 
-    def table(slug: str) -> tuple[pd.DataFrame, np.ndarray]:
+    def table(slug: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         stats = None if sar_statistics is None else sar_statistics[slug]
         return _table(data, slug, stats)
 
-    x_train, y_train, x_seen, y_seen = [], [], [], []
+    x_train, y_train, seen_parts = [], [], []
     for slug in fold['train']:
-        x, y = table(slug)
+        x, y, ids = table(slug)
         held = data.heldout(slug)
         train = ~held & (y >= 0)
         x_train.append(x[train])
         y_train.append(y[train])
-        x_seen.append(x[held])
-        y_seen.append(y[held])
+        seen_parts.append((x[held], y[held], ids[held]))
     learner = HistGradientBoostingClassifier(random_state=seed, class_weight='balanced')
     learner.fit(pd.concat(x_train), np.concatenate(y_train))
 
-    def predict(x: pd.DataFrame, y: np.ndarray) -> _Predictions:
+    def predict(x: pd.DataFrame, y: np.ndarray, ids: np.ndarray) -> _Predictions:
         p = learner.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
-        return _labelled(_Predictions(np.arange(len(y)), p, y))
+        return _labelled(_Predictions(ids, p, y))
 
     val = [predict(*table(slug)) for slug in fold['val']]
     threshold = best_f1_threshold(
         torch.from_numpy(_concat(val).probability), torch.from_numpy(_concat(val).label)
     )
     unseen = [predict(*table(slug)) for slug in fold['test']]
-    seen = [predict(x, y) for x, y in zip(x_seen, y_seen)]
+    seen = [predict(*part) for part in seen_parts]
     return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
 
 
@@ -1051,7 +1128,7 @@ def run_study(
     work = Path(work)
     root, manifest = prepare_scene(config, work, progress)
     chips = work / 'chips'
-    folds = leave_one_city_out(config.cities)
+    folds = leave_one_city_out(config.cities)[: config.folds]
     pairs = grid(config) + extra_pairs(config)
     for name, path in missing_weights(config).items():
         warnings.warn(
@@ -1086,6 +1163,7 @@ def run_study(
     sar_statistics: dict[str, pd.DataFrame] = {}
     true_statistics: dict[str, pd.DataFrame] = {}
     oracle: dict[str, pd.Series] = {}
+    truth: dict[str, pd.Series] = {}
     cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] = {}
     bar = tqdm(runs, desc='study', unit='run', disable=not progress)
     for fold, seed, name, fusion in bar:
@@ -1138,8 +1216,15 @@ def run_study(
                 weights=run_weights(fusion),
             )
         seconds = time.perf_counter() - start
+        if city not in truth and 'truth' in manifest['cities'][city]['files']:
+            truth[city] = true_labels(root, manifest, city)
         records = _run_records(
-            result, (name, fusion, city, seed), seconds, config, predictions_dir
+            result,
+            (name, fusion, city, seed),
+            seconds,
+            config,
+            predictions_dir,
+            truth.get(city),
         )
         new = pd.DataFrame(records, columns=list(COLUMNS))
         journal = pd.concat([journal, new], ignore_index=True) if len(journal) else new
@@ -1170,8 +1255,14 @@ def _run_records(
     seconds: float,
     config: StudyConfig,
     predictions_dir: Path,
+    truth: pd.Series | None = None,
 ) -> list[dict[str, Any]]:
-    """A finished run's rows (seen and unseen) and its saved predictions."""
+    """A finished run's rows (seen and unseen) and its saved predictions.
+
+    The predictions files hold each building's OSM id, probability and label and, for
+    the unseen town of a simulated scene (``truth``: true labels by OSM id,
+    :func:`true_labels`), its true label ``label_true``.
+    """
     name, fusion, city, seed = key
     threshold = result['threshold']
     assert isinstance(threshold, float)
@@ -1191,7 +1282,17 @@ def _run_records(
                 'seconds': round(seconds, 2),
             }
         )
-        frame = pd.DataFrame({'probability': found.probability, 'label': found.label})
+        frame = pd.DataFrame(
+            {
+                'building_id': found.building_id,
+                'probability': found.probability,
+                'label': found.label,
+            }
+        )
+        if split == 'unseen' and truth is not None:
+            frame['label_true'] = (
+                truth.reindex(found.building_id).fillna(-1).astype('int64').to_numpy()
+            )
         frame.to_csv(
             predictions_dir / f'{name}_{fusion}_{split}_{city}_{seed}.csv.gz',
             index=False,
@@ -1268,7 +1369,7 @@ def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         One row per group with ``runs`` and ``<metric>_mean``, ``<metric>_std``.
     """
     out = []
-    extra = [*REPORT_METRICS, *ADAPTED_METRICS]
+    extra = [*REPORT_METRICS, *ADAPTED_METRICS, *TRUTH_METRICS]
     metrics = [*METRICS, *[m for m in extra if m in rows.columns]]
     for key, group in iter_groups(rows, by):
         record: dict[str, Any] = dict(zip(by, key))
@@ -1409,6 +1510,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
         )
     lines += _torchgeo_findings(means)
     lines += _adaptation_findings(unseen)
+    lines += _truth_findings(unseen)
     for record in gap_table(rows).to_dict('records'):
         if record['fusion'] in ('late', 'gbm'):
             lines.append(
@@ -1416,6 +1518,38 @@ def findings(rows: pd.DataFrame) -> list[str]:
                 f'{describe_model(record["modalities"], record["fusion"])}: '
                 f'{record["f1_gap_mean"]:+.3f} ± {record["f1_gap_std"]:.3f}.'
             )
+    return lines
+
+
+def _truth_findings(unseen: pd.DataFrame) -> list[str]:
+    """What label noise costs, from :data:`TRUTH_METRICS` (simulated scenes)."""
+    if 'auroc_true' not in unseen.columns:
+        return []
+    scored = unseen[np.isfinite(unseen.auroc_true.astype(float))]
+    if not len(scored):
+        return []
+    noise = float(scored.drop_duplicates('held_out_city').label_noise.mean())
+    lines = [
+        (
+            f'Label noise: {noise:.1%} of the EMS labels of the unseen cities '
+            'disagree with the true grade (damaged = grade >= 4), mean over cities.'
+        )
+    ]
+    means = {
+        (str(m), str(f)): (float(g.auroc.mean()), float(g.auroc_true.mean()))
+        for (m, f), g in scored.groupby(['modalities', 'fusion'], sort=False)
+    }
+    deep = {k: v for k, v in means.items() if k[1] not in BASELINES}
+    chosen = []
+    if deep:
+        chosen.append(max(deep, key=lambda k: deep[k][0]))
+    chosen += [m for m in (TRUE_FOOTPRINTS, ORACLE) if m in means]
+    for model in chosen:
+        ems, true = means[model]
+        lines.append(
+            f'{_sentence(describe_model(*model))}: AUROC {ems:.3f} against the EMS '
+            f'labels, {true:.3f} against the true grades ({true - ems:+.3f}).'
+        )
     return lines
 
 
@@ -1686,13 +1820,15 @@ def write_report(
     rows = with_adaptation(
         with_best_f1(rows, predictions), predictions, config.cities, config.ece_bins
     )
+    rows = with_true_labels(rows, predictions)
 
     def replace(path: Path, write: Callable[[Path], None]) -> None:
         write_atomic(path, write)
         written.append(path)
 
-    table = rows[[*COLUMNS, *REPORT_METRICS, *ADAPTED_METRICS]].copy()
-    for metric in (*METRICS, *REPORT_METRICS, *ADAPTED_METRICS):
+    extra = (*REPORT_METRICS, *ADAPTED_METRICS, *TRUTH_METRICS)
+    table = rows[[*COLUMNS, *extra]].copy()
+    for metric in (*METRICS, *extra):
         table[metric] = table[metric].astype(float).round(4)
     table['threshold'] = table['threshold'].astype(float).round(4)
     replace(out / 'study.csv', lambda p: table.to_csv(p, index=False))
@@ -1804,6 +1940,35 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
     ]
 
 
+def _truth_section(overall: pd.DataFrame) -> list[str]:
+    """The page's table of scores against the true grades (:func:`with_true_labels`)."""
+    if 'auroc_true_mean' not in overall.columns:
+        return []
+    finite = np.isfinite(overall.auroc_true_mean.to_numpy(dtype=float))
+    part = overall[(overall.split == 'unseen').to_numpy() & finite]
+    if not len(part):
+        return []
+    return [
+        '## Unseen cities against the true grades (label noise)',
+        '',
+        (
+            'The EMS labels are photo-interpretation of the simulated image and miss '
+            "or invent damage; the simulator knows every building's true grade. "
+            '`label_noise`: the share of EMS labels that disagree with the truth '
+            '(grade >= 4); `auroc_true` and `f1_true` score the same probabilities '
+            "(at the validation city's threshold) against the truth, beside the "
+            'EMS-label `auroc` and `f1`.'
+        ),
+        '',
+        markdown_table(
+            part,
+            ['modalities', 'fusion'],
+            ['label_noise', 'f1', 'f1_true', 'auroc', 'auroc_true'],
+        ),
+        '',
+    ]
+
+
 def _page_results(rows: pd.DataFrame) -> list[str]:
     """The study page's findings, tables and figures (see :func:`write_report`)."""
     overall = summary(rows, ['modalities', 'fusion', 'split'])
@@ -1832,6 +1997,7 @@ def _page_results(rows: pd.DataFrame) -> list[str]:
         ),
         '',
         *_adaptation_section(overall),
+        *_truth_section(overall),
         '## Seen cities: held-out blocks of the training cities',
         '',
         markdown_table(
