@@ -166,7 +166,9 @@ def test_admin_code_column(town: dict[str, Any], model: Path, tmp_path: Path) ->
     """--admin-code-column reads GEM's codes from a column of another name."""
     admin = gpd.read_file(town['admin'])
     gadm = tmp_path / 'gadm.gpkg'
-    admin.rename(columns={'ID_2': 'GID_2', 'ID_1': 'GID_1'}).to_file(gadm)
+    # the simulator's province polygon (GEM's Türkiye files are per province)
+    assert 'ID_2' not in admin.columns
+    admin.rename(columns={'ID_1': 'GID_1'}).to_file(gadm)
     common = {
         'dsm': town['dsm'],
         'gem': town['gem'],
@@ -188,21 +190,21 @@ def test_admin_code_column(town: dict[str, Any], model: Path, tmp_path: Path) ->
     argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
     argv += ['--admin', str(gadm), '--checkpoint', str(model), '--quiet']
     argv += ['--mc-samples', '0', '--batch-size', '16']
-    assert main([*argv, '--admin-code-column', 'GID_2', '--out', str(renamed)]) == 0
+    assert main([*argv, '--admin-code-column', 'GID_1', '--out', str(renamed)]) == 0
     a, b = gpd.read_file(reference), gpd.read_file(renamed)
     assert (a['status'] == 'ok').sum() > 0
     np.testing.assert_array_equal(a['damage_prob'], b['damage_prob'])
     explicit = tmp_path / 'explicit.gpkg'
     assert (
-        main([*argv, '--admin-code-column', 'ID_2=GID_2', '--out', str(explicit)]) == 0
+        main([*argv, '--admin-code-column', 'ID_1=GID_1', '--out', str(explicit)]) == 0
     )
     np.testing.assert_array_equal(
         gpd.read_file(explicit)['damage_prob'], a['damage_prob']
     )
     # a bad value, and a column that is not there: one line, exit code 2
     bad = tmp_path / 'bad.gpkg'
-    assert main([*argv, '--admin-code-column', 'X_1=GID_2', '--out', str(bad)]) == 2
-    assert main([*argv, '--admin-code-column', 'ID_2=nope', '--out', str(bad)]) == 2
+    assert main([*argv, '--admin-code-column', 'X_1=GID_1', '--out', str(bad)]) == 2
+    assert main([*argv, '--admin-code-column', 'ID_1=nope', '--out', str(bad)]) == 2
     assert not bad.exists()
 
 

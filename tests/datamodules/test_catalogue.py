@@ -288,10 +288,14 @@ def test_catalogue_not_found_and_unknown_town(
 
 
 def renamed_admin(scene: Path, tmp_path: Path, town: str) -> Path:
-    """The town's admin polygons with GEM's ID_n columns renamed, as in GADM."""
+    """The town's admin polygons with GEM's ID_n columns renamed, as in GADM.
+
+    The simulator writes GEM per province by default: one polygon with ``ID_1``.
+    """
     files = manifest(scene)['cities'][town]['files']
     admin = gpd.read_file(scene / town / files['admin'])
-    renamed = admin.rename(columns={'ID_2': 'GID_2', 'ID_1': 'GID_1', 'ID_0': 'GID_0'})
+    assert 'ID_2' not in admin.columns
+    renamed = admin.rename(columns={'ID_1': 'GID_1', 'ID_0': 'GID_0'})
     out = tmp_path / f'{town}_gadm.gpkg'
     renamed.to_file(out)
     return out
@@ -308,7 +312,7 @@ def test_gem_code_column_of_another_name(training_scene: Path, tmp_path: Path) -
     with pytest.raises(ArgumentError, match='shares no ID_n code column'):
         make(path, tmp_path / 'chips_a').chips('adiyaman')
     # the data module's argument, for every town
-    ours = make(path, tmp_path / 'chips_b', gem_id_columns={'ID_2': 'GID_2'})
+    ours = make(path, tmp_path / 'chips_b', gem_id_columns={'ID_1': 'GID_1'})
     theirs = make(training_scene, tmp_path / 'chips_c')
     a, b = ours.chips('adiyaman'), theirs.chips('adiyaman')
     tabular = np.stack([a[i]['tabular'].numpy() for i in range(len(a))])
@@ -317,7 +321,7 @@ def test_gem_code_column_of_another_name(training_scene: Path, tmp_path: Path) -
     )
     # or the town's own entry in the catalogue
     for town in catalogue['cities']:
-        catalogue['cities'][town]['gem_id_columns'] = {'ID_2': 'GID_2'}
+        catalogue['cities'][town]['gem_id_columns'] = {'ID_1': 'GID_1'}
     path = write(tmp_path / 'towns.json', catalogue)
     again = make(path, tmp_path / 'chips_d').chips('adiyaman')
     np.testing.assert_array_equal(
@@ -326,19 +330,19 @@ def test_gem_code_column_of_another_name(training_scene: Path, tmp_path: Path) -
 
 
 def test_gem_code_column_by_name_alone(training_scene: Path, tmp_path: Path) -> None:
-    """A bare column name maps the CSVs' deepest ID_n level (ID_2 here)."""
+    """A bare column name maps the CSVs' deepest ID_n level (ID_1 here)."""
     files = manifest(training_scene)['cities']['adiyaman']['files']
     gem = [training_scene / 'adiyaman' / f for f in files['gem']]
     admin = renamed_admin(training_scene, tmp_path, 'adiyaman')
     reference = GEMExposure(gem, admin=training_scene / 'adiyaman' / files['admin'])
-    named = GEMExposure(gem, admin=admin, id_columns='GID_2')
+    named = GEMExposure(gem, admin=admin, id_columns='GID_1')
     buildings = gpd.read_file(training_scene / 'adiyaman' / files['osm'])
-    assert len(named.units) == len(reference.units) > 1
+    assert list(named.units.index) == list(reference.units.index) == ['TR-02']
     np.testing.assert_array_equal(
         named.features(buildings).to_numpy(), reference.features(buildings).to_numpy()
     )
     with pytest.raises(ArgumentError, match=r"'NAME'.* not a column"):
-        GEMExposure(gem, admin=admin, id_columns={'ID_2': 'NAME'})
+        GEMExposure(gem, admin=admin, id_columns={'ID_1': 'NAME'})
 
 
 # -- pixel spacing --------------------------------------------------------------

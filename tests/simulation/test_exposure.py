@@ -2,6 +2,7 @@
 # Licensed under the MIT License.
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -9,24 +10,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from torchgeo_sar_damage.errors import ArgumentError
 from torchgeo_sar_damage.simulation.cities import CITIES
 from torchgeo_sar_damage.simulation.exposure import (
     COLUMNS,
+    DISTRICT_COLUMNS,
+    LEVEL_COLUMNS,
     OCCUPANCY_FILES,
+    PROVINCE_COLUMNS,
+    admin_units,
     exposure_tables,
     write_exposure_csv,
 )
 from torchgeo_sar_damage.simulation.scene import Scene, generate_scene
 from torchgeo_sar_damage.taxonomy import parse_taxonomy
 
-# gem/global_exposure_model, Europe/Turkey/Exposure_Res_Turkey_Adm1.csv header, with
-# ID_2 and NAME_2 as in GEM's finer files.
-GEM_HEADER = (
-    'ID_0,NAME_0,ID_1,NAME_1,ID_2,NAME_2,SETTLEMENT,OCCUPANCY,TAXONOMY,BUILDINGS,'
+# gem/global_exposure_model, Europe/Turkey/Exposure_Res_Turkey_Adm1.csv header.
+PROVINCE_HEADER = (
+    'ID_0,NAME_0,ID_1,NAME_1,SETTLEMENT,OCCUPANCY,TAXONOMY,BUILDINGS,'
     'TOTAL_REPL_COST_USD,COST_STRUCTURAL_USD,COST_NONSTRUCTURAL_USD,COST_CONTENTS_USD,'
     'TOTAL_AREA_SQM,OCCUPANTS_PER_ASSET,OCCUPANTS_PER_ASSET_DAY,'
     'OCCUPANTS_PER_ASSET_NIGHT,OCCUPANTS_PER_ASSET_TRANSIT'
 )
+# the same with ID_2 and NAME_2, as in GEM's finer files (the districts, level 2).
+GEM_HEADER = PROVINCE_HEADER.replace('NAME_1,', 'NAME_1,ID_2,NAME_2,')
 
 
 INDUSTRIAL = ('CR+PC/LFM+CDL+DUL/H:1/IND', 'S/LFM+CDM+DUM/H:2/IND')
@@ -47,7 +54,8 @@ def scene() -> Scene:
 
 @pytest.fixture
 def written(scene: Scene, tmp_path: Path) -> dict[str, Path]:
-    tables = exposure_tables(scene.buildings, scene.districts)
+    """The district files (level 2)."""
+    tables = exposure_tables(scene.buildings, scene.districts, level=2)
     paths = {}
     for key, table in tables.items():
         path = tmp_path / f'Exposure_{key}_Turkey_Adm2.csv'
@@ -58,7 +66,7 @@ def written(scene: Scene, tmp_path: Path) -> dict[str, Path]:
 
 def test_tables_aggregate_buildings(scene: Scene) -> None:
     b = scene.buildings
-    tables = exposure_tables(b, scene.districts)
+    tables = exposure_tables(b, scene.districts, level=2)
     assert set(tables) == set(OCCUPANCY_FILES) == {'Res', 'Com', 'Ind'}
     for key, table in tables.items():
         assert tuple(table.columns) == COLUMNS
@@ -129,16 +137,17 @@ def test_csv_layout(scene: Scene, written: dict[str, Path]) -> None:
 
 def test_empty_table_writes_header_only(scene: Scene, tmp_path: Path) -> None:
     residential = scene.buildings[scene.buildings['taxonomy'].str.endswith('/RES')]
-    tables = exposure_tables(residential, scene.districts)
-    assert tables['Ind'].empty
-    assert tables['Com'].empty
-    path = tmp_path / 'Exposure_Ind_Turkey_Adm2.csv'
-    write_exposure_csv(path, tables['Ind'], 'Ind')
-    assert path.read_text(encoding='utf-8') == GEM_HEADER + '\n'
+    for level, header in ((1, PROVINCE_HEADER), (2, GEM_HEADER)):
+        tables = exposure_tables(residential, scene.districts, level=level)
+        assert tables['Ind'].empty
+        assert tables['Com'].empty
+        path = tmp_path / f'Exposure_Ind_Turkey_Adm{level}.csv'
+        write_exposure_csv(path, tables['Ind'], 'Ind')
+        assert path.read_text(encoding='utf-8') == header + '\n'
 
 
 def test_csv_round_trip(scene: Scene, written: dict[str, Path]) -> None:
-    tables = exposure_tables(scene.buildings, scene.districts)
+    tables = exposure_tables(scene.buildings, scene.districts, level=2)
     for key, path in written.items():
         frame = pd.read_csv(path, encoding='utf-8')
         expected = tables[key].reset_index(drop=True)
@@ -149,3 +158,108 @@ def test_csv_round_trip(scene: Scene, written: dict[str, Path]) -> None:
             frame['TOTAL_AREA_SQM'], expected['TOTAL_AREA_SQM'], atol=0.51
         )
         assert list(frame['NAME_2']) == list(expected['NAME_2'])
+
+
+# -- provinces (level 1, the default: GEM's Türkiye files) --------------------------
+
+
+@pytest.fixture(scope='module')
+def two_provinces(scene: Scene) -> Scene:
+    """The scene with its northern and eastern districts moved to another province."""
+    districts = scene.districts.copy()
+    moved = districts['ID_2'].isin(districts['ID_2'].iloc[1:3])
+    districts.loc[moved, 'ID_1'] = 'TR-01'
+    districts.loc[moved, 'NAME_1'] = 'ADANA'
+    return dataclasses.replace(scene, districts=districts)
+
+
+def test_columns_per_level() -> None:
+    assert COLUMNS == DISTRICT_COLUMNS == LEVEL_COLUMNS[2]
+    assert LEVEL_COLUMNS[1] == PROVINCE_COLUMNS == tuple(PROVINCE_HEADER.split(','))
+    assert DISTRICT_COLUMNS == tuple(GEM_HEADER.split(','))
+
+
+def test_provinces_by_default(scene: Scene) -> None:
+    b = scene.buildings
+    tables = exposure_tables(b, scene.districts)
+    for key, table in tables.items():
+        assert tuple(table.columns) == PROVINCE_COLUMNS
+        assert 'ID_2' not in table.columns
+        assert set(table['ID_1']) == {'TR-46'}
+        assert (table['NAME_1'] == 'KAHRAMANMARAŞ').all()
+        assert (table['OCCUPANCY'] == key).all()
+        assert table['TAXONOMY'].is_unique
+        assert list(table['TAXONOMY']) == sorted(table['TAXONOMY'])
+    assert sum(t['BUILDINGS'].sum() for t in tables.values()) == len(b)
+
+
+def test_provinces_sum_the_districts(two_provinces: Scene) -> None:
+    """Province rows are the district rows summed per province and taxonomy."""
+    b, districts = two_provinces.buildings, two_provinces.districts
+    provinces = pd.concat(exposure_tables(b, districts, level=1).values())
+    finer = pd.concat(exposure_tables(b, districts, level=2).values())
+    assert set(provinces['ID_1']) == {'TR-46', 'TR-01'}
+    assert not provinces.duplicated(['ID_1', 'TAXONOMY']).any()
+    names = provinces.groupby('ID_1')['NAME_1'].unique().map(list).to_dict()
+    assert names == {'TR-01': ['ADANA'], 'TR-46': ['KAHRAMANMARAŞ']}
+    summed = finer.groupby(['ID_1', 'TAXONOMY', 'OCCUPANCY'])[
+        ['BUILDINGS', 'TOTAL_AREA_SQM', 'TOTAL_REPL_COST_USD', 'OCCUPANTS_PER_ASSET']
+    ].sum()
+    ours = provinces.set_index(['ID_1', 'TAXONOMY', 'OCCUPANCY'])[summed.columns]
+    pd.testing.assert_frame_equal(
+        ours.sort_index(), summed.sort_index(), check_dtype=False, rtol=1e-12
+    )
+    # and per taxonomy over the whole scene, the buildings themselves
+    per_taxonomy = provinces.groupby('TAXONOMY')['BUILDINGS'].sum()
+    assert per_taxonomy.to_dict() == b['taxonomy'].value_counts().to_dict()
+
+
+def test_province_csv_layout(scene: Scene, tmp_path: Path) -> None:
+    total = 0
+    for key, table in exposure_tables(scene.buildings, scene.districts).items():
+        path = tmp_path / f'Exposure_{key}_Turkey_Adm1.csv'
+        write_exposure_csv(path, table, key)
+        lines = path.read_text(encoding='utf-8').split('\n')
+        assert lines[0] == PROVINCE_HEADER
+        rows = list(csv.DictReader(lines[1:-1], fieldnames=PROVINCE_COLUMNS))
+        count_pattern = r'\d+\.0' if key == 'Res' else r'\d+'
+        for row in rows:
+            assert row['ID_1'] == 'TR-46'
+            assert row['NAME_1'] == 'KAHRAMANMARAŞ'
+            assert re.fullmatch(count_pattern, row['BUILDINGS']), row['BUILDINGS']
+        total += sum(int(float(r['BUILDINGS'])) for r in rows)
+    assert total == len(scene.buildings)
+
+
+def test_admin_units(two_provinces: Scene) -> None:
+    districts = two_provinces.districts
+    provinces = admin_units(districts)
+    assert list(provinces.columns) == ['ID_0', 'NAME_0', 'ID_1', 'NAME_1', 'geometry']
+    assert list(provinces['ID_1']) == ['TR-01', 'TR-46']
+    assert list(provinces['NAME_1']) == ['ADANA', 'KAHRAMANMARAŞ']
+    assert provinces.crs == districts.crs
+    for code, geometry in zip(provinces['ID_1'], provinces.geometry, strict=True):
+        union = districts[districts['ID_1'] == code].geometry.union_all()
+        assert geometry.symmetric_difference(union).area < 1e-6
+    assert provinces.geometry.area.sum() == pytest.approx(
+        districts.geometry.area.sum(), rel=1e-9
+    )
+    same = admin_units(districts, level=2)
+    assert list(same.columns) == [*DISTRICT_COLUMNS[:6], 'geometry']
+    assert same.geometry.equals(districts.geometry)
+
+
+@pytest.mark.parametrize('level', [0, 3, True, '1'])
+def test_bad_level(scene: Scene, level: object) -> None:
+    with pytest.raises(ArgumentError, match=r'1 \(provinces.*2 \(districts'):
+        exposure_tables(scene.buildings, scene.districts, level=level)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match='GEM level'):
+        admin_units(scene.districts, level=level)  # type: ignore[arg-type]
+
+
+def test_write_refuses_other_columns(scene: Scene, tmp_path: Path) -> None:
+    table = exposure_tables(scene.buildings, scene.districts)['Res']
+    path = tmp_path / 'Exposure_Res_Turkey_Adm1.csv'
+    with pytest.raises(ArgumentError, match='PROVINCE_COLUMNS or DISTRICT_COLUMNS'):
+        write_exposure_csv(path, table.drop(columns='NAME_1'), 'Res')
+    assert not path.exists()

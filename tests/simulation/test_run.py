@@ -17,6 +17,7 @@ import pyogrio
 import pytest
 import rasterio
 import rasterio.features
+from shapely.geometry import box
 from sklearn.metrics import roc_auc_score
 
 from torchgeo_sar_damage.datasets.cosmo_skymed import (
@@ -25,6 +26,7 @@ from torchgeo_sar_damage.datasets.cosmo_skymed import (
 )
 from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.simulation import run, writers
+from torchgeo_sar_damage.simulation.cities import CITIES
 from torchgeo_sar_damage.simulation.observation import EMS_GRADES, NOT_ANALYSED
 from torchgeo_sar_damage.simulation.run import heading_deg, simulate
 from torchgeo_sar_damage.simulation.sar import (
@@ -212,17 +214,96 @@ class TestOutputs:
     def test_gem_exposure_matches_buildings(
         self, tiny_scene: Path, tiny_manifest: dict[str, Any]
     ) -> None:
+        """By default GEM is written as published for Türkiye: per province."""
+        assert tiny_manifest['gem_level'] == 1
         for slug, city in tiny_manifest['cities'].items():
+            assert city['gem_level'] == 1
+            assert city['files']['gem'] == [
+                f'Exposure_{o}_Turkey_Adm1.csv' for o in ('Res', 'Com', 'Ind')
+            ]
             truth = gpd.read_file(tiny_scene / slug / city['files']['truth'])
             admin = gpd.read_file(tiny_scene / slug / city['files']['admin'])
+            # one province polygon: the districts dissolved, no district columns
+            assert list(admin.columns) == [
+                'ID_0',
+                'NAME_0',
+                'ID_1',
+                'NAME_1',
+                'geometry',
+            ]
+            assert len(admin) == 1
+            assert admin['ID_1'].iloc[0] == CITIES[slug].province_id
+            assert admin.geometry.area.sum() == pytest.approx(
+                box(*city['bounds']).area, rel=1e-6
+            )
+            # the truth still knows each building's district
+            assert truth['ID_2'].str.startswith(CITIES[slug].province_id + '-').all()
             total = 0.0
             for name in city['files']['gem']:
                 with open(tiny_scene / slug / name, encoding='utf-8', newline='') as f:
-                    rows = list(csv.DictReader(f))
+                    reader = csv.DictReader(f)
+                    rows = list(reader)
+                assert 'ID_2' not in (reader.fieldnames or [])
                 for row in rows:
-                    assert row['ID_2'] in set(admin['ID_2'])
+                    assert row['ID_1'] in set(admin['ID_1'])
                     total += float(row['BUILDINGS'])
             assert total == len(truth)
+
+    def test_gem_level_2_writes_districts(
+        self, tiny_scene: Path, tmp_path: Path
+    ) -> None:
+        """gem_level=2: district files and polygons; the other files are unchanged."""
+        out = tmp_path / 'districts'
+        manifest = simulate(
+            out,
+            cities=['nurdagi'],
+            n_buildings=150,
+            seed=0,
+            pixel_m=1.0,
+            progress=False,
+            gem_level=2,
+        )
+        assert manifest['gem_level'] == 2
+        city = manifest['cities']['nurdagi']
+        assert city['gem_level'] == 2
+        assert city['files']['gem'] == [
+            f'Exposure_{o}_Turkey_Adm2.csv' for o in ('Res', 'Com', 'Ind')
+        ]
+        admin = gpd.read_file(out / 'nurdagi' / city['files']['admin'])
+        assert list(admin.columns[:6]) == [
+            'ID_0',
+            'NAME_0',
+            'ID_1',
+            'NAME_1',
+            'ID_2',
+            'NAME_2',
+        ]
+        assert len(admin) == 5
+        assert admin['ID_2'].is_unique
+        truth = gpd.read_file(out / 'nurdagi' / city['files']['truth'])
+        provinces = 0.0
+        districts: dict[tuple[str, str], float] = {}
+        for name in city['files']['gem']:
+            with open(out / 'nurdagi' / name, encoding='utf-8', newline='') as f:
+                for row in csv.DictReader(f):
+                    assert row['ID_2'] in set(admin['ID_2'])
+                    key = (row['ID_1'], row['TAXONOMY'])
+                    districts[key] = districts.get(key, 0.0) + float(row['BUILDINGS'])
+        # the district rows add up to the default's province rows, taxonomy by
+        # taxonomy
+        default = tiny_scene / 'nurdagi'
+        for name in (f'Exposure_{o}_Turkey_Adm1.csv' for o in ('Res', 'Com', 'Ind')):
+            with open(default / name, encoding='utf-8', newline='') as f:
+                for row in csv.DictReader(f):
+                    key = (row['ID_1'], row['TAXONOMY'])
+                    assert districts.pop(key) == float(row['BUILDINGS'])
+                    provinces += float(row['BUILDINGS'])
+        assert not districts
+        assert provinces == len(truth)
+        # the level changes the GEM files, the admin layer and scene.json only
+        a, b = digest(out / 'nurdagi'), digest(default)
+        assert set(a) - set(b) == set(city['files']['gem'])
+        assert {k for k in set(a) & set(b) if a[k] != b[k]} == {'admin_units.gpkg'}
 
     def test_labels_cover_part_of_the_town(
         self, tiny_scene: Path, tiny_manifest: dict[str, Any]
@@ -300,6 +381,9 @@ class TestArguments:
             ({'pixel_m': 0.0}, 'pixel'),
             ({'seed': -1}, 'seed'),
             ({'footprints': 'no/such/file.gpkg'}, 'no such file'),
+            ({'gem_level': 0}, r'--gem-level must be 1 \(provinces.*or 2'),
+            ({'gem_level': 3}, '--gem-level'),
+            ({'gem_level': '1'}, '--gem-level'),
         ],
     )
     def test_bad_argument(

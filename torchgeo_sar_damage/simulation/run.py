@@ -10,6 +10,11 @@ leaves nothing half-written. Every town gets its own random streams derived from
 seed and its slug, so a town's files do not depend on which other towns are simulated,
 and the same seed gives byte-identical files. Large towns are rendered and written in
 tiles (:func:`simulate_city`), so that a 100,000-building town at 0.5 m fits in memory.
+
+GEM's exposure is written as GEM publishes Türkiye, per province
+(``Exposure_*_Turkey_Adm1.csv``, ``admin_units.gpkg`` with the province polygon), unless
+``gem_level=2`` asks for the simulated districts (``..._Adm2.csv``, the district
+polygons); ``truth.gpkg`` keeps every building's district (``ID_2``) either way.
 """
 
 import dataclasses
@@ -35,7 +40,7 @@ from ..errors import ArgumentError, OutputError
 from ..taxonomy import Taxonomy, parse_taxonomy
 from .cities import CITIES, City, get_city
 from .dsm import render_dsm
-from .exposure import exposure_tables, write_exposure_csv
+from .exposure import admin_units, exposure_tables, write_exposure_csv
 from .fragility import FragilityCurve, fragility_curve, sample_grades
 from .grid import Grid
 from .observation import ems_grading, osm_footprints
@@ -68,7 +73,11 @@ OSM_NAME = 'hotosm_tur_buildings_polygons.gpkg'
 DSM_NAME = 'dsm_pre_event_1m.tif'
 ADMIN_NAME = 'admin_units.gpkg'
 TRUTH_NAME = 'truth.gpkg'
-EXPOSURE_NAME = 'Exposure_{occupancy}_Turkey_Adm2.csv'
+#: GEM exposure CSVs: ``occupancy`` Res, Com or Ind, ``level`` 1 (provinces) or 2.
+EXPOSURE_NAME = 'Exposure_{occupancy}_Turkey_Adm{level}.csv'
+#: Administrative level of the GEM exposure by default: provinces, as GEM publishes
+#: Türkiye (2: the simulated districts).
+GEM_LEVEL = 1
 LABELS_NAME = 'EMSR648_AOI{aoi:02d}_GRA_PRODUCT_builtUpA_r1_v1.json'
 
 STREAMS = ('layout', 'shaking', 'fragility', 'sar', 'landcover', 'dsm', 'osm', 'ems')
@@ -275,12 +284,14 @@ class _Observations:
         ems: Copernicus EMS ``damage_gra`` of each building (None: outside the AOI).
         labels: file name of the EMS grading layer.
         gem: file names of the GEM exposure CSVs.
+        gem_level: their administrative level (1: provinces, 2: districts).
     """
 
     osm_id: np.ndarray
     ems: np.ndarray
     labels: str
     gem: list[str]
+    gem_level: int
 
 
 def _write_sar(
@@ -394,6 +405,8 @@ def _write_observations(
     folder: Path,
     grades: np.ndarray,
     streams: dict[str, np.random.Generator],
+    *,
+    gem_level: int = GEM_LEVEL,
 ) -> _Observations:
     """Write the OSM footprints, the EMS grading, the admin units and GEM exposure.
 
@@ -402,6 +415,8 @@ def _write_observations(
         folder: the town's output folder.
         grades: EMS-98 grade of each building.
         streams: the town's random streams (``osm`` and ``ems`` are drawn from).
+        gem_level: administrative level of the exposure rows and of the admin units:
+            1 for provinces (the districts dissolved by ``ID_1``), 2 for districts.
 
     Returns:
         What each building became in OSM and EMS, and the files written.
@@ -413,13 +428,14 @@ def _write_observations(
     aoi = scene.city.ems_aoi if scene.city is not None else 99
     labels_name = LABELS_NAME.format(aoi=aoi)
     write_vector(folder / labels_name, labels)
-    write_vector(folder / ADMIN_NAME, scene.districts, layer='admin_units')
+    units = admin_units(scene.districts, gem_level)
+    write_vector(folder / ADMIN_NAME, units, layer='admin_units')
     gem_files = []
-    for occupancy, table in exposure_tables(b, scene.districts).items():
-        name = EXPOSURE_NAME.format(occupancy=occupancy)
+    for occupancy, table in exposure_tables(b, scene.districts, gem_level).items():
+        name = EXPOSURE_NAME.format(occupancy=occupancy, level=gem_level)
         write_exposure_csv(folder / name, table, occupancy)
         gem_files.append(name)
-    return _Observations(osm_id, ems, labels_name, gem_files)
+    return _Observations(osm_id, ems, labels_name, gem_files, gem_level)
 
 
 def _write_truth(
@@ -477,7 +493,8 @@ def _city_entry(
         pixel_m: SAR pixel spacing in metres.
 
     Returns:
-        The entry: scene, damage and shaking summary, acquisition and file names.
+        The entry: scene, damage and shaking summary, acquisition, the GEM
+        exposure's administrative level (``gem_level``) and file names.
     """
     city = scene.city
     lon, lat = lonlat
@@ -509,6 +526,7 @@ def _city_entry(
             'stop_utc': csk.stop.isoformat(),
             'pixel_m': pixel_m,
         },
+        'gem_level': observations.gem_level,
         'files': {
             'sar_hdf5': sar.hdf5,
             'sar_geotiff': sar.geotiff,
@@ -528,6 +546,7 @@ def simulate_city(
     seed: int,
     pixel_m: float,
     streams: dict[str, np.random.Generator],
+    gem_level: int = GEM_LEVEL,
 ) -> dict[str, Any]:
     """Shake, damage, image and write one scene into ``folder``.
 
@@ -553,6 +572,8 @@ def simulate_city(
         seed: the run's seed (the randomness comes from ``streams``, derived from it).
         pixel_m: SAR pixel spacing in metres.
         streams: the town's random streams (:func:`city_streams`).
+        gem_level: administrative level of the GEM exposure: 1 for provinces, as GEM
+            publishes Türkiye, 2 for the simulated districts.
 
     Returns:
         The town's entry of ``scene.json``.
@@ -568,7 +589,9 @@ def simulate_city(
     )
     _write_dsm(scene, folder, grid, lc, streams['dsm'], low_memory=tiled)
     del lc
-    observations = _write_observations(scene, folder, damage.grades, streams)
+    observations = _write_observations(
+        scene, folder, damage.grades, streams, gem_level=gem_level
+    )
     _write_truth(scene, folder, damage, observations)
     return _city_entry(scene, (lon, lat), damage, sar, observations, pixel_m)
 
@@ -596,6 +619,7 @@ def _check_arguments(
     seed: int,
     pixel_m: float,
     footprints: str | os.PathLike[str] | None,
+    gem_level: int = GEM_LEVEL,
 ) -> list[str]:
     """Check the arguments of :func:`simulate` other than the output folder.
 
@@ -605,6 +629,7 @@ def _check_arguments(
         seed: random seed.
         pixel_m: SAR pixel spacing in metres.
         footprints: a footprint file, or None.
+        gem_level: administrative level of the GEM exposure (1 or 2).
 
     Returns:
         The slugs of the built-in towns to simulate, without repeats (none with
@@ -619,6 +644,11 @@ def _check_arguments(
         raise ArgumentError(f'--pixel-m must be between 0.1 and 5 m, not {pixel_m}')
     if seed < 0:
         raise ArgumentError(f'--seed must be non-negative, not {seed}')
+    if isinstance(gem_level, bool) or gem_level not in (1, 2):
+        raise ArgumentError(
+            f'--gem-level must be 1 (provinces, as GEM publishes Türkiye) or 2 '
+            f'(districts), not {gem_level!r}'
+        )
     slugs: list[str] = []
     if footprints is None:
         slugs = list(CITIES) if not cities else list(dict.fromkeys(cities))
@@ -692,6 +722,7 @@ def simulate(
     footprints: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    gem_level: int = GEM_LEVEL,
 ) -> dict[str, Any]:
     """Simulate post-earthquake scenes and write them into ``out``.
 
@@ -712,6 +743,13 @@ def simulate(
         footprints: simulate over these real footprints instead of a built-in town.
         overwrite: replace the simulated entries of a non-empty ``out``.
         progress: show progress bars.
+        gem_level: administrative level of the GEM exposure. 1 (default): per
+            province, as GEM publishes Türkiye: ``Exposure_*_Turkey_Adm1.csv`` with
+            ``ID_1`` rows and ``admin_units.gpkg`` with the province polygon (the
+            districts dissolved). 2: per simulated district, ``..._Adm2.csv`` with
+            ``ID_2`` rows and the district polygons, context finer than GEM gives
+            for Türkiye. Recorded as ``gem_level`` in ``scene.json`` and in each
+            town's entry.
 
     Returns:
         The content of ``scene.json``.
@@ -721,7 +759,7 @@ def simulate(
         OutputError: if writing fails (e.g. a full disk); nothing is left behind.
     """
     out = Path(out)
-    slugs = _check_arguments(cities, n_buildings, seed, pixel_m, footprints)
+    slugs = _check_arguments(cities, n_buildings, seed, pixel_m, footprints, gem_level)
     _check_out(out, overwrite)
     tmp = _temporary_folder(out)
     try:
@@ -730,6 +768,7 @@ def simulate(
             'seed': seed,
             'buildings_per_city': n_buildings,
             'pixel_m': pixel_m,
+            'gem_level': gem_level,
             'event': 'Mw 7.8 Pazarcık and Mw 7.5 Elbistan, 2023-02-06',
             'cities': {},
         }
@@ -746,7 +785,7 @@ def simulate(
             folder = tmp / scene.slug
             folder.mkdir()
             manifest['cities'][scene.slug] = simulate_city(
-                scene, folder, seed, pixel_m, streams
+                scene, folder, seed, pixel_m, streams, gem_level
             )
         with open(tmp / 'scene.json', 'w', encoding='utf-8') as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
