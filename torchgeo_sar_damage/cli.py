@@ -156,6 +156,15 @@ def _add_simulate(
         action='store_true',
         help='replace the simulated files of a non-empty OUT',
     )
+    sim.add_argument(
+        '--gem-level',
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help='administrative level of the GEM exposure: 1 = per province, as GEM '
+        'publishes Türkiye (Exposure_*_Turkey_Adm1.csv, province polygons; default), '
+        '2 = per simulated district (..._Adm2.csv, district polygons)',
+    )
     sim.add_argument('--quiet', action='store_true', help='no progress bars')
 
     sim.set_defaults(handler=_simulate)
@@ -489,6 +498,7 @@ def _simulate(args: argparse.Namespace) -> int:
         footprints=args.footprints,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        gem_level=args.gem_level,
     )
     if not args.quiet:
         for slug, city in manifest['cities'].items():
