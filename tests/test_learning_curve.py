@@ -52,6 +52,8 @@ def test_points_follow_the_configuration(tmp_path: Path) -> None:
     assert points['epochs12'].buildings == settings['variant_size']
     assert points['pixel05'].pixel_m == 0.5
     assert points['pixel05'].epochs == full.epochs
+    assert points['tta'].tta
+    assert not points['n600'].tta
 
 
 def test_bad_configurations(tmp_path: Path) -> None:

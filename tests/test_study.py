@@ -567,3 +567,40 @@ def test_with_adaptation_estimates_each_town_share() -> None:
         # the unadapted probabilities carry the validation town's share
         assert record['ece'] > record['ece_adapted'] + 0.02
         assert 0 < record['f1_adapted'] <= 1
+
+
+def test_tta_averages_the_azimuth_flip(monkeypatch: pytest.MonkeyPatch) -> None:
+    sar = torch.arange(2 * 2 * 4 * 4, dtype=torch.float32).reshape(2, 2, 4, 4)
+    batch = {
+        'sar': sar,
+        'footprint': (sar > 20).float()[:, :1],
+        'tabular': torch.ones(2, 3),
+        'building_id': torch.tensor([7, 9]),
+        'label': torch.tensor([0, 1]),
+    }
+    flipped = study.azimuth_flipped(batch)
+    torch.testing.assert_close(flipped['sar'], sar.flip(-2))
+    torch.testing.assert_close(flipped['footprint'], batch['footprint'].flip(-2))
+    assert flipped['tabular'] is batch['tabular']
+
+    class TopLeft(torch.nn.Module):
+        """Logit: the first SAR channel's top-left pixel; probability: identity."""
+
+        def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+            return b['sar'][:, 0, 0, 0]
+
+        def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+            return logits
+
+    class Identity:
+        def normalise(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return b
+
+    monkeypatch.setattr(study, '_loader', lambda dataset, size: [batch])
+    model, data = TopLeft(), Identity()
+    plain = study._predict(model, data, [], tta=False)  # type: ignore[arg-type]
+    tta = study._predict(model, data, [], tta=True)  # type: ignore[arg-type]
+    np.testing.assert_allclose(plain.probability, [0.0, 32.0])
+    # the mean of the top-left and bottom-left pixels
+    np.testing.assert_allclose(tta.probability, [6.0, 38.0])
+    np.testing.assert_array_equal(tta.building_id, [7, 9])

@@ -84,6 +84,8 @@ from tqdm.auto import tqdm
 
 from .batch import (
     IMAGE_INPUTS,
+    IMAGE_KEYS,
+    MASK_KEYS,
     MODALITIES,
     TOWN_MODALITIES,
     check_modalities,
@@ -205,6 +207,10 @@ class StudyConfig:
             SAR-statistics baseline on the true footprints.
         folds: run only the first this many leave-one-city-out folds (None: all;
             e.g. a learning curve on two folds).
+        tta: test-time augmentation of the FusionNet runs: each test building's
+            logit is the mean of its chip's and of the chip flipped along azimuth
+            (the training augmentation's flip); the threshold and calibration stay
+            those fitted on the validation town without it.
     """
 
     name: str = 'custom'
@@ -245,6 +251,7 @@ class StudyConfig:
     )
     oracles: bool = True
     folds: int | None = None
+    tta: bool = False
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -626,15 +633,36 @@ def _loader(dataset: Dataset[Sample], batch_size: int) -> DataLoader[Sample]:
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_buildings)
 
 
+def azimuth_flipped(batch: Sample) -> Sample:
+    """The batch with every image and mask flipped along azimuth (image rows).
+
+    The flip the training augmentation draws (``augmentation='azimuth'``, physically
+    valid: the scene seen by a sensor flying the other way along the same track).
+    """
+    keys = (*IMAGE_KEYS, *MASK_KEYS)
+    return {
+        k: v.flip(-2)
+        if k in keys and isinstance(v, torch.Tensor) and v.ndim == 4
+        else v
+        for k, v in batch.items()
+    }
+
+
 @torch.no_grad()
 def _predict(
-    model: DamageClassification, data: SARDamageDataModule, dataset: Dataset[Sample]
+    model: DamageClassification,
+    data: SARDamageDataModule,
+    dataset: Dataset[Sample],
+    tta: bool = False,
 ) -> _Predictions:
     model.eval()
     ids, probs, labels = [], [], []
     for batch in _loader(dataset, 256):
         batch = data.normalise(batch)
-        probs.append(model.probabilities(model(batch)).cpu().numpy())
+        logits = model(batch)
+        if tta:  # the mean logit of the chip and its azimuth flip
+            logits = (logits + model(azimuth_flipped(batch))) / 2
+        probs.append(model.probabilities(logits).cpu().numpy())
         ids.append(batch['building_id'].numpy())
         labels.append(batch['label'].numpy())
     out = _Predictions(
@@ -779,7 +807,7 @@ def train_fusion(
         _trainer(config).fit(model, datamodule=data)
     data.setup('test')
     names = data.test_names
-    predictions = [_predict(model, data, ds) for ds in data.test_datasets]
+    predictions = [_predict(model, data, ds, config.tta) for ds in data.test_datasets]
     unseen = [p for n, p in zip(names, predictions) if not n.startswith('seen_')]
     seen = [p for n, p in zip(names, predictions) if n.startswith('seen_')]
     return {
