@@ -3,24 +3,42 @@
 
 """Benchmark of city-scale prediction (``sardamage predict``), raw files to GeoPackage.
 
-Targets (issue 7), on 2 CPU cores: a simulated city of 100,000 buildings at 0.5 m in
-at most 2 minutes with peak RSS at most 2 GB; peak RSS at 10k and 100k buildings
-within 10 % of each other; end-to-end rate at least half of the model's own forward
-rate on in-memory tensors, measured in the same process.
+Targets (issues 7 and 19), on 2 CPU cores: a simulated town of 100,000 buildings at
+0.5 m in at most 2 minutes with the default model, peak RSS at most 2 GB at any size
+and within 10 % from 10k to 100k buildings; the heaviest model at least twice the
+159 buildings/s that the demo's checkpoint gave before issue 19.
 
-Each size runs in a fresh subprocess (its own peak RSS): it simulates the town (not
-timed), writes an untrained checkpoint of the chosen backbone with plausible
-statistics (speed does not depend on the weights), times ``predict_buildings`` from
-the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage, then
-times the model alone (same batch size, same MC dropout draws) on random tensors of
-the same shapes, then reads the first 40 chunks alone (``read_rate``). ``peak_rss_mb``
-is the largest total resident memory of the size's process tree (sampled every 50 ms
-from /proc, reading workers included), ``main_rss_mb`` the main process's own peak.
-The load average is printed beside every timing: the machine is shared.
+**Models.** ``--checkpoint LABEL=PATH`` (repeatable) times real trained checkpoints,
+as users run them (``benchmarks/train_checkpoints.py`` writes the demo's model,
+``late``, and the same settings with ``early`` and ``attention`` fusion). Without
+``--checkpoint`` (or with ``--toy``) an untrained checkpoint of ``--backbone`` with
+``--size-m`` windows is written and timed: with a small backbone it is nearly the
+model-free reading rate, not any trained model's speed.
+
+**Options.** Each checkpoint runs once per ``--options`` entry, in the same session
+and round-robin over ``--repeats`` (the machine is shared: compare ratios within a
+run): ``float`` is the reference path (float32, channels-last, reading in the main
+process); ``int8`` adds ``quantize=True`` (``--quantize``: int8 encoders, not
+exact); ``workers1`` reads chunks in one dataloader worker beside the model
+(``--num-workers 1``); ``int8+workers1`` both. Each option's ``max_dp`` is the
+largest difference of ``damage_prob`` from the reference's, over the buildings both
+assessed (``status`` must agree).
+
+Each run is a fresh subprocess (its own peak RSS): it times ``predict_buildings``
+from the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage,
+then the model alone (same batch size and MC dropout draws, quantised as the option
+says) on random tensors of the window's shape, then the reading alone on the first
+40 chunks (``read_rate``: the model-free rate). The town is simulated once per size,
+in its own process, untimed. ``peak_rss_mb`` is the largest total resident memory
+of the run's process tree (sampled every 50 ms from /proc, reading workers
+included), ``main_rss_mb`` the main process's own peak. The load average is printed
+beside every timing.
 
 Usage::
 
-    python benchmarks/predict_city.py [--sizes 10000 100000] [--backbone resnet10t]
+    python benchmarks/predict_city.py [--sizes 10000 100000]
+        [--checkpoint late=outputs/benchmarks/checkpoints/late.ckpt ...]
+        [--options float int8 workers1] [--repeats 1] [--toy]
 """
 
 import argparse
@@ -32,19 +50,32 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 #: Columns of the summary line.
 FIELDS = (
+    'model',
+    'option',
     'buildings',
     'seconds',
     'rate',
     'forward_rate',
     'read_rate',
     'ratio',
+    'speedup',
+    'max_dp',
     'main_rss_mb',
     'peak_rss_mb',
     'load',
 )
+
+#: What each option passes to ``predict_buildings``.
+OPTIONS: dict[str, dict[str, Any]] = {
+    'float': {},
+    'int8': {'quantize': True},
+    'workers1': {'num_workers': 1},
+    'int8+workers1': {'quantize': True, 'num_workers': 1},
+}
 
 
 def _checkpoint(path: Path, backbone: str, size_m: float) -> None:
@@ -88,8 +119,24 @@ def _checkpoint(path: Path, backbone: str, size_m: float) -> None:
     )
 
 
-def _one(args: argparse.Namespace) -> dict[str, float]:
-    """Run one size in this process; return its figures."""
+def _simulate(args: argparse.Namespace) -> None:
+    """Simulate the town of one size (its own process: not the prediction's memory)."""
+    from torchgeo_sar_damage.simulation.run import simulate
+
+    scene = Path(args.work) / f'scene{args.buildings}'
+    if not (scene / 'scene.json').exists():
+        simulate(
+            scene,
+            cities=[args.city],
+            n_buildings=args.buildings,
+            seed=0,
+            pixel_m=0.5,
+            progress=False,
+        )
+
+
+def _one(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one checkpoint, option and size in this process; return its figures."""
     import torch
 
     from torchgeo_sar_damage.predict import (
@@ -99,40 +146,31 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
         load_checkpoint,
         predict_buildings,
     )
-    from torchgeo_sar_damage.simulation.run import simulate
+    from torchgeo_sar_damage.predict.quantize import calibration_chunks
 
     work = Path(args.work)
     scene = work / f'scene{args.buildings}'
-    if args.simulate_only:  # its own process: its memory is not the prediction's
-        if not (scene / 'scene.json').exists():
-            simulate(
-                scene,
-                cities=[args.city],
-                n_buildings=args.buildings,
-                seed=0,
-                pixel_m=0.5,
-                progress=False,
-            )
-        return {}
     files = json.loads((scene / 'scene.json').read_text())['cities'][args.city]
     files = files['files']
     town = scene / args.city
-    ckpt = work / f'{args.backbone}.ckpt'
-    _checkpoint(ckpt, args.backbone, args.size_m)
-    out = work / f'predictions{args.buildings}.gpkg'
+    ckpt = Path(args.checkpoint[-1])
+    options = OPTIONS[args.option]
+    inputs: dict[str, Any] = {
+        'dsm': town / files['dsm'],
+        'gem': [town / f for f in files['gem']],
+        'admin': town / files['admin'],
+    }
     start = time.perf_counter()
     summary = predict_buildings(
         [town / files['sar_geotiff']],
         town / files['osm'],
         ckpt,
-        out,
-        dsm=town / files['dsm'],
-        gem=[town / f for f in files['gem']],
-        admin=town / files['admin'],
+        Path(args.out),
+        **inputs,
         batch_size=args.batch_size,
-        num_workers=args.num_workers,
         overwrite=True,
         progress=False,
+        **options,
     )
     seconds = time.perf_counter() - start
     load = os.getloadavg()[0]
@@ -140,37 +178,39 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
     n = summary.buildings
     assessed = summary.counts['ok']
 
-    # the plain alternative: the model alone on in-memory tensors of the same shape
+    # the model alone on in-memory tensors of the window's shape (as the option runs
+    # it: quantised on the town's calibration chunks for int8)
     checkpoint = load_checkpoint(ckpt)
-    names = [n for n in checkpoint.statistics.tabular_names]
-    predictor = CityPredictor(checkpoint, names, MC_SAMPLES)
-    side = round(args.size_m / 0.5)
+    chunks = BuildingChunks(
+        [town / files['sar_geotiff']],
+        town / files['osm'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        **inputs,
+        batch_size=args.batch_size,
+    )
+    predictor = CityPredictor(checkpoint, chunks.raw_names, MC_SAMPLES)
+    if options.get('quantize'):
+        predictor.quantize(
+            [chunks[i] for i in calibration_chunks(chunks.first_outside)]
+        )
+    side = round(checkpoint.size_m / 0.5)
     b = args.batch_size
     batch = {
         'image': torch.randn(b, 1, side, side) * 5 - 8,
         'dsm': torch.rand(b, 1, side, side) * 20,
         'footprint': torch.randint(0, 3, (b, 1, side, side), dtype=torch.uint8),
-        'tabular': torch.randn(b, len(names)),
+        'tabular': torch.randn(b, len(chunks.raw_names)),
         'building_id': torch.arange(b),
     }
-    with torch.no_grad():
+    with torch.inference_mode():
         predictor(batch)  # warm-up
-        repeats = max(3, min(20, assessed // b))
+        repeats = max(3, min(10, assessed // b))
         tick = time.perf_counter()
         for _ in range(repeats):
             predictor(batch)
         forward = repeats * b / (time.perf_counter() - tick)
-    # reading alone (the first chunks, in the main process): where the time goes
-    chunks = BuildingChunks(
-        [town / files['sar_geotiff']],
-        town / files['osm'],
-        checkpoint.modalities,
-        args.size_m,
-        dsm=town / files['dsm'],
-        gem=[town / f for f in files['gem']],
-        admin=town / files['admin'],
-        batch_size=b,
-    )
+    # reading alone (the first chunks, in the main process): the model-free rate
     chunks[0]  # opens the files
     tick = time.perf_counter()
     read = sum(len(chunks[i]['positions']) for i in range(1, min(len(chunks), 41)))
@@ -187,6 +227,21 @@ def _one(args: argparse.Namespace) -> dict[str, float]:
         'main_rss_mb': round(peak, 0),
         'load': round(load, 2),
     }
+
+
+def _max_difference(reference: Path, other: Path) -> float:
+    """Largest ``damage_prob`` difference over buildings both layers assessed."""
+    import numpy as np
+    import pyogrio
+
+    columns = ['damage_prob', 'status']
+    a = pyogrio.read_dataframe(reference, columns=columns, read_geometry=False)
+    b = pyogrio.read_dataframe(other, columns=columns, read_geometry=False)
+    if not (a['status'].to_numpy() == b['status'].to_numpy()).all():
+        return float('nan')  # another set of buildings assessed: not comparable
+    ok = (a['status'] == 'ok').to_numpy()
+    p, q = a['damage_prob'].to_numpy()[ok], b['damage_prob'].to_numpy()[ok]
+    return float(np.abs(p - q).max()) if ok.any() else 0.0
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -217,18 +272,71 @@ def _run_watched(command: list[str], env: dict[str, str]) -> tuple[str, float]:
         process plus its reading workers (forked workers count the pages they share
         with it twice, so this is an upper bound).
     """
-    with tempfile.TemporaryFile('w+') as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.DEVNULL, text=True, env=env
-        )
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
         peak = 0.0
         while process.poll() is None:
             peak = max(peak, _tree_rss_mb(process.pid))
             time.sleep(0.05)
         if process.returncode:
+            err.seek(0)
+            print(err.read()[-3000:], file=sys.stderr)
             raise subprocess.CalledProcessError(process.returncode, command)
         out.seek(0)
         return out.read(), peak
+
+
+def _models(args: argparse.Namespace, work: Path) -> dict[str, Path]:
+    """Label -> checkpoint: ``--checkpoint`` entries, and the toy model if asked."""
+    models: dict[str, Path] = {}
+    for entry in args.checkpoint:
+        label, sep, path = entry.partition('=')
+        if not sep:
+            label, path = Path(entry).stem, entry
+        models[label] = Path(path)
+    if args.toy or not models:
+        toy = work / f'toy-{args.backbone}-{args.size_m:g}m.ckpt'
+        _checkpoint(toy, args.backbone, args.size_m)
+        models[f'untrained {args.backbone} {args.size_m:g} m'] = toy
+    return models
+
+
+def _run_size(
+    args: argparse.Namespace, work: Path, n: int, models: dict[str, Path]
+) -> list[dict[str, Any]]:
+    """Every model and option on the town of ``n`` buildings, round-robin."""
+    env = {**os.environ, 'GDAL_CACHEMAX': '64'}
+    base = [sys.executable, __file__, '--buildings', str(n), '--work', str(work)]
+    base += ['--city', args.city, '--batch-size', str(args.batch_size)]
+    subprocess.run([*base, '--simulate-only'], check=True, capture_output=True)
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for label, ckpt in models.items():
+            for option in args.options:
+                out = work / f'{n}-{label}-{option}.gpkg'.replace(' ', '_')
+                command = [*base, '--checkpoint', str(ckpt), '--option', option]
+                stdout, tree_peak = _run_watched([*command, '--out', str(out)], env)
+                row = json.loads(stdout.strip().splitlines()[-1])
+                row.update(model=label, option=option, out=str(out))
+                row['peak_rss_mb'] = round(tree_peak, 0)
+                runs.setdefault((label, option), []).append(row)
+    rows = []
+    for (label, option), repeats in runs.items():
+        # the median run by rate (the machine is shared)
+        row = sorted(repeats, key=lambda r: float(r['rate']))[len(repeats) // 2]
+        row['peak_rss_mb'] = max(float(r['peak_rss_mb']) for r in repeats)
+        reference = runs.get((label, args.options[0]))
+        if reference is not None and option != args.options[0]:
+            ref = sorted(reference, key=lambda r: float(r['rate']))[len(reference) // 2]
+            row['speedup'] = round(float(row['rate']) / float(ref['rate']), 2)
+            row['max_dp'] = (
+                f'{_max_difference(Path(str(ref["out"])), Path(str(row["out"]))):.1e}'
+            )
+        else:
+            row['speedup'], row['max_dp'] = 1.0, '0'
+        rows.append(row)
+        print('  '.join(str(row[f]) for f in FIELDS), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -236,50 +344,75 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', nargs='+', type=int, default=[10_000, 100_000])
     parser.add_argument('--city', default='antakya')
-    parser.add_argument('--backbone', default='resnet10t')
-    parser.add_argument('--size-m', type=float, default=16.0)
+    parser.add_argument(
+        '--checkpoint',
+        action='append',
+        default=[],
+        metavar='LABEL=PATH',
+        help='a trained checkpoint to time (repeatable)',
+    )
+    parser.add_argument(
+        '--options',
+        nargs='+',
+        default=['float'],
+        choices=list(OPTIONS),
+        help='inference options; the first is the reference (default: float)',
+    )
+    parser.add_argument('--repeats', type=int, default=1)
+    parser.add_argument(
+        '--toy', action='store_true', help='also time the untrained toy model'
+    )
+    parser.add_argument('--backbone', default='resnet10t', help='of the toy model')
+    parser.add_argument('--size-m', type=float, default=16.0, help='of the toy model')
     parser.add_argument('--batch-size', type=int, default=256)
-    parser.add_argument('--num-workers', type=int, default=0)
     parser.add_argument('--work', default=None, help='folder (default: temporary)')
     parser.add_argument('--buildings', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--option', default='float', help=argparse.SUPPRESS)
+    parser.add_argument('--out', help=argparse.SUPPRESS)
     parser.add_argument('--simulate-only', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.buildings is not None:  # the subprocess of one size
-        print(json.dumps(_one(args)), flush=True)
+    if args.buildings is not None:  # the subprocess of one run
+        if args.simulate_only:
+            _simulate(args)
+        else:
+            print(json.dumps(_one(args)), flush=True)
         return
     work = Path(args.work or tempfile.mkdtemp(prefix='predict_city_'))
     work.mkdir(parents=True, exist_ok=True)
+    models = _models(args, work)
     print(
-        f'cores {os.cpu_count()}, backbone {args.backbone}, window {args.size_m} m at '
-        f'0.5 m, batch {args.batch_size}, workers {args.num_workers}, work {work}'
+        f'cores {os.cpu_count()}, torch threads {_threads()}, batch {args.batch_size}, '
+        f'0.5 m products, options {args.options} x {args.repeats}, work {work}'
     )
+    for label, path in models.items():
+        print(f'  {label}: {path}')
     print('  '.join(FIELDS))
-    rows = []
-    env = {**os.environ, 'GDAL_CACHEMAX': '64'}
-    for n in args.sizes:
-        command = [sys.executable, __file__, '--buildings', str(n), '--work', str(work)]
-        command += ['--city', args.city, '--backbone', args.backbone]
-        command += ['--size-m', str(args.size_m), '--batch-size', str(args.batch_size)]
-        command += ['--num-workers', str(args.num_workers)]
-        subprocess.run([*command, '--simulate-only'], check=True, capture_output=True)
-        stdout, tree_peak = _run_watched(command, env)
-        row = json.loads(stdout.strip().splitlines()[-1])
-        row['peak_rss_mb'] = round(tree_peak, 0)
-        rows.append(row)
-        print('  '.join(str(row[f]) for f in FIELDS), flush=True)
-    if len(rows) >= 2:
-        small, large = rows[0], rows[-1]
-        growth = large['peak_rss_mb'] / small['peak_rss_mb'] - 1
-        print(
-            f'peak RSS {small["buildings"]} -> {large["buildings"]} buildings: '
-            f'{100 * growth:+.1f} % (target within 10 %)'
-        )
+    rows = [row for n in args.sizes for row in _run_size(args, work, n, models)]
+    for label in models:
+        for option in args.options:
+            mine = [r for r in rows if r['model'] == label and r['option'] == option]
+            if len(mine) >= 2:
+                small, large = mine[0], mine[-1]
+                growth = float(large['peak_rss_mb']) / float(small['peak_rss_mb']) - 1
+                print(
+                    f'{label}, {option}: peak RSS {small["buildings"]} -> '
+                    f'{large["buildings"]} buildings {100 * growth:+.1f} % (target '
+                    'within 10 %)'
+                )
     for row in rows:
+        per_100k = 100_000 / float(row['rate'])
         print(
-            f'{row["buildings"]} buildings: {row["seconds"]} s (target <= 120 s for '
-            f'100k), end-to-end / forward rate {row["ratio"]} (target >= 0.5), '
-            f'peak RSS {row["peak_rss_mb"]:.0f} MB (target <= 2048), load {row["load"]}'
+            f'{row["model"]}, {row["option"]}, {row["buildings"]} buildings: '
+            f'{row["rate"]} buildings/s ({per_100k / 60:.1f} min per 100k), x'
+            f'{row["speedup"]} of {args.options[0]}, max |dp| {row["max_dp"]}, peak '
+            f'RSS {float(row["peak_rss_mb"]):.0f} MB, load {row["load"]}'
         )
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 if __name__ == '__main__':

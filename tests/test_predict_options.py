@@ -1,0 +1,229 @@
+# Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
+# Licensed under the MIT License.
+
+"""Inference options of prediction: each against the reference path."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from torchgeo_sar_damage import predict as predict_module
+from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.errors import ArgumentError
+from torchgeo_sar_damage.models.encoders import ImageBranch
+from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
+from torchgeo_sar_damage.predict.quantize import (
+    CALIBRATION_CHUNKS,
+    calibration_chunks,
+    quantize_encoders,
+)
+
+TOWN = 'adiyaman'  # never seen in training
+
+#: Largest difference of int8 probabilities from the float model's on the test town
+#: (the one-epoch model at temperature 1, its own sigmoid, the most sensitive scale:
+#: measured 2.4e-4, with probabilities spread over 0.017).
+QUANTIZED_ATOL = 1e-3
+
+
+@pytest.fixture(scope='module')
+def town(training_scene: Path) -> dict[str, Any]:
+    """Paths of the unseen town's files."""
+    manifest = json.loads((training_scene / 'scene.json').read_text())
+    files = manifest['cities'][TOWN]['files']
+    folder = training_scene / TOWN
+    return {
+        'sar': folder / files['sar_geotiff'],
+        'buildings': folder / files['osm'],
+        'dsm': folder / files['dsm'],
+        'gem': [folder / f for f in files['gem']],
+        'admin': folder / files['admin'],
+    }
+
+
+@pytest.fixture(scope='module')
+def model_t1(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared small model with temperature 1 and bias 0 (its own sigmoid).
+
+    The one-epoch model's fitted temperature is large: its calibrated probabilities
+    lie close together and hide differences 50 times; this copy shows them.
+    """
+    raw = torch.load(small_model, weights_only=True)
+    raw['state_dict']['temperature'] = torch.tensor(1.0)
+    raw['state_dict']['calibration_bias'] = torch.tensor(0.0)
+    path = tmp_path_factory.mktemp('options_model_t1') / 'model_t1.ckpt'
+    torch.save(raw, path)
+    return path
+
+
+def run(
+    town: dict[str, Any], model: Path, out: Path, **kwargs: object
+) -> gpd.GeoDataFrame:
+    """Predict the town (checkpoint's probabilities, batches of 16); read the layer."""
+    args: dict[str, Any] = {
+        'dsm': town['dsm'],
+        'gem': town['gem'],
+        'admin': town['admin'],
+        'progress': False,
+        'batch_size': 16,
+        'adapt_prior': False,
+        **kwargs,
+    }
+    predict_buildings([town['sar']], town['buildings'], model, out, **args)
+    return gpd.read_file(out)
+
+
+@pytest.fixture(scope='module')
+def reference(
+    town: dict[str, Any], model_t1: Path, tmp_path_factory: pytest.TempPathFactory
+) -> gpd.GeoDataFrame:
+    """The float prediction of the town with :func:`model_t1`."""
+    return run(town, model_t1, tmp_path_factory.mktemp('reference') / 'town.gpkg')
+
+
+def test_predict_runs_in_inference_mode(
+    town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model runs under ``torch.inference_mode`` (Lightning's predict loop)."""
+    seen: list[bool] = []
+    forward = predict_module.CityPredictor.forward
+
+    def record(
+        self: predict_module.CityPredictor, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        seen.append(torch.is_inference_mode_enabled())
+        return forward(self, batch)
+
+    monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
+    run(town, model_t1, tmp_path / 'out.gpkg', mc_samples=0)
+    assert seen
+    assert all(seen)
+
+
+def test_quantized_probabilities_are_close(
+    town: dict[str, Any], model_t1: Path, reference: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    """int8 encoders: the same buildings assessed, probabilities within a bound."""
+    layer = run(town, model_t1, tmp_path / 'int8.gpkg', quantize=True)
+    assert list(layer['status']) == list(reference['status'])
+    ok = (reference['status'] == 'ok').to_numpy()
+    assert ok.sum() > 0.9 * len(reference)
+    quantized = layer.loc[ok, 'damage_prob'].to_numpy()
+    exact = reference.loc[ok, 'damage_prob'].to_numpy()
+    assert np.ptp(exact) > 0.01  # the model separates buildings: a real comparison
+    difference = np.abs(quantized - exact)
+
+    assert 0 < difference.max() <= QUANTIZED_ATOL  # not exact, but close
+    assert layer.loc[ok, 'uncertainty'].notna().all()
+
+
+def test_quantize_replaces_the_encoders(town: dict[str, Any], model_t1: Path) -> None:
+    """Every image encoder runs int8 convolutions; the head stays in float."""
+    checkpoint = load_checkpoint(model_t1)
+    chunks = predict_module.BuildingChunks(
+        [town['sar']],
+        town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=town['dsm'],
+        gem=town['gem'],
+        admin=town['admin'],
+        batch_size=64,
+    )
+    predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
+    item = chunks[0]
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        exact, _ = predictor(item)
+    predictor.quantize([chunks[i] for i in calibration_chunks(chunks.first_outside)])
+    fusion = predictor.task.model.fusion
+    assert len(fusion.encoders) == 3  # sar, osm, dsm (late fusion)
+    for branch in fusion.encoders.values():
+        kinds = {type(m) for m in branch.encoder.modules()}
+        assert torch.ao.nn.quantized.Conv2d in kinds or any(
+            issubclass(k, torch.ao.nn.quantized.Conv2d) for k in kinds
+        )
+    assert isinstance(predictor.task.model.head[0], nn.Linear)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        quantized, _ = predictor(item)
+    torch.testing.assert_close(quantized, exact, rtol=0, atol=QUANTIZED_ATOL)
+
+
+def test_quantize_is_cpu_only(
+    town: dict[str, Any], model_t1: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ArgumentError, match='CPU only'):
+        run(town, model_t1, tmp_path / 'gpu.gpkg', quantize=True, accelerator='gpu')
+    assert not (tmp_path / 'gpu.gpkg').exists()
+
+
+def test_cli_quantize(
+    town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--quantize`` reaches :func:`predict_buildings` (off by default)."""
+    seen: list[bool] = []
+    original = predict_module.CityPredictor.quantize
+
+    def quantize(
+        self: predict_module.CityPredictor, batches: list[dict[str, Tensor]]
+    ) -> None:
+        seen.append(True)
+        original(self, batches)
+
+    monkeypatch.setattr(predict_module.CityPredictor, 'quantize', quantize)
+    argv = ['predict', '--sar', str(town['sar']), '--buildings', str(town['buildings'])]
+    argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
+    argv += ['--admin', str(town['admin']), '--checkpoint', str(model_t1)]
+    argv += ['--quiet', '--mc-samples', '0', '--batch-size', '16']
+    assert main([*argv, '--out', str(tmp_path / 'plain.gpkg')]) == 0
+    assert not seen
+    assert main([*argv, '--quantize', '--out', str(tmp_path / 'int8.gpkg')]) == 0
+    assert seen == [True]
+
+
+def test_calibration_chunks() -> None:
+    assert calibration_chunks(0) == []
+    assert calibration_chunks(1) == [0]
+    assert calibration_chunks(2) == [0, 1]
+    spread = calibration_chunks(100)
+    assert len(spread) == CALIBRATION_CHUNKS
+    assert spread[0] == 0
+    assert spread[-1] >= 100 * (CALIBRATION_CHUNKS - 1) // CALIBRATION_CHUNKS
+    assert calibration_chunks(100) == spread  # the same in every process
+
+
+class _Branching(nn.Module):
+    """An encoder whose control flow depends on its input (torch.fx cannot trace it)."""
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if x.sum() > 0:
+            return [x]
+        return [-x]
+
+
+def test_untraceable_encoder_is_refused() -> None:
+    from torchgeo_sar_damage.models import FusionNet
+
+    net = FusionNet(('sar',), backbone='resnet10t', embed_dim=8).eval()
+    branch = net.fusion.encoders['sar']
+    assert isinstance(branch, ImageBranch)
+    branch.encoder = _Branching()
+    branch.proj = nn.Sequential(nn.Linear(2, 8))
+    batch = {'sar': torch.randn(2, 1, 8, 8), 'sar_valid': torch.ones(2, 1, 8, 8)}
+    with pytest.raises(ArgumentError, match=r"'sar' encoder.*cannot be traced"):
+        quantize_encoders(net.fusion, [batch])
+    with pytest.raises(ArgumentError, match='no building'):
+        quantize_encoders(net.fusion, [])
