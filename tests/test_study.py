@@ -2,7 +2,9 @@
 # Licensed under the MIT License.
 
 import importlib.util
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,9 @@ def test_config_errors(tmp_path: Path) -> None:
         StudyConfig.from_yaml(path)
     path.write_text('pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]\n')
     with pytest.raises(ArgumentError, match='not SAR polarisations'):
+        StudyConfig.from_yaml(path)
+    path.write_text('gem_level: 3\n')
+    with pytest.raises(ArgumentError, match='gem_level must be 1'):
         StudyConfig.from_yaml(path)
     for folds in (0, 5):
         path.write_text(f'folds: {folds}\n')
@@ -604,3 +609,26 @@ def test_tta_averages_the_azimuth_flip(monkeypatch: pytest.MonkeyPatch) -> None:
     # the mean of the top-left and bottom-left pixels
     np.testing.assert_allclose(tta.probability, [6.0, 38.0])
     np.testing.assert_array_equal(tta.building_id, [7, 9])
+
+
+def test_prepare_scene_stamps_the_gem_level(tmp_path: Path) -> None:
+    config = StudyConfig(
+        cities=['nurdagi', 'islahiye', 'adiyaman'], buildings=15, pixel_m=2.0
+    )
+    _, manifest = study.prepare_scene(config, tmp_path, progress=False)
+    gem = manifest['cities']['nurdagi']['files']['gem']
+    assert all(name.endswith('_Adm1.csv') for name in gem)
+    stamp = json.loads((tmp_path / 'scene.settings.json').read_text())
+    assert stamp['gem_level'] == 1
+    # a stamp written before the level existed stands for district files: the
+    # province-level study simulates again, a district-level one reuses the scene
+    del stamp['gem_level']
+    old = tmp_path / 'scene.settings.json'
+    old.write_text(json.dumps(stamp))
+    districts = replace(config, gem_level=2)
+    study.prepare_scene(districts, tmp_path, progress=False)
+    assert 'gem_level' not in json.loads(old.read_text())  # reused as it was
+    _, manifest = study.prepare_scene(config, tmp_path, progress=False)
+    assert json.loads(old.read_text())['gem_level'] == 1  # simulated again
+    gem = manifest['cities']['nurdagi']['files']['gem']
+    assert all(name.endswith('_Adm1.csv') for name in gem)

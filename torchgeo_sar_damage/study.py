@@ -207,6 +207,9 @@ class StudyConfig:
             SAR-statistics baseline on the true footprints.
         folds: run only the first this many leave-one-city-out folds (None: all;
             e.g. a learning curve on two folds).
+        gem_level: administrative level of the simulated GEM exposure files: 1,
+            per province as GEM publishes Türkiye (default), or 2, per district
+            (context finer than real users have; the study before province level).
         tta: test-time augmentation of the FusionNet runs: each test building's
             logit is the mean of its chip's and of the chip flipped along azimuth
             (the training augmentation's flip); the threshold and calibration stay
@@ -251,6 +254,7 @@ class StudyConfig:
     )
     oracles: bool = True
     folds: int | None = None
+    gem_level: int = 1
     tta: bool = False
 
     @classmethod
@@ -327,6 +331,10 @@ class StudyConfig:
                 )
         for name in self.pretrained_weights:
             check_sar_weights(resolve_weights(name))
+        if self.gem_level not in (1, 2):
+            raise ArgumentError(
+                f'gem_level must be 1 (provinces) or 2 (districts), not {self.gem_level}'
+            )
         if self.folds is not None and not 1 <= self.folds <= len(self.cities):
             raise ArgumentError(
                 f'folds must be between 1 and the number of cities '
@@ -1078,7 +1086,8 @@ def prepare_scene(
     """The study's scene: ``config.scene`` or a simulation under ``work/scene``.
 
     A simulation is reused when ``work/scene/scene.json`` records the same cities,
-    buildings, pixel size and seed.
+    buildings, pixel size, seed and GEM level (a stamp without the level predates
+    province-level GEM and stands for districts, level 2).
 
     Args:
         config: the study.
@@ -1101,10 +1110,11 @@ def prepare_scene(
             'buildings': config.buildings,
             'pixel_m': config.pixel_m,
             'seed': config.scene_seed,
+            'gem_level': config.gem_level,
         }
         stamp = work / 'scene.settings.json'
         ready = (root / 'scene.json').is_file() and stamp.is_file()
-        if ready and json.loads(stamp.read_text()) == wanted:
+        if ready and {'gem_level': 2, **json.loads(stamp.read_text())} == wanted:
             return root, SARDamageDataModule._read_scene(root)
         work.mkdir(parents=True, exist_ok=True)
         manifest = simulate(
@@ -1113,6 +1123,7 @@ def prepare_scene(
             n_buildings=config.buildings,
             seed=config.scene_seed,
             pixel_m=config.pixel_m,
+            gem_level=config.gem_level,
             overwrite=True,
             progress=progress,
         )
