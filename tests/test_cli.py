@@ -175,6 +175,16 @@ def test_demo_writes_its_outputs(
     assessed = predictions['damage_prob'].notna()
     assert assessed.sum() == metrics['buildings_predicted'] > 0
     assert predictions.loc[assessed, 'damage_prob'].between(0, 1).all()
+    # the town's damaged share as predict reports it by default, and the true one
+    probs = predictions.loc[assessed, 'damage_prob']
+    assert metrics['damaged_share_estimate'] == pytest.approx(probs.mean(), abs=1e-4)
+    assert metrics['expected_damaged'] == pytest.approx(probs.sum(), abs=0.1)
+    assert metrics['prior_adapted'] is False
+    graded = predictions.loc[assessed, 'label']
+    graded = graded[graded >= 0]
+    assert metrics['damaged_share_true'] == pytest.approx(
+        (graded == 1).mean(), abs=1e-4
+    )
     assert (out / 'map.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     checkpoint = torch.load(out / 'model.ckpt', weights_only=False, map_location='cpu')
     assert 'state_dict' in checkpoint

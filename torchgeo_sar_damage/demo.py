@@ -13,13 +13,17 @@ threshold on a third and tests on the fourth, which it never saw, then writes:
   ``damage`` (at the threshold) and, where the EMS grading has one, ``label``;
 * ``DIR/map.png``: damage probability per footprint over the SAR backdrop, with the
   true damage beside it;
-* ``DIR/metrics.json``: the unseen town's F1, AUROC, AP, kappa, precision, recall;
+* ``DIR/metrics.json``: the unseen town's F1, AUROC, AP, kappa, precision, recall,
+  and its damaged share as ``sardamage predict`` estimates it by default (the mean
+  ``damage_prob``, not adapted: ``damaged_share_estimate``, ``expected_damaged``)
+  beside the true share of its graded buildings (``damaged_share_true``);
 * ``DIR/scene/``: the simulated files.
 
 Everything runs on the CPU by default (a few minutes on two cores).
 """
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ import torch
 from .datamodules import SARDamageDataModule
 from .datasets import DamageLabels, OSMBuildings
 from .plot import plot_prediction_map
+from .predict.output import share_text
 from .simulation.run import simulate
 from .simulation.writers import write_vector
 from .tasks import DamageClassification
@@ -126,15 +131,20 @@ def run_demo(
         out / 'predictions.gpkg',
         lambda p: write_vector(p, predictions, layer='predictions', driver='GPKG'),
     )
+    metrics.update(_town_share(predictions))
     files = manifest['cities'][config.test_city]['files']
     town = scene / config.test_city
+    estimate, true = metrics['damaged_share_estimate'], metrics['damaged_share_true']
+    share = share_text(math.nan if estimate is None else estimate, None, False)
+    if true is not None:
+        share += f', true {100 * true:.0f} % of the graded buildings'
     plot_prediction_map(
         town / files['sar_geotiff'],
         predictions,
         gpd.read_file(town / files['truth']),
         out / 'map.png',
         title=f'{manifest["cities"][config.test_city]["name"]} (never seen in training): '
-        f'F1 {metrics["f1score"]:.2f}, AUROC {metrics["auroc"]:.2f}',
+        f'F1 {metrics["f1score"]:.2f}, AUROC {metrics["auroc"]:.2f}\n{share}',
     )
     metrics['buildings_predicted'] = int(predictions['damage_prob'].notna().sum())
     metrics['seconds'] = round(time.perf_counter() - start, 1)
@@ -200,6 +210,27 @@ def _test(
         'fusion': config.fusion,
         'threshold': round(float(model.threshold), 4),
         **{m.lower(): round(float(results[prefix + m]), 4) for m in METRICS},
+    }
+
+
+def _town_share(predictions: gpd.GeoDataFrame) -> dict[str, Any]:
+    """The unseen town's damaged share as prediction reports it, and the true one.
+
+    As ``sardamage predict`` does by default (``--no-adapt-prior``), the estimate is
+    the mean ``damage_prob`` of the assessed buildings; the true share is that of the
+    graded ones among them.
+    """
+    assessed = predictions['damage_prob'].notna().to_numpy()
+    p = predictions['damage_prob'].to_numpy(dtype=float)[assessed]
+    labels = predictions['label'].to_numpy()[assessed]
+    graded = labels >= 0
+    return {
+        'damaged_share_estimate': round(float(p.mean()), 4) if p.size else None,
+        'prior_adapted': False,
+        'expected_damaged': round(float(p.sum()), 1),
+        'damaged_share_true': (
+            round(float((labels[graded] == 1).mean()), 4) if graded.any() else None
+        ),
     }
 
 
