@@ -48,7 +48,19 @@ from torchgeo_sar_damage.study import (
 REPO = Path(__file__).resolve().parents[1]
 
 #: Settings of the configuration file.
-KEYS = ('base', 'sizes', 'folds', 'seeds', 'models', 'variant_size', 'variants')
+KEYS = (
+    'base',
+    'settings',
+    'sizes',
+    'folds',
+    'seeds',
+    'models',
+    'variant_size',
+    'variants',
+)
+
+#: Settings that decide a point's simulated scene and chips.
+SCENE_SETTINGS = ('cities', 'buildings', 'pixel_m', 'scene_seed', 'gem_level', 'size_m')
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -56,7 +68,8 @@ def read_config(path: str) -> dict[str, Any]:
 
     Args:
         path: YAML with :data:`KEYS`: ``base`` (a study YAML whose settings every
-            point starts from), ``sizes`` (buildings per town), ``folds``, ``seeds``,
+            point starts from), ``settings`` (changes of ``base`` for every point),
+            ``sizes`` (buildings per town), ``folds``, ``seeds``,
             ``models`` (``[modalities, fusion]`` pairs, modalities joined by ``+``),
             ``variant_size`` and ``variants`` (name -> settings of the study changed).
 
@@ -92,6 +105,10 @@ def points(settings: dict[str, Any]) -> list[tuple[str, StudyConfig]]:
         ArgumentError: if a model or variant setting is invalid.
     """
     base = StudyConfig.from_yaml(REPO / settings['base'])
+    try:
+        base = replace(base, **(settings.get('settings') or {}))
+    except TypeError as err:
+        raise ArgumentError(f'settings: {err}') from None
     models = [(str(m), str(f)) for m, f in settings['models']]
     deep = [(m, f) for m, f in models if f not in ('gbm', 'gbm-truth', 'oracle')]
     sets = sorted({tuple(m.split('+')) for m, _ in deep})
@@ -118,6 +135,38 @@ def points(settings: dict[str, Any]) -> list[tuple[str, StudyConfig]]:
         out.append((str(name), config))
     for _, config in out:
         config.check()
+    return out
+
+
+def share_scenes(
+    named: list[tuple[str, StudyConfig]], work: Path
+) -> list[tuple[str, StudyConfig]]:
+    """Let each variant use the scene and chips of the size point it shares them with.
+
+    A variant that changes no setting of :data:`SCENE_SETTINGS` (e.g. epochs or
+    test-time augmentation) reads the scene of the point of its size and links its
+    ``chips`` folder to that point's, so neither is made twice.
+
+    Args:
+        named: the points (:func:`points`).
+        work: the working folder of all points.
+
+    Returns:
+        The points, variants pointed at shared scenes.
+    """
+    first: dict[tuple[Any, ...], str] = {}
+    out = []
+    for name, config in named:
+        key = tuple(str(getattr(config, k)) for k in SCENE_SETTINGS)
+        owner = first.setdefault(key, name)
+        if owner != name and config.scene is None:
+            config = replace(config, scene=str(work / owner / 'scene'))
+            (work / name).mkdir(parents=True, exist_ok=True)
+            chips = work / name / 'chips'
+            if not chips.exists():
+                (work / owner / 'chips').mkdir(parents=True, exist_ok=True)
+                chips.symlink_to(Path('..') / owner / 'chips')
+        out.append((name, config))
     return out
 
 
@@ -289,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         models = [(str(m), str(f)) for m, f in settings['models']]
         start = time.perf_counter()
         parts = []
-        for name, config in points(settings):
+        work = Path(args.work)
+        for name, config in share_scenes(points(settings), work):
             if args.only is not None and name not in args.only:
                 continue
             print(f'== {name}: {config.buildings} buildings per town', flush=True)
-            parts.append(collect(name, config, models, Path(args.work) / name))
+            parts.append(collect(name, config, models, work / name))
         minutes = (time.perf_counter() - start) / 60
         if not parts:
             raise ArgumentError('no point ran; check --only')

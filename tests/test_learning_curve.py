@@ -54,6 +54,17 @@ def test_points_follow_the_configuration(tmp_path: Path) -> None:
     assert points['pixel05'].epochs == full.epochs
     assert points['tta'].tta
     assert not points['n600'].tta
+    assert {c.gem_level for c in points.values()} == {settings['settings']['gem_level']}
+    # variants that keep the scene settings read the scene and chips of their size
+    shared = dict(script.share_scenes(script.points(settings), tmp_path))
+    for name in ('epochs12', 'tta'):
+        assert shared[name].scene == str(tmp_path / 'n600' / 'scene')
+        chips = tmp_path / name / 'chips'
+        assert chips.is_symlink()
+        assert chips.resolve() == (tmp_path / 'n600' / 'chips').resolve()
+    assert shared['pixel05'].scene is None
+    assert shared['n600'].scene is None
+    assert not (tmp_path / 'pixel05').exists()
 
 
 def test_bad_configurations(tmp_path: Path) -> None:
@@ -73,6 +84,10 @@ def test_bad_configurations(tmp_path: Path) -> None:
     }
     with pytest.raises(ArgumentError, match='variant odd'):
         script.points(settings)
+    settings['settings'] = {'epoch': 3}
+    with pytest.raises(ArgumentError, match='settings:'):
+        script.points(settings)
+    del settings['settings']
     settings['variants'] = {'none': {'folds': 0}}
     with pytest.raises(ArgumentError, match='folds must be between'):
         script.points(settings)
