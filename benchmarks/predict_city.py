@@ -24,15 +24,17 @@ exact); ``workers1`` reads chunks in one dataloader worker beside the model
 largest difference of ``damage_prob`` from the reference's, over the buildings both
 assessed (``status`` must agree).
 
-Each run is a fresh subprocess (its own peak RSS): it times ``predict_buildings``
-from the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage,
-then the model alone (same batch size and MC dropout draws, quantised as the option
-says) on random tensors of the window's shape, then the reading alone on the first
-40 chunks (``read_rate``: the model-free rate). The town is simulated once per size,
-in its own process, untimed. ``peak_rss_mb`` is the largest total resident memory
-of the run's process tree (sampled every 50 ms from /proc, reading workers
-included), ``main_rss_mb`` the main process's own peak. The load average is printed
-beside every timing.
+Each run is a fresh subprocess (its own peak RSS) that times ``predict_buildings``
+from the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage
+(int8 calibration included); a second subprocess then times the model alone (4
+batches of random tensors of the window's shape, same batch size and MC dropout
+draws, quantised as the option says) and the reading alone on 20 chunks
+(``read_rate``: the model-free rate); ``ratio`` is end-to-end over model-alone rate.
+The town is simulated once per size, in its own process, untimed. ``peak_rss_mb`` is
+the largest total resident memory of the prediction's process tree (sampled every
+50 ms from /proc, reading workers included: forked workers count shared pages
+twice), ``main_rss_mb`` the prediction process's own peak. The load average is
+printed beside every timing.
 
 Usage::
 
@@ -137,16 +139,8 @@ def _simulate(args: argparse.Namespace) -> None:
 
 def _one(args: argparse.Namespace) -> dict[str, Any]:
     """Run one checkpoint, option and size in this process; return its figures."""
-    import torch
 
-    from torchgeo_sar_damage.predict import (
-        MC_SAMPLES,
-        BuildingChunks,
-        CityPredictor,
-        load_checkpoint,
-        predict_buildings,
-    )
-    from torchgeo_sar_damage.predict.quantize import calibration_chunks
+    from torchgeo_sar_damage.predict import predict_buildings
 
     work = Path(args.work)
     scene = work / f'scene{args.buildings}'
@@ -160,6 +154,8 @@ def _one(args: argparse.Namespace) -> dict[str, Any]:
         'gem': [town / f for f in files['gem']],
         'admin': town / files['admin'],
     }
+    if args.part == 'model':
+        return _model_alone(args, town, files, inputs)
     start = time.perf_counter()
     summary = predict_buildings(
         [town / files['sar_geotiff']],
@@ -173,14 +169,33 @@ def _one(args: argparse.Namespace) -> dict[str, Any]:
         **options,
     )
     seconds = time.perf_counter() - start
-    load = os.getloadavg()[0]
     assert summary is not None
-    n = summary.buildings
-    assessed = summary.counts['ok']
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        'buildings': summary.buildings,
+        'seconds': round(seconds, 1),
+        'rate': round(summary.buildings / seconds, 1),
+        'main_rss_mb': round(peak, 0),
+        'load': round(os.getloadavg()[0], 2),
+    }
 
-    # the model alone on in-memory tensors of the window's shape (as the option runs
-    # it: quantised on the town's calibration chunks for int8)
-    checkpoint = load_checkpoint(ckpt)
+
+def _model_alone(
+    args: argparse.Namespace, town: Path, files: dict[str, Any], inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The model alone on in-memory tensors of the window's shape, reading alone."""
+    import torch
+
+    from torchgeo_sar_damage.predict import (
+        MC_SAMPLES,
+        BuildingChunks,
+        CityPredictor,
+        load_checkpoint,
+    )
+    from torchgeo_sar_damage.predict.quantize import calibration_chunks
+
+    # quantised as the option says, on the town's calibration chunks for int8
+    checkpoint = load_checkpoint(args.checkpoint[-1])
     chunks = BuildingChunks(
         [town / files['sar_geotiff']],
         town / files['osm'],
@@ -190,7 +205,7 @@ def _one(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
     )
     predictor = CityPredictor(checkpoint, chunks.raw_names, MC_SAMPLES)
-    if options.get('quantize'):
+    if OPTIONS[args.option].get('quantize'):
         predictor.quantize(
             [chunks[i] for i in calibration_chunks(chunks.first_outside)]
         )
@@ -205,7 +220,7 @@ def _one(args: argparse.Namespace) -> dict[str, Any]:
     }
     with torch.inference_mode():
         predictor(batch)  # warm-up
-        repeats = max(3, min(10, assessed // b))
+        repeats = 4
         tick = time.perf_counter()
         for _ in range(repeats):
             predictor(batch)
@@ -213,20 +228,9 @@ def _one(args: argparse.Namespace) -> dict[str, Any]:
     # reading alone (the first chunks, in the main process): the model-free rate
     chunks[0]  # opens the files
     tick = time.perf_counter()
-    read = sum(len(chunks[i]['positions']) for i in range(1, min(len(chunks), 41)))
+    read = sum(len(chunks[i]['positions']) for i in range(1, min(len(chunks), 21)))
     read_rate = read / (time.perf_counter() - tick)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rate = n / seconds
-    return {
-        'buildings': n,
-        'seconds': round(seconds, 1),
-        'rate': round(rate, 1),
-        'forward_rate': round(forward, 1),
-        'read_rate': round(read_rate, 1),
-        'ratio': round(rate / forward, 2),
-        'main_rss_mb': round(peak, 0),
-        'load': round(load, 2),
-    }
+    return {'forward_rate': round(forward, 1), 'read_rate': round(read_rate, 1)}
 
 
 def _max_difference(reference: Path, other: Path) -> float:
@@ -317,6 +321,9 @@ def _run_size(
                 command = [*base, '--checkpoint', str(ckpt), '--option', option]
                 stdout, tree_peak = _run_watched([*command, '--out', str(out)], env)
                 row = json.loads(stdout.strip().splitlines()[-1])
+                stdout, _ = _run_watched([*command, '--part', 'model'], env)
+                row.update(json.loads(stdout.strip().splitlines()[-1]))
+                row['ratio'] = round(row['rate'] / row['forward_rate'], 2)
                 row.update(model=label, option=option, out=str(out))
                 row['peak_rss_mb'] = round(tree_peak, 0)
                 runs.setdefault((label, option), []).append(row)
@@ -369,6 +376,7 @@ def main() -> None:
     parser.add_argument('--buildings', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--option', default='float', help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
+    parser.add_argument('--part', default='predict', help=argparse.SUPPRESS)
     parser.add_argument('--simulate-only', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.buildings is not None:  # the subprocess of one run

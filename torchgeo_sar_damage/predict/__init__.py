@@ -78,6 +78,13 @@ How it streams:
 Memory depends on the chunk size, not on the number of buildings (besides a few
 bytes per building for the bounds and results).
 
+**Speed.** The model runs under ``torch.inference_mode`` (Lightning's predict
+loop), channels-last, with PyTorch's default threads (one per core), in chunks of
+``batch_size`` buildings. ``quantize=True`` (``--quantize``) runs the image
+encoders in int8 (:mod:`~torchgeo_sar_damage.predict.quantize`): several times
+faster on CPU, **not exact** (the probabilities move by up to a few thousandths;
+the README gives the measured rates and differences per model).
+
 .. versionadded:: 0.1
 """
 
