@@ -194,6 +194,12 @@ def collect(
     return rows
 
 
+def _minutes(rows: pd.DataFrame) -> float:
+    """Minutes of the runs of ``rows`` (each run's seen and unseen rows count once)."""
+    runs = rows.drop_duplicates(['modalities', 'fusion', 'held_out_city', 'seed'])
+    return float(runs.seconds.sum()) / 60
+
+
 def _summary(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     unseen = rows[rows.split == 'unseen']
     metrics = ['f1', 'auroc', 'f1_best', 'auroc_true', 'n_buildings']
@@ -235,6 +241,9 @@ def plot(curve: pd.DataFrame, path: Path) -> None:
             )
     for ax, metric in zip(axes, ('AUROC', 'F1')):
         ax.set_xscale('log', base=2)
+        sizes = sorted(curve.buildings_per_town.unique())
+        ax.set_xticks(sizes, [f'{n:,}' for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel('buildings simulated per town')
         ax.set_ylabel(f'{metric} on the unseen town')
         ax.grid(alpha=0.3)
@@ -269,17 +278,22 @@ def write_page(
     png = out / 'learning_curve.png'
     plot(curve, png)
     variant_names = ['n' + str(settings.get('variant_size', settings['sizes'][0]))]
-    variant_names += list(settings.get('variants') or {})
+    ran = set(rows.point)
+    changed = {k: v for k, v in (settings.get('variants') or {}).items() if k in ran}
+    variant_names += list(changed)
     variants = _summary(
         rows[rows.point.isin(variant_names)], ['point', 'modalities', 'fusion']
     )
+    common = settings.get('settings') or {}
+    changes = ', '.join(f'`{k}: {v}`' for k, v in common.items())
     lines = [
         '# How far from the limit: learning curve and variants',
         '',
         (
             'Produced by `python experiments/learning_curve.py --config '
             f'experiments/learning_curve.yaml` from the settings of '
-            f'`{settings["base"]}` (simulated scenes, CPU), on the first '
+            f'`{settings["base"]}`{" with " + changes if changes else ""} '
+            '(simulated scenes, CPU), on the first '
             f'{settings.get("folds", 2)} leave-one-city-out folds with seeds '
             f'{settings.get("seeds", [0, 1])}. Each point simulates its own towns '
             "of that size. Unseen towns only; F1 at the validation town's "
@@ -289,7 +303,14 @@ def write_page(
             'SAR statistics on the true footprints.'
         ),
         '',
-        f'Wall time of the runs of the last invocation: {minutes:.1f} min.',
+        (
+            "Time of the runs shown (sum of the runs' `seconds`, 2 CPU cores): "
+            + ', '.join(
+                f'{point} {_minutes(group):.0f} min'
+                for point, group in rows.groupby('point', sort=False)
+            )
+            + f'; this invocation ran for {minutes:.1f} min.'
+        ),
         '',
         '## Learning curve',
         '',
@@ -298,14 +319,12 @@ def write_page(
         '![Unseen-town AUROC and F1 against buildings per town](learning_curve.png)',
         '',
     ]
-    if len(variant_names) > 1:
+    if changed:
         lines += [
             '## Variants at one size',
             '',
             'The first point is the reference; each other changes one setting: '
-            + '; '.join(
-                f'`{k}`: {v}' for k, v in (settings.get('variants') or {}).items()
-            )
+            + '; '.join(f'`{k}`: {v}' for k, v in changed.items())
             + '.',
             '',
             *_table(variants, 'point'),
