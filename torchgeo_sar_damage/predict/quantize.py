@@ -3,11 +3,13 @@
 
 """Post-training int8 quantisation of the image encoders (``predict --quantize``).
 
-Not exact: the probabilities differ from the float model's by up to a few
-thousandths on the benchmark's trained checkpoints (``benchmarks/predict_city.py``
-measures the largest difference beside the speed), in exchange for several times
-the encoders' rate on CPUs with int8 instructions (AVX-512 VNNI, AVX2). The tabular
-branch, the fusion and the head, where Monte Carlo dropout runs, stay in float.
+Not exact: the probabilities differ from the float model's by up to 0.007-0.014 on
+the benchmark's trained checkpoints (``benchmarks/predict_city.py`` measures the
+largest difference beside the speed; their calibration temperatures of 0.10-0.27
+magnify logit errors), in exchange for about twice the model's rate on a CPU with
+int8 instructions (2.1-2.2 times for late and attention fusion, 1.7 for early, on
+AVX-512 VNNI). The tabular branch, the fusion and the head, where Monte Carlo
+dropout runs, stay in float.
 
 It uses PyTorch's FX graph mode quantisation (``torch.ao.quantization``), which
 PyTorch has deprecated in favour of the separate ``torchao`` package (not a

@@ -225,9 +225,9 @@ def predict_buildings(
             estimated damage rate (label shift; see above).
         quantize: run the image encoders in int8 (post-training static
             quantisation calibrated on :data:`~.quantize.CALIBRATION_CHUNKS` chunks
-            spread over the town; CPU only). **Not exact**: several times the
-            encoders' rate on CPU, probabilities within a few thousandths of the
-            float model's (:mod:`~torchgeo_sar_damage.predict.quantize`).
+            spread over the town; CPU only). **Not exact**: about twice the
+            model's rate on CPU, probabilities within about 0.01 of the float
+            model's (:mod:`~torchgeo_sar_damage.predict.quantize`).
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
