@@ -31,7 +31,6 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import yaml
 
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError, SARDamageError
 from torchgeo_sar_damage.plot import save_figure
@@ -40,6 +39,7 @@ from torchgeo_sar_damage.study import (
     TRUE_FOOTPRINTS,
     StudyConfig,
     describe_model,
+    read_settings,
     run_study,
     with_best_f1,
     with_true_labels,
@@ -79,13 +79,7 @@ def read_config(path: str) -> dict[str, Any]:
     Raises:
         InputFileError: if the file cannot be read or has unknown keys.
     """
-    try:
-        values = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise InputFileError(path, f'cannot be read as YAML ({err})') from None
-    unknown = sorted(set(values) - set(KEYS))
-    if unknown:
-        raise InputFileError(path, f'unknown settings {unknown}; known: {KEYS}')
+    values = read_settings(path, KEYS)
     for key in ('base', 'sizes', 'models'):
         if key not in values:
             raise InputFileError(path, f'needs {key!r}')

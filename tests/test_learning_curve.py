@@ -1,9 +1,7 @@
 # Copyright (c) torchgeo-sar-damage Contributors. All rights reserved.
 # Licensed under the MIT License.
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -13,22 +11,11 @@ import pytest
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.study import StudyConfig
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script() -> Any:  # noqa: ANN401
-    spec = importlib.util.spec_from_file_location(
-        'learning_curve', REPO / 'experiments' / 'learning_curve.py'
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .test_study import REPO, load_script
 
 
 def test_points_follow_the_configuration(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script('learning_curve')
     settings = script.read_config(str(REPO / 'experiments' / 'learning_curve.yaml'))
     points = dict(script.points(settings))
     full = StudyConfig.from_yaml(REPO / settings['base'])
@@ -68,7 +55,7 @@ def test_points_follow_the_configuration(tmp_path: Path) -> None:
 
 
 def test_bad_configurations(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script('learning_curve')
     path = tmp_path / 'lc.yaml'
     path.write_text('base: experiments/study/full.yaml\nsizes: [300]\nmodel: []\n')
     with pytest.raises(InputFileError, match='unknown settings'):
@@ -95,7 +82,7 @@ def test_bad_configurations(tmp_path: Path) -> None:
 
 
 def test_collect_and_page(training_scene: Path, tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script('learning_curve')
     config = StudyConfig(
         name='n60',
         cities=['nurdagi', 'islahiye', 'adiyaman'],

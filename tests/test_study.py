@@ -42,9 +42,10 @@ from torchgeo_sar_damage.tasks import DamageClassification
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script() -> Any:  # noqa: ANN401
+def load_script(name: str = 'study') -> Any:  # noqa: ANN401
+    """Import ``experiments/<name>.py`` (not a package) as a module."""
     spec = importlib.util.spec_from_file_location(
-        'study_script', REPO / 'experiments' / 'study.py'
+        f'{name}_script', REPO / 'experiments' / f'{name}.py'
     )
     assert spec is not None
     assert spec.loader is not None

@@ -171,6 +171,34 @@ PRETRAINED_FUSION = 'late'
 SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
 
 
+def read_settings(path: str | os.PathLike[str], known: Sequence[str]) -> dict[str, Any]:
+    """Read a YAML mapping of settings whose keys must be among ``known``.
+
+    Args:
+        path: the YAML file.
+        known: the settings it may have.
+
+    Returns:
+        The settings (empty for an empty file).
+
+    Raises:
+        InputFileError: if the file cannot be read, is not a mapping or has unknown
+            keys.
+    """
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputFileError(path, f'cannot be read as YAML ({err})') from None
+    if not isinstance(values, dict):
+        raise InputFileError(path, 'must be a mapping of settings')
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputFileError(
+            path, f'unknown settings {unknown}; known: {", ".join(sorted(known))}'
+        )
+    return values
+
+
 @dataclass
 class StudyConfig:
     """Settings of a study (``experiments/study/*.yaml`` hold the named ones).
@@ -270,18 +298,7 @@ class StudyConfig:
         Raises:
             InputFileError: if the file cannot be read or has unknown keys.
         """
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise InputFileError(path, f'cannot be read as YAML ({err})') from None
-        if not isinstance(values, dict):
-            raise InputFileError(path, 'must be a mapping of settings')
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputFileError(
-                path, f'unknown settings {unknown}; known: {", ".join(sorted(known))}'
-            )
+        values = read_settings(path, [f.name for f in fields(cls)])
         config = cls(**values)
         config.check()
         return config
