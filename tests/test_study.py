@@ -629,6 +629,13 @@ def test_prepare_scene_stamps_the_gem_level(tmp_path: Path) -> None:
     districts = replace(config, gem_level=2)
     study.prepare_scene(districts, tmp_path, progress=False)
     assert 'gem_level' not in json.loads(old.read_text())  # reused as it was
+    # runs in the journal were made on the old scene: refused, not mixed
+    (tmp_path / 'runs.csv').write_text(
+        ','.join(COLUMNS) + '\nsar,late,unseen,nurdagi,0' + ',0' * (len(COLUMNS) - 5)
+    )
+    with pytest.raises(InputFileError, match=r'runs\.csv.*other settings'):
+        study.prepare_scene(config, tmp_path, progress=False)
+    (tmp_path / 'runs.csv').unlink()
     _, manifest = study.prepare_scene(config, tmp_path, progress=False)
     assert json.loads(old.read_text())['gem_level'] == 1  # simulated again
     gem = manifest['cities']['nurdagi']['files']['gem']

@@ -1104,7 +1104,8 @@ def prepare_scene(
 
     A simulation is reused when ``work/scene/scene.json`` records the same cities,
     buildings, pixel size, seed and GEM level (a stamp without the level predates
-    province-level GEM and stands for districts, level 2).
+    province-level GEM and stands for districts, level 2). A working folder whose
+    journal holds runs on a scene with other settings is refused rather than mixed.
 
     Args:
         config: the study.
@@ -1115,7 +1116,8 @@ def prepare_scene(
         The scene folder and its ``scene.json`` content.
 
     Raises:
-        InputFileError: if ``config.scene`` lacks a readable ``scene.json`` or a city.
+        InputFileError: if ``config.scene`` lacks a readable ``scene.json`` or a city,
+            or ``work/runs.csv`` holds runs on a scene simulated with other settings.
     """
     if config.scene is not None:
         root = Path(config.scene)
@@ -1131,8 +1133,18 @@ def prepare_scene(
         }
         stamp = work / 'scene.settings.json'
         ready = (root / 'scene.json').is_file() and stamp.is_file()
-        if ready and {'gem_level': 2, **json.loads(stamp.read_text())} == wanted:
+        old = {'gem_level': 2, **json.loads(stamp.read_text())} if ready else None
+        if old == wanted:
             return root, SARDamageDataModule._read_scene(root)
+        journal = work / 'runs.csv'
+        if journal.is_file() and len(_journal(journal)):
+            # its runs would be resumed as if they were on the new scene
+            raise InputFileError(
+                journal,
+                f'holds runs on a scene simulated with other settings ({old}, now '
+                f'{wanted}); move {work} away or give the study another working '
+                'folder',
+            )
         work.mkdir(parents=True, exist_ok=True)
         manifest = simulate(
             root,
