@@ -130,3 +130,19 @@ def small_model(training_scene: Path, tmp_path_factory: pytest.TempPathFactory) 
     trainer.fit(task, datamodule=data)
     trainer.save_checkpoint(out / 'model.ckpt')
     return out / 'model.ckpt'
+
+
+@pytest.fixture(scope='session')
+def unseen_town(training_scene: Path) -> dict[str, Any]:
+    """Paths of the files of adiyaman, the town :func:`small_model` never saw."""
+    manifest = json.loads((training_scene / 'scene.json').read_text())
+    files = manifest['cities']['adiyaman']['files']
+    folder = training_scene / 'adiyaman'
+    return {
+        'sar': folder / files['sar_geotiff'],
+        'sar_hdf5': folder / files['sar_hdf5'],
+        'buildings': folder / files['osm'],
+        'dsm': folder / files['dsm'],
+        'gem': [folder / f for f in files['gem']],
+        'admin': folder / files['admin'],
+    }

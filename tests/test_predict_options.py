@@ -3,7 +3,6 @@
 
 """Inference options of prediction: each against the reference path."""
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +23,10 @@ from torchgeo_sar_damage.predict.quantize import (
     quantize_encoders,
 )
 
-TOWN = 'adiyaman'  # never seen in training
-
 #: Largest difference of int8 probabilities from the float model's on the test town
 #: (the one-epoch model at temperature 1, its own sigmoid, the most sensitive scale:
 #: measured 2.4e-4, with probabilities spread over 0.017).
 QUANTIZED_ATOL = 1e-3
-
-
-@pytest.fixture(scope='module')
-def town(training_scene: Path) -> dict[str, Any]:
-    """Paths of the unseen town's files."""
-    manifest = json.loads((training_scene / 'scene.json').read_text())
-    files = manifest['cities'][TOWN]['files']
-    folder = training_scene / TOWN
-    return {
-        'sar': folder / files['sar_geotiff'],
-        'buildings': folder / files['osm'],
-        'dsm': folder / files['dsm'],
-        'gem': [folder / f for f in files['gem']],
-        'admin': folder / files['admin'],
-    }
 
 
 @pytest.fixture(scope='module')
@@ -63,32 +45,38 @@ def model_t1(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def run(
-    town: dict[str, Any], model: Path, out: Path, **kwargs: object
+    unseen_town: dict[str, Any], model: Path, out: Path, **kwargs: object
 ) -> gpd.GeoDataFrame:
     """Predict the town (checkpoint's probabilities, batches of 16); read the layer."""
     args: dict[str, Any] = {
-        'dsm': town['dsm'],
-        'gem': town['gem'],
-        'admin': town['admin'],
+        'dsm': unseen_town['dsm'],
+        'gem': unseen_town['gem'],
+        'admin': unseen_town['admin'],
         'progress': False,
         'batch_size': 16,
         'adapt_prior': False,
         **kwargs,
     }
-    predict_buildings([town['sar']], town['buildings'], model, out, **args)
+    predict_buildings(
+        [unseen_town['sar']], unseen_town['buildings'], model, out, **args
+    )
     return gpd.read_file(out)
 
 
 @pytest.fixture(scope='module')
 def reference(
-    town: dict[str, Any], model_t1: Path, tmp_path_factory: pytest.TempPathFactory
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> gpd.GeoDataFrame:
     """The float prediction of the town with :func:`model_t1`."""
-    return run(town, model_t1, tmp_path_factory.mktemp('reference') / 'town.gpkg')
+    return run(
+        unseen_town, model_t1, tmp_path_factory.mktemp('reference') / 'town.gpkg'
+    )
 
 
 def test_predict_runs_in_inference_mode(
-    town: dict[str, Any],
+    unseen_town: dict[str, Any],
     model_t1: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -104,16 +92,19 @@ def test_predict_runs_in_inference_mode(
         return forward(self, batch)
 
     monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
-    run(town, model_t1, tmp_path / 'out.gpkg', mc_samples=0)
+    run(unseen_town, model_t1, tmp_path / 'out.gpkg', mc_samples=0)
     assert seen
     assert all(seen)
 
 
 def test_quantized_probabilities_are_close(
-    town: dict[str, Any], model_t1: Path, reference: gpd.GeoDataFrame, tmp_path: Path
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    reference: gpd.GeoDataFrame,
+    tmp_path: Path,
 ) -> None:
     """int8 encoders: the same buildings assessed, probabilities within a bound."""
-    layer = run(town, model_t1, tmp_path / 'int8.gpkg', quantize=True)
+    layer = run(unseen_town, model_t1, tmp_path / 'int8.gpkg', quantize=True)
     assert list(layer['status']) == list(reference['status'])
     ok = (reference['status'] == 'ok').to_numpy()
     assert ok.sum() > 0.9 * len(reference)
@@ -126,17 +117,19 @@ def test_quantized_probabilities_are_close(
     assert layer.loc[ok, 'uncertainty'].notna().all()
 
 
-def test_quantize_replaces_the_encoders(town: dict[str, Any], model_t1: Path) -> None:
+def test_quantize_replaces_the_encoders(
+    unseen_town: dict[str, Any], model_t1: Path
+) -> None:
     """Every image encoder runs int8 convolutions; the head stays in float."""
     checkpoint = load_checkpoint(model_t1)
     chunks = predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
+        [unseen_town['sar']],
+        unseen_town['buildings'],
         checkpoint.modalities,
         checkpoint.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
+        dsm=unseen_town['dsm'],
+        gem=unseen_town['gem'],
+        admin=unseen_town['admin'],
         batch_size=64,
     )
     predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
@@ -160,15 +153,21 @@ def test_quantize_replaces_the_encoders(town: dict[str, Any], model_t1: Path) ->
 
 
 def test_quantize_is_cpu_only(
-    town: dict[str, Any], model_t1: Path, tmp_path: Path
+    unseen_town: dict[str, Any], model_t1: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ArgumentError, match='CPU only'):
-        run(town, model_t1, tmp_path / 'gpu.gpkg', quantize=True, accelerator='gpu')
+        run(
+            unseen_town,
+            model_t1,
+            tmp_path / 'gpu.gpkg',
+            quantize=True,
+            accelerator='gpu',
+        )
     assert not (tmp_path / 'gpu.gpkg').exists()
 
 
 def test_cli_quantize(
-    town: dict[str, Any],
+    unseen_town: dict[str, Any],
     model_t1: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -184,9 +183,15 @@ def test_cli_quantize(
         original(self, batches)
 
     monkeypatch.setattr(predict_module.CityPredictor, 'quantize', quantize)
-    argv = ['predict', '--sar', str(town['sar']), '--buildings', str(town['buildings'])]
-    argv += ['--dsm', str(town['dsm']), '--gem', *map(str, town['gem'])]
-    argv += ['--admin', str(town['admin']), '--checkpoint', str(model_t1)]
+    argv = [
+        'predict',
+        '--sar',
+        str(unseen_town['sar']),
+        '--buildings',
+        str(unseen_town['buildings']),
+    ]
+    argv += ['--dsm', str(unseen_town['dsm']), '--gem', *map(str, unseen_town['gem'])]
+    argv += ['--admin', str(unseen_town['admin']), '--checkpoint', str(model_t1)]
     argv += ['--quiet', '--mc-samples', '0', '--batch-size', '16']
     assert main([*argv, '--out', str(tmp_path / 'plain.gpkg')]) == 0
     assert not seen
