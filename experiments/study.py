@@ -27,7 +27,12 @@ import time
 from pathlib import Path
 
 from torchgeo_sar_damage.errors import SARDamageError
-from torchgeo_sar_damage.study import StudyConfig, run_study, write_report
+from torchgeo_sar_damage.study import (
+    StudyConfig,
+    inference_speed,
+    run_study,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'docs' / 'results'
@@ -88,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out is not None else default_out(config.name)
         # a study resumed with nothing left to run reports no wall time
         wall = seconds if new else None
+        models = sorted(set(zip(rows.modalities, rows.fusion)))
+        speeds = inference_speed(config, work, models)
         files = write_report(
-            rows, predictions, config, out, wall, command, simulator_link(out)
+            rows, predictions, config, out, wall, command, simulator_link(out), speeds
         )
     except SARDamageError as err:
         print(f'error: {err}', file=sys.stderr)

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from torchgeo_sar_damage.study import (
     StudyConfig,
     best_f1,
     grid,
+    inference_speed,
     run_study,
     scores,
     with_adaptation,
@@ -291,6 +293,34 @@ def test_tiny_study_writes_table_and_figures(
         assert f']({name})' in page
     assert not list(out.glob('.*tmp*'))
 
+    # the accuracy-per-cost table: each deep model's inference rate, timed on chips
+    timed = sorted(set(zip(rows.modalities, rows.fusion)))
+    speeds = inference_speed(config, tmp_path / 'work', timed, batch_size=8, repeats=1)
+    assert set(zip(speeds.modalities, speeds.fusion)) == {
+        ('sar', 'late'),
+        ('sar+osm', 'late'),
+        ('sar+osm', 'attention'),
+    }
+    assert (speeds.buildings_per_s > 0).all()
+    assert (speeds.batch == 8).all()
+    size = dict(zip(speeds.modalities + ' ' + speeds.fusion, speeds.parameters))
+    assert size['sar+osm late'] > size['sar late']  # one encoder per modality
+    files = write_report(rows, predictions, config, out, speeds=speeds)
+    assert out / 'study_inference.csv' in files
+    written = pd.read_csv(out / 'study_inference.csv')
+    np.testing.assert_allclose(written.parameters, speeds.parameters, atol=1e-4)
+    page = (out / 'study.md').read_text()
+    assert '## Accuracy per cost (unseen cities)' in page
+    cost = page.split('## Accuracy per cost (unseen cities)')[1]
+    row = (
+        r'\| SAR \+ OSM, attention fusion \| 3 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+ \|'
+    )
+    assert re.search(row, cost)
+    assert 'SAR statistics, gradient boosting' not in cost  # no deep model
+    assert 'Fastest model within 0.01 AUROC of the most accurate one' in cost
+    with pytest.raises(ArgumentError, match='batch_size'):
+        inference_speed(config, tmp_path / 'work', timed, batch_size=0)
+
     # resuming runs nothing again and returns the same rows
     again: list[pd.DataFrame] = []
     rows2, _ = run_study(config, tmp_path / 'work', False, again.append)
@@ -493,6 +523,15 @@ def test_study_runs_torchgeo_models(
     # findings compare the new rows with this package's models
     assert 'for the best FusionNet on the same modalities' in page
     assert 'trained from scratch (AUROC' in page
+
+    # inference rates of TorchGeo's task on stacked chips and of the pretrained model
+    models = sorted(set(zip(rows.modalities, rows.fusion)))
+    speeds = inference_speed(config, tmp_path / 'work', models, batch_size=4, repeats=1)
+    size = dict(zip(speeds.fusion + ' ' + speeds.modalities, speeds.parameters))
+    assert len(size) == 4
+    assert size[f'{pretrained} sar'] > 2 * size['late sar']  # a ResNet-50 encoder
+    assert size['torchgeo sar+osm'] > size['torchgeo sar']  # 4 input channels, not 2
+    assert (speeds.buildings_per_s > 0).all()
 
 
 def test_with_true_labels_scores_against_the_truth() -> None:

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import lightning
@@ -920,6 +920,130 @@ def train_torchgeo(
     unseen = [p for n, p in zip(names, predictions) if not n.startswith('seen_')]
     seen = [p for n, p in zip(names, predictions) if n.startswith('seen_')]
     return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
+
+
+def _probabilities(model: torch.nn.Module, inputs: object) -> torch.Tensor:
+    """Damage probabilities of a study model on one prepared batch.
+
+    FusionNet's task takes the sample dict; TorchGeo's task takes the stacked image.
+    """
+    if isinstance(inputs, dict):
+        task = cast(DamageClassification, model)
+        return task.probabilities(task(inputs))
+    return torch.sigmoid(model(inputs))
+
+
+def inference_speed(
+    config: StudyConfig,
+    work: str | os.PathLike[str],
+    models: Sequence[tuple[str, str]],
+    batch_size: int = 256,
+    repeats: int = 5,
+) -> pd.DataFrame:
+    """Inference buildings per second of the study's deep models on this machine.
+
+    Each model's architecture (as the study builds it; its weights do not change its
+    speed, so it is not trained here) predicts one batch of chips of the first
+    fold's unseen city, read and normalised beforehand: the rate is the model's
+    alone, without reading the rasters. The models take turns ``repeats`` times, so
+    that a busy spell of a shared machine touches all of them, and each model's best
+    time counts. Baselines and references (no deep model) are left out.
+
+    Args:
+        config: the study.
+        work: its working folder (scene and chip stores, see :func:`run_study`).
+        models: ``(modalities, fusion)`` of the models to time.
+        batch_size: buildings per forward pass.
+        repeats: timed passes per model.
+
+    Returns:
+        One row per deep model: ``modalities``, ``fusion``, ``buildings_per_s``,
+        ``parameters`` (millions), and the conditions (``batch``, ``pixels``,
+        ``threads``, ``load``: the 1-minute load average before timing, NaN where
+        the platform has none).
+
+    Raises:
+        ArgumentError: ``batch_size`` or ``repeats`` below 1.
+    """
+    if batch_size < 1 or repeats < 1:
+        raise ArgumentError(
+            f'inference_speed: batch_size ({batch_size}) and repeats ({repeats}) '
+            'must be at least 1'
+        )
+    root, _ = prepare_scene(config, Path(work), False)
+    fold = leave_one_city_out(config.cities)[0]
+    deep = [(m, f) for m, f in models if f not in BASELINES]
+    runners: list[tuple[tuple[str, str], torch.nn.Module, object]] = []
+    sizes: dict[tuple[str, str], int] = {}
+    pixels = 0
+    for modalities, fusion in deep:
+        names = modalities.split('+')
+        stacked = fusion == TORCHGEO
+        data = _datamodule(
+            config, root, fold, names, Path(work) / 'chips', False, None, stacked
+        )
+        data.setup('test')
+        batch = data.normalise(next(iter(_loader(data.test_datasets[0], batch_size))))
+        pixels = int(batch['sar'].shape[-1])
+        sizes[(modalities, fusion)] = int(batch['label'].shape[0])
+        model: torch.nn.Module
+        if stacked:
+            model = Classification(
+                model=config.backbone,
+                weights=None,
+                in_channels=data.num_channels,
+                task='binary',
+                loss='bce',
+            )
+            runners.append(((modalities, fusion), model, stack_images(batch, names)))
+            continue
+        weights = run_weights(fusion)
+        task = DamageClassification(
+            modalities=names,
+            fusion=fusion.partition('@')[0],
+            backbone=None if weights else config.backbone,
+            weights=weights,
+        )
+        if task.model.sar_input is not None:  # a pretrained encoder's dB input
+            sar = data.statistics
+            task.model.set_sar_statistics(sar.sar_mean_db, sar.sar_std_db)
+        runners.append(((modalities, fusion), task, batch))
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    best = {key: float('inf') for key, _, _ in runners}
+    with torch.inference_mode():
+        for _, model, inputs in runners:  # warm-up: first-call allocations
+            model.eval()
+            _probabilities(model, inputs)
+        for _ in range(repeats):
+            for key, model, inputs in runners:
+                start = time.perf_counter()
+                _probabilities(model, inputs)
+                best[key] = min(best[key], time.perf_counter() - start)
+    return pd.DataFrame(
+        [
+            {
+                'modalities': key[0],
+                'fusion': key[1],
+                'buildings_per_s': sizes[key] / best[key],
+                'parameters': sum(p.numel() for p in model.parameters()) / 1e6,
+                'batch': sizes[key],
+                'pixels': pixels,
+                'threads': torch.get_num_threads(),
+                'load': load,
+            }
+            for key, model, _ in runners
+        ],
+        columns=[
+            'modalities',
+            'fusion',
+            'buildings_per_s',
+            'parameters',
+            'batch',
+            'pixels',
+            'threads',
+            'load',
+        ],
+    )
 
 
 def _batches(data: SARDamageDataModule, slug: str) -> list[Sample]:
@@ -1866,6 +1990,7 @@ def write_report(
     seconds: float | None = None,
     command: str | None = None,
     simulator_page: str | None = 'simulator.md',
+    speeds: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``study.csv``, ``study.md`` and the figures.
 
@@ -1878,6 +2003,9 @@ def write_report(
         command: the command that produced the results, quoted in the page.
         simulator_page: link from the page to the simulator report, relative to
             ``out`` (None: no link).
+        speeds: inference rates of the deep models (:func:`inference_speed`),
+            written to ``study_inference.csv`` and the page's accuracy-per-cost
+            table (None: neither).
 
     Returns:
         The files written.
@@ -1909,6 +2037,12 @@ def write_report(
     lines = _page_intro(rows, config, seconds, command, simulator_page)
     lines += weights_note(rows, config)
     lines += _page_results(rows)
+    if speeds is not None and len(speeds):
+        replace(
+            out / 'study_inference.csv',
+            lambda p: speeds.round(4).to_csv(p, index=False),
+        )
+        lines += cost_section(rows, speeds)
 
     def page(path: Path) -> None:
         path.write_text('\n'.join(lines), encoding='utf-8')
@@ -2004,6 +2138,86 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
         ),
         '',
         markdown_table(part, ['modalities', 'fusion'], metrics),
+        '',
+    ]
+
+
+def cost_section(rows: pd.DataFrame, speeds: pd.DataFrame) -> list[str]:
+    """The page's accuracy-per-cost table of the deep models on unseen cities.
+
+    Args:
+        rows: rows of the study.
+        speeds: inference rates (:func:`inference_speed`).
+
+    Returns:
+        Markdown lines: the table and which model is fastest within 0.01 AUROC of
+        the most accurate one (empty where no model was timed).
+    """
+    unseen = rows[rows.split == 'unseen']
+    rate = {
+        (str(m), str(f)): (float(b), float(n))
+        for m, f, b, n in zip(
+            speeds.modalities, speeds.fusion, speeds.buildings_per_s, speeds.parameters
+        )
+    }
+    table = []
+    for model in _model_order(unseen):
+        if model not in rate:
+            continue
+        sel = unseen[(unseen.modalities == model[0]) & (unseen.fusion == model[1])]
+        if not len(sel):
+            continue
+        table.append(
+            (
+                model,
+                len(sel),
+                float(sel.f1.astype(float).mean()),
+                float(sel.auroc.astype(float).mean()),
+                float(sel.seconds.astype(float).median()),
+                *rate[model],
+            )
+        )
+    if not table:
+        return []
+    first = speeds.iloc[0]
+    load = float(first['load'])
+    conditions = (
+        f'batches of {int(first["batch"])} chips of {int(first["pixels"])} x '
+        f'{int(first["pixels"])} px, {int(first["threads"])} torch threads on '
+        f'{os.cpu_count()} logical cores'
+        + (f', load average {load:.1f} when timed' if np.isfinite(load) else '')
+    )
+    top = max(table, key=lambda r: r[3])
+    near = [r for r in table if r[3] >= top[3] - 0.01]
+    fast = max(near, key=lambda r: r[5])
+    return [
+        '## Accuracy per cost (unseen cities)',
+        '',
+        (
+            'Mean F1 and AUROC over runs; `s/run`: median wall time of one run '
+            "(training and testing on CPU at the study's epochs); `buildings/s`: "
+            'inference of the model alone (architecture as trained, the best of '
+            f'several passes over {conditions}; written by '
+            '`torchgeo_sar_damage.study.inference_speed` into '
+            '[`study_inference.csv`](study_inference.csv)). Prediction over a town '
+            'also reads the rasters: `benchmarks/predict_city.py` measures the '
+            'whole path.'
+        ),
+        '',
+        '| model | runs | F1 | AUROC | s/run | buildings/s | parameters (M) |',
+        '|---|---|---|---|---|---|---|',
+        *[
+            f'| {describe_model(*m)} | {n} | {f1:.3f} | {auroc:.3f} | {sec:.1f} | '
+            f'{speed:.0f} | {size:.1f} |'
+            for m, n, f1, auroc, sec, speed, size in table
+        ],
+        '',
+        (
+            f'- Fastest model within 0.01 AUROC of the most accurate one '
+            f'({describe_model(*top[0])}, AUROC {top[3]:.3f}, {top[5]:.0f} '
+            f'buildings/s): {describe_model(*fast[0])}, AUROC {fast[3]:.3f}, '
+            f'{fast[5]:.0f} buildings/s ({fast[5] / top[5]:.1f}x).'
+        ),
         '',
     ]
 
