@@ -161,6 +161,12 @@ def test_config_errors(tmp_path: Path) -> None:
     path.write_text('pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]\n')
     with pytest.raises(ArgumentError, match='not SAR polarisations'):
         StudyConfig.from_yaml(path)
+    path.write_text('int8_fusions: [middle]\n')
+    with pytest.raises(ArgumentError, match=r"unknown fusions \['middle'\]"):
+        StudyConfig.from_yaml(path)
+    path.write_text('int8_sets: [[sar, lidar]]\n')
+    with pytest.raises(ArgumentError, match='lidar'):
+        StudyConfig.from_yaml(path)
     path.write_text('gem_level: 3\n')
     with pytest.raises(ArgumentError, match='gem_level must be 1'):
         StudyConfig.from_yaml(path)
@@ -473,6 +479,8 @@ def test_study_runs_torchgeo_models(
         torchgeo_sets=[['sar'], ['sar', 'osm']],
         pretrained_weights=[str(moco), str(decur)],
         pretrained_sets=[['sar']],
+        int8_sets=[['sar']],
+        int8_fusions=['late', 'attention'],  # attention needs the footprint
     )
     with pytest.warns(UserWarning, match=r'SENTINEL1_ALL_DECUR are skipped.*hub'):
         rows, predictions = run_study(config, tmp_path / 'work', False)
@@ -482,8 +490,9 @@ def test_study_runs_torchgeo_models(
         ('sar', 'torchgeo'),
         ('sar+osm', 'torchgeo'),
         ('sar', pretrained),
+        ('sar', 'late+int8'),
     }
-    assert len(rows) == 3 * 4 * 2
+    assert len(rows) == 3 * 5 * 2
     # TorchGeo's task on the stacked channels: 2 for SAR, 4 with the footprint
     channels = [k['in_channels'] for n, k in built if n == 'torchgeo']
     assert sorted(set(channels)) == [2, 4]
@@ -493,7 +502,7 @@ def test_study_runs_torchgeo_models(
         if n == 'torchgeo'
     )
     fusion = [k for n, k in built if n == 'fusion']
-    assert sorted(str(k['weights']) for k in fusion) == ['None'] * 3 + [str(moco)] * 3
+    assert sorted(str(k['weights']) for k in fusion) == ['None'] * 6 + [str(moco)] * 3
     # every model is scored on the same buildings of each split
     counts = rows.groupby(['split', 'held_out_city']).n_buildings.nunique()
     assert (counts == 1).all()
@@ -507,6 +516,11 @@ def test_study_runs_torchgeo_models(
 
     assert len(probs(pretrained)) == len(probs('late'))
     assert not np.allclose(probs(pretrained), probs('late'))
+    # the int8 runs quantise the float run's trained model (saved, then removed)
+    dp = np.abs(probs('late+int8') - probs('late'))
+    assert 0 < dp.max() < 0.1
+    assert dp.mean() < 0.02
+    assert not list((tmp_path / 'work' / 'models').glob('*.pt'))
     assert rows.threshold.between(0, 1).all()
     assert predictions.probability.between(0, 1).all()
 
@@ -519,6 +533,10 @@ def test_study_runs_torchgeo_models(
     assert '## Pretrained SAR encoders' in page
     assert f'`{pretrained}` ran with these weights' in page
     assert f'`{decur}`: **skipped**' in page
+    int8 = page.split('## Int8 encoders (`predict --quantize`)')[1]
+    assert re.search(
+        r'\| SAR only, ResNet-18 \(QuickQuakeBuildings-style\), int8 ', int8
+    )
     assert decur.url in page
     # findings compare the new rows with this package's models
     assert 'for the best FusionNet on the same modalities' in page
@@ -528,7 +546,8 @@ def test_study_runs_torchgeo_models(
     models = sorted(set(zip(rows.modalities, rows.fusion)))
     speeds = inference_speed(config, tmp_path / 'work', models, batch_size=4, repeats=1)
     size = dict(zip(speeds.fusion + ' ' + speeds.modalities, speeds.parameters))
-    assert len(size) == 4
+    assert len(size) == 5
+    assert size['late+int8 sar'] == pytest.approx(size['late sar'], rel=0.01)
     assert size[f'{pretrained} sar'] > 2 * size['late sar']  # a ResNet-50 encoder
     assert size['torchgeo sar+osm'] > size['torchgeo sar']  # 4 input channels, not 2
     assert (speeds.buildings_per_s > 0).all()

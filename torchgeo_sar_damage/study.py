@@ -98,6 +98,7 @@ from .errors import ArgumentError, InputFileError
 from .models.fusion import FUSIONS
 from .models.pretrained import check_sar_weights, resolve_weights, weights_path
 from .plot import save_figure  # also selects the Agg backend
+from .predict.quantize import CALIBRATION_CHUNKS, CALIBRATION_WINDOWS, quantize_encoders
 from .reliability import expected_calibration_error, reliability_curve
 from .simulation.run import simulate
 from .tasks import DamageClassification
@@ -166,6 +167,10 @@ BASELINES = ('gbm', TRUE_FOOTPRINTS[1], ORACLE[1])
 
 #: The fusion of the study's runs with a pretrained SAR encoder.
 PRETRAINED_FUSION = 'late'
+
+#: Suffix of the ``fusion`` of a study run whose image encoders are quantised to int8
+#: after training (``predict --quantize``), e.g. ``'early+int8'``.
+INT8 = '+int8'
 
 #: Features of the SAR-statistics baseline (columns of footprint_sigma0_statistics).
 SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
@@ -242,6 +247,13 @@ class StudyConfig:
             logit is the mean of its chip's and of the chip flipped along azimuth
             (the training augmentation's flip); the threshold and calibration stay
             those fitted on the validation town without it.
+        int8_sets: modality sets whose FusionNet models of ``int8_fusions`` are
+            also scored with their image encoders quantised to int8 (what
+            ``sardamage predict --quantize`` runs), as runs of fusion
+            ``<fusion>+int8``: the same trained model (reused from the float run,
+            or retrained with the same seed), calibrated on windows of the unseen
+            town as prediction does; ``[]`` runs none.
+        int8_fusions: the fusions of ``int8_sets`` that are quantised.
     """
 
     name: str = 'custom'
@@ -284,6 +296,8 @@ class StudyConfig:
     folds: int | None = None
     gem_level: int = 1
     tta: bool = False
+    int8_sets: list[list[str]] = field(default_factory=list)
+    int8_fusions: list[str] = field(default_factory=lambda: ['early', 'late'])
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -323,8 +337,11 @@ class StudyConfig:
                 )
             check_modalities(modalities)
         unknown = sorted(set(self.fusions) - set(FUSIONS))
+        unknown += sorted(set(self.int8_fusions) - set(FUSIONS))
         if unknown:
             raise ArgumentError(f'unknown fusions {unknown}; known: {sorted(FUSIONS)}')
+        for modalities in self.int8_sets:
+            check_modalities(modalities)
         if self.epochs < 1 or self.buildings < 1 or self.batch_size < 1:
             raise ArgumentError('epochs, buildings and batch_size must be at least 1')
         if not 0 < self.holdout < 1:
@@ -418,9 +435,10 @@ def missing_weights(config: StudyConfig) -> dict[str, Path]:
 
 
 def extra_pairs(config: StudyConfig) -> list[tuple[str, str]]:
-    """The ``(label, fusion)`` pairs of TorchGeo's models in a study.
+    """The ``(label, fusion)`` pairs of TorchGeo's models and int8 runs in a study.
 
-    TorchGeo's ``Classification`` on each of ``torchgeo_sets``, then FusionNet with
+    TorchGeo's ``Classification`` on each of ``torchgeo_sets``, the int8 runs of
+    ``int8_sets`` x ``int8_fusions``, then FusionNet with
     each of ``pretrained_weights`` (those whose file is in torch hub's cache:
     :func:`missing_weights`) on each of ``pretrained_sets``.
 
@@ -431,6 +449,12 @@ def extra_pairs(config: StudyConfig) -> list[tuple[str, str]]:
         ``(label, fusion)`` pairs.
     """
     pairs = [(label(m), TORCHGEO) for m in config.torchgeo_sets]
+    for modalities in config.int8_sets:
+        pairs += [
+            (label(modalities), f'{fusion}{INT8}')
+            for fusion in config.int8_fusions
+            if FUSIONS[fusion].required <= set(modalities)
+        ]
     missing = missing_weights(config)
     for name in config.pretrained_weights:
         if name not in missing:
@@ -801,6 +825,8 @@ def train_fusion(
     chips: Path,
     cache: dict[tuple[str, ...], tuple[dict[Any, Any], dict[Any, Any]]] | None = None,
     weights: str | None = None,
+    quantize: bool = False,
+    state: Path | None = None,
 ) -> dict[str, _Predictions | float]:
     """Train one fusion model on a fold and predict its seen and unseen test sets.
 
@@ -815,6 +841,12 @@ def train_fusion(
         cache: opened datasets shared between runs (see :func:`run_study`).
         weights: TorchGeo weights of the SAR encoder, by name (they choose the
             backbone); None trains every encoder from scratch.
+        quantize: quantise the trained model's image encoders to int8 before
+            testing (:func:`~torchgeo_sar_damage.predict.quantize.quantize_encoders`,
+            calibrated on windows of the unseen town, as ``predict --quantize``).
+        state: a file of the trained model's state: with ``quantize``, the model is
+            loaded from it instead of trained where it exists; without, the trained
+            model is saved there (for a later ``quantize`` run).
 
     Returns:
         ``unseen`` and ``seen`` predictions, and the ``threshold``.
@@ -828,10 +860,24 @@ def train_fusion(
         weights=weights,
         lr=config.lr,
     )
-    with _quiet_lightning():
-        _trainer(config).fit(model, datamodule=data)
+    if quantize and state is not None and state.is_file():
+        model.load_state_dict(torch.load(state, weights_only=True))
+    else:
+        with _quiet_lightning():
+            _trainer(config).fit(model, datamodule=data)
+        if state is not None and not quantize:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(state, partial(torch.save, model.state_dict()))
     data.setup('test')
     names = data.test_names
+    if quantize:
+        model.eval()
+        unseen_set = next(
+            d for n, d in zip(names, data.test_datasets) if not n.startswith('seen_')
+        )
+        loader = _loader(unseen_set, CALIBRATION_WINDOWS // CALIBRATION_CHUNKS)
+        windows = [data.normalise(b) for _, b in zip(range(CALIBRATION_CHUNKS), loader)]
+        quantize_encoders(model.model.fusion, windows)
     predictions = [_predict(model, data, ds, config.tta) for ds in data.test_datasets]
     unseen = [p for n, p in zip(names, predictions) if not n.startswith('seen_')]
     seen = [p for n, p in zip(names, predictions) if n.startswith('seen_')]
@@ -922,6 +968,11 @@ def train_torchgeo(
     return {'unseen': _concat(unseen), 'seen': _concat(seen), 'threshold': threshold}
 
 
+def _parameters(model: torch.nn.Module) -> float:
+    """Parameters of a model in millions (before any quantisation)."""
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
 def _probabilities(model: torch.nn.Module, inputs: object) -> torch.Tensor:
     """Damage probabilities of a study model on one prepared batch.
 
@@ -942,8 +993,8 @@ def inference_speed(
 ) -> pd.DataFrame:
     """Inference buildings per second of the study's deep models on this machine.
 
-    Each model's architecture (as the study builds it; its weights do not change its
-    speed, so it is not trained here) predicts one batch of chips of the first
+    Each model's architecture (as the study builds it, int8 runs quantised; its
+    weights do not change its speed, so it is not trained here) predicts one batch of chips of the first
     fold's unseen city, read and normalised beforehand: the rate is the model's
     alone, without reading the rasters. The models take turns ``repeats`` times, so
     that a busy spell of a shared machine touches all of them, and each model's best
@@ -975,6 +1026,7 @@ def inference_speed(
     deep = [(m, f) for m, f in models if f not in BASELINES]
     runners: list[tuple[tuple[str, str], torch.nn.Module, object]] = []
     sizes: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], float] = {}
     pixels = 0
     for modalities, fusion in deep:
         names = modalities.split('+')
@@ -995,18 +1047,24 @@ def inference_speed(
                 task='binary',
                 loss='bce',
             )
+            counts[(modalities, fusion)] = _parameters(model)
             runners.append(((modalities, fusion), model, stack_images(batch, names)))
             continue
-        weights = run_weights(fusion)
+        base = fusion.removesuffix(INT8)
+        weights = run_weights(base)
         task = DamageClassification(
             modalities=names,
-            fusion=fusion.partition('@')[0],
+            fusion=base.partition('@')[0],
             backbone=None if weights else config.backbone,
             weights=weights,
         )
         if task.model.sar_input is not None:  # a pretrained encoder's dB input
             sar = data.statistics
             task.model.set_sar_statistics(sar.sar_mean_db, sar.sar_std_db)
+        counts[(modalities, fusion)] = _parameters(task)
+        if fusion != base:  # int8 encoders, calibrated on the timed windows
+            task.eval()
+            quantize_encoders(task.model.fusion, [batch])
         runners.append(((modalities, fusion), task, batch))
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     best = {key: float('inf') for key, _, _ in runners}
@@ -1025,7 +1083,7 @@ def inference_speed(
                 'modalities': key[0],
                 'fusion': key[1],
                 'buildings_per_s': sizes[key] / best[key],
-                'parameters': sum(p.numel() for p in model.parameters()) / 1e6,
+                'parameters': counts[key],
                 'batch': sizes[key],
                 'pixels': pixels,
                 'threads': torch.get_num_threads(),
@@ -1396,17 +1454,25 @@ def run_study(
                 config, root, fold, name.split('+'), seed, chips, cache
             )
         else:
+            quantize = fusion.endswith(INT8)
+            base = fusion.removesuffix(INT8)
+            twin = (name, f'{base}{INT8}') in pairs and (name, base) in pairs
+            state = work / 'models' / f'{name}_{base}_{city}_{seed}.pt'
             result = train_fusion(
                 config,
                 root,
                 fold,
                 name.split('+'),
-                fusion.partition('@')[0],
+                base.partition('@')[0],
                 seed,
                 chips,
                 cache,
-                weights=run_weights(fusion),
+                weights=run_weights(base),
+                quantize=quantize,
+                state=state if twin else None,
             )
+            if quantize:
+                state.unlink(missing_ok=True)  # the float twin's model, now used
         seconds = time.perf_counter() - start
         if city not in truth and 'truth' in manifest['cities'][city]['files']:
             truth[city] = true_labels(root, manifest, city)
@@ -1584,6 +1650,8 @@ def describe_model(modalities: str, fusion: str) -> str:
         if modalities == 'sar':
             return 'SAR statistics, gradient boosting'
         return 'context only (no SAR), gradient boosting'
+    if fusion.endswith(INT8):
+        return describe_model(modalities, fusion.removesuffix(INT8)) + ', int8 encoders'
     names = modalities.upper().replace('+', ' + ')
     if fusion == TORCHGEO:
         return f'TorchGeo Classification on {names} channels stacked'
@@ -2043,6 +2111,7 @@ def write_report(
             lambda p: speeds.round(4).to_csv(p, index=False),
         )
         lines += cost_section(rows, speeds)
+    lines += int8_section(rows, predictions)
 
     def page(path: Path) -> None:
         path.write_text('\n'.join(lines), encoding='utf-8')
@@ -2138,6 +2207,67 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
         ),
         '',
         markdown_table(part, ['modalities', 'fusion'], metrics),
+        '',
+    ]
+
+
+def int8_section(rows: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """The page's comparison of the int8 runs with their float twins on unseen cities.
+
+    Each int8 run (fusion ``<fusion>+int8``, see :attr:`StudyConfig.int8_sets`) is
+    paired with the float run of the same model, city and seed: the differences of
+    F1, AUROC and ECE, and of each building's probability.
+
+    Args:
+        rows: rows of the study.
+        predictions: pooled predictions (:func:`run_study`).
+
+    Returns:
+        Markdown lines (empty without int8 runs).
+    """
+    keys = ['modalities', 'held_out_city', 'seed']
+    unseen = rows[rows.split == 'unseen']
+    int8 = unseen[unseen.fusion.astype(str).str.endswith(INT8)]
+    table = []
+    for (modalities, fusion), part in int8.groupby(['modalities', 'fusion']):
+        base = str(fusion).removesuffix(INT8)
+        twin = unseen[(unseen.modalities == modalities) & (unseen.fusion == base)]
+        pair = part.merge(twin, on=keys, suffixes=('', '_float'))
+        if not len(pair):
+            continue
+        cells = []
+        for metric in ('f1', 'auroc', 'ece'):
+            delta = pair[metric].astype(float) - pair[f'{metric}_float'].astype(float)
+            cells.append(f'{delta.mean():+.4f} ± {delta.std(ddof=0):.4f}')
+        same = predictions[
+            (predictions.modalities == modalities) & (predictions.split == 'unseen')
+        ]
+        both = same[same.fusion == fusion].merge(
+            same[same.fusion == base],
+            on=['held_out_city', 'seed', 'building_id'],
+            suffixes=('', '_float'),
+        )
+        dp = (both.probability - both.probability_float).abs()
+        table.append(
+            f'| {describe_model(str(modalities), str(fusion))} | {len(pair)} | '
+            + ' | '.join(cells)
+            + f' | {dp.mean():.4f} | {dp.max():.4f} |'
+        )
+    if not table:
+        return []
+    return [
+        '## Int8 encoders (`predict --quantize`) against the float model',
+        '',
+        (
+            'Each int8 run is the float run of the same model, unseen city and seed '
+            'with its image encoders quantised to int8 after training (calibrated '
+            'on 256 windows of the unseen town, as prediction does). Differences '
+            'int8 - float, mean ± std over the paired runs; `|Δp|`: per building.'
+        ),
+        '',
+        '| model | runs | Δ F1 | Δ AUROC | Δ ECE | mean \\|Δp\\| | max \\|Δp\\| |',
+        '|---|---|---|---|---|---|---|',
+        *table,
         '',
     ]
 
