@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from torchgeo_sar_damage.errors import SARDamageError
+from torchgeo_sar_damage.errors import ArgumentError, SARDamageError
 from torchgeo_sar_damage.study import (
     StudyConfig,
     inference_speed,
@@ -79,14 +79,29 @@ def main(argv: list[str] | None = None) -> int:
         '--work', default=None, help='working folder (default outputs/study/<name>)'
     )
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    parser.add_argument(
+        '--shard',
+        default=None,
+        metavar='I/N',
+        help='run only shard I of N (folds and seeds split between N processes, '
+        'e.g. 0/2 and 1/2 side by side with OMP_NUM_THREADS=1 on two cores); '
+        'writes no pages: run without --shard afterwards to collect every shard',
+    )
     args = parser.parse_args(argv)
     try:
+        shard = _shard(args.shard)
         config = StudyConfig.from_yaml(args.config)
         work = Path(args.work or Path('outputs/study') / config.name)
         start = time.perf_counter()
         new: list[object] = []
-        rows, predictions = run_study(config, work, not args.quiet, new.append)
+        rows, predictions = run_study(config, work, not args.quiet, new.append, shard)
         seconds = time.perf_counter() - start
+        if shard != (0, 1):
+            print(
+                f'shard {args.shard}: {len(new)} runs in {seconds / 60:.1f} min; run '
+                'without --shard once every shard is done to write the pages'
+            )
+            return 0
         command = f'python experiments/study.py --config {args.config}'
         if args.out is not None:
             command += f' --out {args.out}'
@@ -105,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         print(f'  {path}')
     return 0
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    """``'I/N'`` as ``(I, N)`` (None: the whole study)."""
+    if text is None:
+        return (0, 1)
+    index, sep, count = text.partition('/')
+    if not (sep and index.isdigit() and count.isdigit()):
+        raise ArgumentError(f'--shard must be I/N (e.g. 0/2), not {text!r}')
+    return (int(index), int(count))
 
 
 if __name__ == '__main__':

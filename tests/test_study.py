@@ -698,3 +698,47 @@ def test_prepare_scene_stamps_the_gem_level(tmp_path: Path) -> None:
     assert json.loads(old.read_text())['gem_level'] == 1  # simulated again
     gem = manifest['cities']['nurdagi']['files']['gem']
     assert all(name.endswith('_Adm1.csv') for name in gem)
+
+
+def test_shards_split_the_study_and_are_collected(
+    training_scene: Path, tmp_path: Path
+) -> None:
+    config = StudyConfig(
+        name='shards',
+        cities=['nurdagi', 'islahiye', 'adiyaman'],
+        scene=str(training_scene),
+        seeds=[0, 1],
+        modality_sets=[['sar']],
+        fusions=['late'],
+        baselines=False,
+        epochs=1,
+        size_m=16.0,
+        holdout_block_m=60.0,
+        torchgeo_sets=[],
+        pretrained_weights=[],
+    )
+    work = tmp_path / 'work'
+    first: list[pd.DataFrame] = []
+    rows0, _ = run_study(config, work, False, first.append, shard=(0, 2))
+    assert len(rows0) == 6  # 3 runs, seen and unseen
+    # 3 folds x 2 seeds: shard 0 runs groups 0, 2 and 4, each a fold and seed
+    ran = {(r.held_out_city.iloc[0], int(r.seed.iloc[0])) for r in first}
+    assert ran == {('nurdagi', 0), ('islahiye', 0), ('adiyaman', 0)}
+    assert (work / 'runs.shard0of2.csv').is_file()
+    assert not (work / 'runs.csv').exists()
+    second: list[pd.DataFrame] = []
+    rows1, _ = run_study(config, work, False, second.append, shard=(1, 2))
+    assert len(second) == 3
+    assert len(rows1) == 12  # the other shard's finished runs are returned too
+    # an unsharded call runs nothing and collects both journals
+    again: list[pd.DataFrame] = []
+    rows, predictions = run_study(config, work, False, again.append)
+    assert not again
+    pd.testing.assert_frame_equal(rows, rows1)
+    assert len(predictions) == rows.n_buildings.sum()
+    with pytest.raises(ArgumentError, match='shard must be'):
+        run_study(config, work, False, shard=(2, 2))
+    script = load_script()
+    path = tmp_path / 'shards.yaml'
+    path.write_text('name: shards\n')
+    assert script.main(['--config', str(path), '--shard', '1of2']) == 2

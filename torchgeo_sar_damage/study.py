@@ -1318,8 +1318,8 @@ def prepare_scene(
         old = {'gem_level': 2, **json.loads(stamp.read_text())} if ready else None
         if old == wanted:
             return root, SARDamageDataModule._read_scene(root)
-        journal = work / 'runs.csv'
-        if journal.is_file() and len(_journal(journal)):
+        journal = next((j for j in _journal_files(work) if len(_journal(j))), None)
+        if journal is not None:
             # its runs would be resumed as if they were on the new scene
             raise InputFileError(
                 journal,
@@ -1345,6 +1345,11 @@ def prepare_scene(
     return root, manifest
 
 
+def _journal_files(work: Path) -> list[Path]:
+    """The journals of a working folder: ``runs.csv`` and the shards' (sorted)."""
+    return sorted(work.glob('runs.csv')) + sorted(work.glob('runs.shard*of*.csv'))
+
+
 def _journal(path: Path) -> pd.DataFrame:
     if path.is_file():
         return pd.read_csv(path, keep_default_na=False, na_values=[''])
@@ -1356,6 +1361,7 @@ def run_study(
     work: str | os.PathLike[str],
     progress: bool = True,
     on_run: Callable[[pd.DataFrame], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) a study.
 
@@ -1363,18 +1369,34 @@ def run_study(
     ``work/predictions/``; an interrupted study resumes where it stopped (runs are
     keyed by modalities, fusion, held-out city and seed).
 
+    A study can be split into ``n`` shards run side by side, e.g. two processes of
+    one thread each on two cores: shard ``i`` runs the folds and seeds whose index
+    modulo ``n`` is ``i`` (all runs of a fold and seed stay together) and appends
+    to ``work/runs.shard<i>of<n>.csv``. Every journal counts as done for every
+    shard, and an unsharded call afterwards collects them all. Start the shards
+    once the scene and chip stores exist (after the first run of one of them), so
+    that they are not prepared twice at the same time.
+
     Args:
         config: the study.
         work: working folder (scene, chip stores, journal, predictions).
         progress: show progress bars.
         on_run: called with the rows of each finished run.
+        shard: ``(i, n)``: run the i-th of n shards (default: everything).
 
     Returns:
         The rows (one per run and split, :data:`COLUMNS`) and the pooled test
         predictions (``modalities``, ``fusion``, ``split``, ``held_out_city``,
-        ``seed``, ``probability``, ``label``).
+        ``seed``, ``probability``, ``label``) of every journal's runs of the
+        configuration (a shard's call returns the other shards' finished runs too).
+
+    Raises:
+        ArgumentError: if ``shard`` is not ``(i, n)`` with ``0 <= i < n``.
     """
     config.check()
+    index, count = shard
+    if not 0 <= index < count:
+        raise ArgumentError(f'shard must be (i, n) with 0 <= i < n, not {shard}')
     work = Path(work)
     root, manifest = prepare_scene(config, work, progress)
     chips = work / 'chips'
@@ -1394,20 +1416,27 @@ def run_study(
             'truth' in manifest['cities'][c]['files'] for c in config.cities
         ):
             pairs += [ORACLE, TRUE_FOOTPRINTS]
-    journal_path = work / 'runs.csv'
+    journal_path = work / (
+        'runs.csv' if count == 1 else f'runs.shard{index}of{count}.csv'
+    )
     journal = _journal(journal_path)
+    others = [_journal(f) for f in _journal_files(work) if f != journal_path]
+    every = pd.concat(
+        [j for j in [journal, *others] if len(j)] or [journal], ignore_index=True
+    )
     done = {
         (str(m), str(f), str(c), int(x))
         for m, f, c, x in zip(
-            journal.modalities, journal.fusion, journal.held_out_city, journal.seed
+            every.modalities, every.fusion, every.held_out_city, every.seed
         )
     }
     predictions_dir = work / 'predictions'
     predictions_dir.mkdir(parents=True, exist_ok=True)
+    groups = [(fold, seed) for fold in folds for seed in config.seeds]
     runs = [
         (fold, seed, name, fusion)
-        for fold in folds
-        for seed in config.seeds
+        for group, (fold, seed) in enumerate(groups)
+        if group % count == index
         for name, fusion in pairs
     ]
     sar_statistics: dict[str, pd.DataFrame] = {}
@@ -1497,10 +1526,11 @@ def run_study(
         for seed in config.seeds
         for name, fusion in pairs
     }
-    keys = list(
-        zip(journal.modalities, journal.fusion, journal.held_out_city, journal.seed)
+    every = pd.concat(
+        [j for j in [journal, *others] if len(j)] or [journal], ignore_index=True
     )
-    chosen = journal[[(m, f, c, int(s)) in wanted for m, f, c, s in keys]]
+    keys = list(zip(every.modalities, every.fusion, every.held_out_city, every.seed))
+    chosen = every[[(m, f, c, int(s)) in wanted for m, f, c, s in keys]]
     chosen = chosen.sort_values(
         ['modalities', 'fusion', 'held_out_city', 'seed', 'split']
     ).reset_index(drop=True)
