@@ -32,20 +32,12 @@ def model(small_model: Path) -> Path:
 
 
 @pytest.fixture(scope='module')
-def town(training_scene: Path) -> dict[str, Any]:
+def town(training_scene: Path, unseen_town: dict[str, Any]) -> dict[str, Any]:
+    """The unseen town's files (``unseen_town``), its polarisation and the manifest."""
     manifest = json.loads((training_scene / 'scene.json').read_text())
     entry = manifest['cities'][TOWN]
-    folder = training_scene / TOWN
-    files = entry['files']
-    return {
-        'sar': folder / files['sar_geotiff'],
-        'buildings': folder / files['osm'],
-        'dsm': folder / files['dsm'],
-        'gem': [folder / f for f in files['gem']],
-        'admin': folder / files['admin'],
-        'polarisation': entry['acquisition']['polarisation'],
-        'manifest': manifest,
-    }
+    polarisation = entry['acquisition']['polarisation']
+    return {**unseen_town, 'polarisation': polarisation, 'manifest': manifest}
 
 
 def chunks(

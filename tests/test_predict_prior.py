@@ -60,18 +60,9 @@ SUMMARY_KEYS = {
 
 
 @pytest.fixture(scope='module')
-def town(training_scene: Path) -> dict[str, Any]:
-    """Paths of the unseen town's files."""
-    manifest = json.loads((training_scene / 'scene.json').read_text())
-    files = manifest['cities'][TOWN]['files']
-    folder = training_scene / TOWN
-    return {
-        'sar': folder / files['sar_geotiff'],
-        'buildings': folder / files['osm'],
-        'dsm': folder / files['dsm'],
-        'gem': [folder / f for f in files['gem']],
-        'admin': folder / files['admin'],
-    }
+def town(unseen_town: dict[str, Any]) -> dict[str, Any]:
+    """Paths of the unseen town's files (the shared ``unseen_town``)."""
+    return unseen_town
 
 
 @pytest.fixture(scope='module')
