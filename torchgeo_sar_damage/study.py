@@ -910,6 +910,18 @@ def _predict_stacked(
     return _labelled(out)
 
 
+def _torchgeo_task(config: StudyConfig, channels: int) -> Classification:
+    """TorchGeo's binary ``Classification`` as the study trains it, from scratch."""
+    return Classification(
+        model=config.backbone,
+        weights=None,
+        in_channels=channels,
+        task='binary',
+        loss='bce',
+        lr=config.lr,
+    )
+
+
 def train_torchgeo(
     config: StudyConfig,
     root: Path,
@@ -942,14 +954,7 @@ def train_torchgeo(
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     data = _datamodule(config, root, fold, modalities, chips, False, cache, True)
-    model = Classification(
-        model=config.backbone,
-        weights=None,
-        in_channels=data.num_channels,
-        task='binary',
-        loss='bce',
-        lr=config.lr,
-    )
+    model = _torchgeo_task(config, data.num_channels)
     with _quiet_lightning():
         _trainer(config, every_epoch=True).fit(model, datamodule=data)
     data.setup('validate')
@@ -1040,13 +1045,7 @@ def inference_speed(
         sizes[(modalities, fusion)] = int(batch['label'].shape[0])
         model: torch.nn.Module
         if stacked:
-            model = Classification(
-                model=config.backbone,
-                weights=None,
-                in_channels=data.num_channels,
-                task='binary',
-                loss='bce',
-            )
+            model = _torchgeo_task(config, data.num_channels)
             counts[(modalities, fusion)] = _parameters(model)
             runners.append(((modalities, fusion), model, stack_images(batch, names)))
             continue
