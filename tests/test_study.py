@@ -44,6 +44,21 @@ from torchgeo_sar_damage.tasks import DamageClassification
 REPO = Path(__file__).resolve().parents[1]
 
 
+def scene_config(training_scene: Path, **settings: Any) -> StudyConfig:  # noqa: ANN401
+    """A study on three towns of the shared training scene, one seed and epoch,
+    without TorchGeo's or pretrained models unless ``settings`` say otherwise."""
+    defaults: dict[str, Any] = {
+        'cities': ['nurdagi', 'islahiye', 'adiyaman'],
+        'scene': str(training_scene),
+        'seeds': [0],
+        'epochs': 1,
+        'holdout_block_m': 60.0,
+        'torchgeo_sets': [],
+        'pretrained_weights': [],
+    }
+    return StudyConfig(**{**defaults, **settings})
+
+
 def load_script(name: str = 'study') -> Any:  # noqa: ANN401
     """Import ``experiments/<name>.py`` (not a package) as a module."""
     spec = importlib.util.spec_from_file_location(
@@ -183,18 +198,12 @@ def test_config_errors(tmp_path: Path) -> None:
 def test_tiny_study_writes_table_and_figures(
     training_scene: Path, tmp_path: Path
 ) -> None:
-    config = StudyConfig(
+    config = scene_config(
+        training_scene,
         name='tiny',
-        cities=['nurdagi', 'islahiye', 'adiyaman'],
-        scene=str(training_scene),
-        seeds=[0],
         modality_sets=[['sar'], ['sar', 'osm']],
         fusions=['late', 'attention'],
-        epochs=1,
         holdout=0.3,
-        holdout_block_m=60.0,
-        torchgeo_sets=[],
-        pretrained_weights=[],
     )
     calls: list[pd.DataFrame] = []
     rows, predictions = run_study(config, tmp_path / 'work', False, calls.append)
@@ -464,18 +473,15 @@ def test_study_runs_torchgeo_models(
     monkeypatch.setattr(
         study, 'DamageClassification', spy('fusion', DamageClassification)
     )
-    config = StudyConfig(
+    config = scene_config(
+        training_scene,
         name='tg',
-        cities=['nurdagi', 'islahiye', 'adiyaman'],
-        scene=str(training_scene),
-        seeds=[0],
         modality_sets=[['sar']],
         fusions=['late'],
         baselines=False,
         # more than one epoch: TorchGeo's learning-rate schedule needs val_loss
         epochs=2,
         size_m=16.0,
-        holdout_block_m=60.0,
         torchgeo_sets=[['sar'], ['sar', 'osm']],
         pretrained_weights=[str(moco), str(decur)],
         pretrained_sets=[['sar']],
@@ -703,19 +709,14 @@ def test_prepare_scene_stamps_the_gem_level(tmp_path: Path) -> None:
 def test_shards_split_the_study_and_are_collected(
     training_scene: Path, tmp_path: Path
 ) -> None:
-    config = StudyConfig(
+    config = scene_config(
+        training_scene,
         name='shards',
-        cities=['nurdagi', 'islahiye', 'adiyaman'],
-        scene=str(training_scene),
         seeds=[0, 1],
         modality_sets=[['sar']],
         fusions=['late'],
         baselines=False,
-        epochs=1,
         size_m=16.0,
-        holdout_block_m=60.0,
-        torchgeo_sets=[],
-        pretrained_weights=[],
     )
     work = tmp_path / 'work'
     first: list[pd.DataFrame] = []

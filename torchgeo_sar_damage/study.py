@@ -853,13 +853,7 @@ def train_fusion(
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     data = _datamodule(config, root, fold, modalities, chips, False, cache)
-    model = DamageClassification(
-        modalities=list(modalities),
-        fusion=fusion,
-        backbone=None if weights else config.backbone,
-        weights=weights,
-        lr=config.lr,
-    )
+    model = _fusion_task(config, modalities, fusion, weights)
     if quantize and state is not None and state.is_file():
         model.load_state_dict(torch.load(state, weights_only=True))
     else:
@@ -908,6 +902,19 @@ def _predict_stacked(
         np.concatenate(ids), np.concatenate(probs), np.concatenate(labels)
     )
     return _labelled(out)
+
+
+def _fusion_task(
+    config: StudyConfig, modalities: Sequence[str], fusion: str, weights: str | None
+) -> DamageClassification:
+    """FusionNet's task as the study trains it (``weights`` choose the backbone)."""
+    return DamageClassification(
+        modalities=list(modalities),
+        fusion=fusion,
+        backbone=None if weights else config.backbone,
+        weights=weights,
+        lr=config.lr,
+    )
 
 
 def _torchgeo_task(config: StudyConfig, channels: int) -> Classification:
@@ -999,8 +1006,9 @@ def inference_speed(
     """Inference buildings per second of the study's deep models on this machine.
 
     Each model's architecture (as the study builds it, int8 runs quantised; its
-    weights do not change its speed, so it is not trained here) predicts one batch of chips of the first
-    fold's unseen city, read and normalised beforehand: the rate is the model's
+    weights do not change its speed, so it is not trained here) predicts one batch
+    of chips of the first fold's unseen city, read and normalised beforehand: the
+    rate is the model's
     alone, without reading the rasters. The models take turns ``repeats`` times, so
     that a busy spell of a shared machine touches all of them, and each model's best
     time counts. Baselines and references (no deep model) are left out.
@@ -1029,9 +1037,8 @@ def inference_speed(
     root, _ = prepare_scene(config, Path(work), False)
     fold = leave_one_city_out(config.cities)[0]
     deep = [(m, f) for m, f in models if f not in BASELINES]
-    runners: list[tuple[tuple[str, str], torch.nn.Module, object]] = []
-    sizes: dict[tuple[str, str], int] = {}
-    counts: dict[tuple[str, str], float] = {}
+    # (model, its prepared batch, buildings in it, parameters before quantisation)
+    runners: dict[tuple[str, str], tuple[torch.nn.Module, object, int, float]] = {}
     pixels = 0
     for modalities, fusion in deep:
         names = modalities.split('+')
@@ -1042,53 +1049,45 @@ def inference_speed(
         data.setup('test')
         batch = data.normalise(next(iter(_loader(data.test_datasets[0], batch_size))))
         pixels = int(batch['sar'].shape[-1])
-        sizes[(modalities, fusion)] = int(batch['label'].shape[0])
-        model: torch.nn.Module
+        size = int(batch['label'].shape[0])
         if stacked:
             model = _torchgeo_task(config, data.num_channels)
-            counts[(modalities, fusion)] = _parameters(model)
-            runners.append(((modalities, fusion), model, stack_images(batch, names)))
+            inputs = stack_images(batch, names)
+            runners[(modalities, fusion)] = (model, inputs, size, _parameters(model))
             continue
         base = fusion.removesuffix(INT8)
-        weights = run_weights(base)
-        task = DamageClassification(
-            modalities=names,
-            fusion=base.partition('@')[0],
-            backbone=None if weights else config.backbone,
-            weights=weights,
-        )
+        task = _fusion_task(config, names, base.partition('@')[0], run_weights(base))
         if task.model.sar_input is not None:  # a pretrained encoder's dB input
             sar = data.statistics
             task.model.set_sar_statistics(sar.sar_mean_db, sar.sar_std_db)
-        counts[(modalities, fusion)] = _parameters(task)
+        runners[(modalities, fusion)] = (task, batch, size, _parameters(task))
         if fusion != base:  # int8 encoders, calibrated on the timed windows
             task.eval()
             quantize_encoders(task.model.fusion, [batch])
-        runners.append(((modalities, fusion), task, batch))
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    best = {key: float('inf') for key, _, _ in runners}
+    best = dict.fromkeys(runners, float('inf'))
     with torch.inference_mode():
-        for _, model, inputs in runners:  # warm-up: first-call allocations
-            model.eval()
-            _probabilities(model, inputs)
+        for net, x, _, _ in runners.values():  # warm-up: first-call allocations
+            net.eval()
+            _probabilities(net, x)
         for _ in range(repeats):
-            for key, model, inputs in runners:
+            for key, (net, x, _, _) in runners.items():
                 start = time.perf_counter()
-                _probabilities(model, inputs)
+                _probabilities(net, x)
                 best[key] = min(best[key], time.perf_counter() - start)
     return pd.DataFrame(
         [
             {
                 'modalities': key[0],
                 'fusion': key[1],
-                'buildings_per_s': sizes[key] / best[key],
-                'parameters': counts[key],
-                'batch': sizes[key],
+                'buildings_per_s': size / best[key],
+                'parameters': parameters,
+                'batch': size,
                 'pixels': pixels,
                 'threads': torch.get_num_threads(),
                 'load': load,
             }
-            for key, model, _ in runners
+            for key, (_, _, size, parameters) in runners.items()
         ],
         columns=[
             'modalities',
@@ -1349,6 +1348,11 @@ def _journal_files(work: Path) -> list[Path]:
     return sorted(work.glob('runs.csv')) + sorted(work.glob('runs.shard*of*.csv'))
 
 
+def _pooled(journals: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several journals (the first, empty, where all are empty)."""
+    return pd.concat([j for j in journals if len(j)] or journals[:1], ignore_index=True)
+
+
 def _journal(path: Path) -> pd.DataFrame:
     if path.is_file():
         return pd.read_csv(path, keep_default_na=False, na_values=[''])
@@ -1420,9 +1424,7 @@ def run_study(
     )
     journal = _journal(journal_path)
     others = [_journal(f) for f in _journal_files(work) if f != journal_path]
-    every = pd.concat(
-        [j for j in [journal, *others] if len(j)] or [journal], ignore_index=True
-    )
+    every = _pooled([journal, *others])
     done = {
         (str(m), str(f), str(c), int(x))
         for m, f, c, x in zip(
@@ -1525,9 +1527,7 @@ def run_study(
         for seed in config.seeds
         for name, fusion in pairs
     }
-    every = pd.concat(
-        [j for j in [journal, *others] if len(j)] or [journal], ignore_index=True
-    )
+    every = _pooled([journal, *others])
     keys = list(zip(every.modalities, every.fusion, every.held_out_city, every.seed))
     chosen = every[[(m, f, c, int(s)) in wanted for m, f, c, s in keys]]
     chosen = chosen.sort_values(
