@@ -20,7 +20,7 @@ from scipy.special import logit
 from torchgeo_sar_damage import plot
 from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
-from torchgeo_sar_damage.errors import OutputError
+from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.predict import (
     PredictionSummary,
     load_checkpoint,
@@ -51,6 +51,7 @@ SUMMARY_KEYS = {
     'expected_damaged',
     'damaged',
     'threshold',
+    'threshold_rule',
     'prior_adapted',
     'source_prior',
     'reason',
@@ -338,6 +339,46 @@ def test_map_title_text() -> None:
         'estimated damaged share 4.5 % (2.0-8.1 %)'
     )
     assert share_text(math.nan, None, False).startswith('damaged share not estimated')
+
+
+def test_expected_f1_threshold_of_the_town(
+    town: dict[str, Any], sharp_model: Path, unadapted: dict[str, Any], tmp_path: Path
+) -> None:
+    """``--threshold expected-f1``: the unadapted probabilities, the town's threshold."""
+    out = tmp_path / 'town.gpkg'
+    code, stdout = cli(
+        town, sharp_model, out, '--no-adapt-prior', '--threshold', 'expected-f1'
+    )
+    assert code == 0
+    summary, layer = read_summary(summary_path(out)), gpd.read_file(out)
+    before = unadapted['layer']
+    np.testing.assert_array_equal(layer['damage_prob'], before['damage_prob'])
+    ok = (layer['status'] == 'ok').to_numpy()
+    p = layer['damage_prob'].to_numpy()[ok]
+    threshold = expected_f1_threshold(p)
+    assert summary['threshold'] == pytest.approx(threshold, abs=1e-6)
+    assert summary['threshold'] != pytest.approx(load_checkpoint(sharp_model).threshold)
+    assert summary['threshold_rule'] == 'expected-f1'
+    assert unadapted['summary']['threshold_rule'] == 'checkpoint'
+    assert summary['prior_adapted'] is False
+    np.testing.assert_array_equal(
+        layer['damage'].to_numpy()[ok].astype(int),
+        (p >= summary['threshold']).astype(int),
+    )
+    assert f'threshold {summary["threshold"]:.3f} (expected-F1 of the town' in stdout
+    with pytest.raises(ArgumentError, match="threshold='median'"):
+        predict_buildings(
+            [town['sar']],
+            town['buildings'],
+            sharp_model,
+            tmp_path / 'x.gpkg',
+            threshold='median',
+        )
+    assert not (tmp_path / 'x.gpkg').exists()
+
+
+def test_adapted_threshold_rule(adapted: dict[str, Any]) -> None:
+    assert adapted['summary']['threshold_rule'] == 'adapted-expected-f1'
 
 
 def test_old_checkpoint_is_not_adapted(

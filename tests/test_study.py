@@ -25,6 +25,7 @@ from torchgeo.tasks import Classification
 from torchgeo_sar_damage import study
 from torchgeo_sar_damage.datamodules import SARDamageDataModule, holdout_blocks
 from torchgeo_sar_damage.errors import ArgumentError, InputFileError
+from torchgeo_sar_damage.prior_shift import expected_f1_threshold
 from torchgeo_sar_damage.study import (
     COLUMNS,
     TRUTH_METRICS,
@@ -296,6 +297,12 @@ def test_tiny_study_writes_table_and_figures(
         assert f'| {city} |' in page
     assert '| f1_best |' in page
     assert "F1 lost on unseen cities by using the validation city's threshold" in page
+    assert '## Unseen cities after prior adaptation (FusionNet models)' in page
+    assert '| f1_expected |' in page
+    calibrated = table[(table.split == 'unseen') & (table.fusion != 'gbm')]
+    assert calibrated.f1_expected.between(0, 1).all()
+    assert calibrated.share_mean_error.between(0, 1).all()
+    assert 'gives F1' in page  # the finding on the expected-F1 threshold
     # scores against the true grades, on unseen rows only
     scored = table[table.split == 'unseen']
     assert scored.label_noise.between(0, 0.5).all()
@@ -604,6 +611,7 @@ def test_with_adaptation_estimates_each_town_share() -> None:
     cities = ['a', 'b', 'c']
     share = {'a': 0.08, 'b': 0.3, 'c': 0.2}
     rows, parts = [], []
+    drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, city in enumerate(cities):
         source = share[cities[(i + 1) % 3]]
         n = 20000
@@ -612,6 +620,7 @@ def test_with_adaptation_estimates_each_town_share() -> None:
         # exact posterior under the validation town's share
         odds = source / (1 - source) * np.exp(2.5 * x - 3.125)
         p = odds / (1 + odds)
+        drawn[city] = (p, y)
         for fusion in ('late', 'gbm'):
             base: dict[str, Any] = {
                 'modalities': 'sar',
@@ -637,6 +646,12 @@ def test_with_adaptation_estimates_each_town_share() -> None:
         # the unadapted probabilities carry the validation town's share
         assert record['ece'] > record['ece_adapted'] + 0.02
         assert 0 < record['f1_adapted'] <= 1
+        # unadapted: the mean probability carries the validation town's share
+        p, y = drawn[record['held_out_city']]
+        assert record['share_mean_error'] == pytest.approx(abs(p.mean() - y.mean()))
+        assert record['share_mean_error'] > record['share_error']
+        chosen = p >= expected_f1_threshold(p)
+        assert record['f1_expected'] == pytest.approx(f1_score(y, chosen))
 
 
 def test_tta_averages_the_azimuth_flip(monkeypatch: pytest.MonkeyPatch) -> None:

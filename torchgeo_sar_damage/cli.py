@@ -343,6 +343,16 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
         'adaptation")',
     )
     pred.add_argument(
+        '--threshold',
+        choices=('checkpoint', 'expected-f1'),
+        default='checkpoint',
+        help='the decision threshold when damage_prob is not adapted: the '
+        "validation town's, recorded in the checkpoint, or the threshold that "
+        "maximises the expected F1 of this town's calibrated probabilities, chosen "
+        'without labels (adapted probabilities always use their own expected-F1 '
+        'threshold). Default: checkpoint',
+    )
+    pred.add_argument(
         '--overwrite',
         action='store_true',
         help='replace existing outputs (the layer, OUT.summary.json, the map)',
@@ -683,6 +693,7 @@ def _predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         adapt_prior=args.adapt_prior,
         quantize=args.quantize,
+        threshold=args.threshold,
     )
     if summary is None:  # a non-zero rank of a distributed run
         return 0
@@ -715,8 +726,13 @@ def _share_line(summary: 'PredictionSummary') -> str:
             f'{100 * summary.interval_level:.0f} % bootstrap; validation town '
             f'{100 * summary.source_prior:.1f} % damaged)'
         )
+    source = (
+        "the checkpoint's"
+        if summary.threshold_rule == 'checkpoint'
+        else "expected-F1 of the town's probabilities"
+    )
     return (
-        f"{share}; threshold {summary.threshold:.3f} (the checkpoint's); prior not "
+        f'{share}; threshold {summary.threshold:.3f} ({source}); prior not '
         f'adapted: {summary.reason}'
     )
 

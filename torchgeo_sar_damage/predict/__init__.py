@@ -10,11 +10,12 @@ CRS), optionally a DSM and GEM exposure, and a checkpoint of
 layer with every input footprint, in the input's CRS, row order and attributes, plus:
 
 * ``damage_prob``: probability of damage, calibrated on the validation town (the
-  checkpoint's temperature and bias) and, by default, adapted to the town's own
-  damage rate (below);
+  checkpoint's temperature and bias) and, with ``adapt_prior``, adapted to the
+  town's own damage rate (below);
 * ``damage``: 1 where ``damage_prob`` reaches the decision threshold: the
-  expected-F1 threshold of the adapted probabilities, or the checkpoint's threshold
-  when they are not adapted;
+  expected-F1 threshold of the adapted probabilities; when they are not adapted,
+  the checkpoint's threshold or, with ``threshold='expected-f1'``, the expected-F1
+  threshold of the town's calibrated probabilities;
 * ``uncertainty``: standard deviation of the damage probability under Monte Carlo
   dropout of the fusion head (:data:`MC_SAMPLES` draws, encoders run once; see
   :meth:`~torchgeo_sar_damage.tasks.DamageClassification.probabilities_with_uncertainty`),
@@ -27,19 +28,23 @@ layer with every input footprint, in the input's CRS, row order and attributes, 
   ``status`` is ``'ok'``: a building is never silently given a probability.
 
 **The town's damage rate.** Calibrated probabilities mean "damaged, at the
-validation town's damage rate"; a new town has its own rate, unknown. With
-``adapt_prior=True`` (``sardamage predict --adapt-prior``, the default), once every
-building is predicted, :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`
-estimates the town's damaged share from the assessed buildings' probabilities
-(EM under label shift, from the validation town's rate that the checkpoint
-records), re-weights the probabilities to it, picks their expected-F1 threshold and
-bounds the share with a 90 % bootstrap interval. It fails safe, with a warning,
-keeping the calibrated probabilities and the checkpoint's threshold: with fewer
-than 30 assessed buildings, when EM does not converge, and for a checkpoint that
+validation town's damage rate"; a new town has its own rate, unknown. Without
+adaptation (the default), the estimated damaged share is the mean calibrated
+probability. With ``adapt_prior=True`` (``sardamage predict --adapt-prior``), once
+every building is predicted,
+:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town` estimates the town's
+damaged share from the assessed buildings' probabilities (EM under label shift,
+from the validation town's rate that the checkpoint records), re-weights the
+probabilities to it, picks their expected-F1 threshold and bounds the share with a
+90 % bootstrap interval. It fails safe, with a warning, keeping the calibrated
+probabilities: with fewer than 30 assessed buildings, when EM does not converge or
+runs to 0 or 1, when the interval is wider than 0.5, and for a checkpoint that
 predates the record of the validation town's rate (retrain it to adapt).
-``--no-adapt-prior`` keeps them too. The default is on; the study will confirm it
-on adapted metrics. The interval covers the sampling of buildings only, not a town
-whose damage *looks* different from the validation town's.
+Adaptation is off by default because the study measured it making unseen towns
+worse, not better (``docs/results/study.md``, "Unseen cities after prior
+adaptation"): the label-shift assumption fails between towns whose damage looks
+different, and EM amplifies that. The interval covers the sampling of buildings
+only, not that.
 
 **The summary.** Beside the layer, ``<out stem>.summary.json`` (``damage.gpkg`` ->
 ``damage.summary.json``, :func:`summary_path`; written atomically and, like the
@@ -48,8 +53,9 @@ layer and the map, never replaced without ``overwrite``) holds
 status), ``damaged_share_estimate``, ``damaged_share_interval`` (``[low, high]``,
 null when not adapted), ``interval_level``, ``expected_damaged`` (the sum of
 ``damage_prob``), ``damaged`` (buildings at or above the threshold),
-``threshold``, ``prior_adapted``, ``source_prior`` (the validation town's rate),
-``reason`` (why not adapted, or null), ``temperature``, ``calibration_bias``,
+``threshold``, ``threshold_rule`` (where the threshold comes from),
+``prior_adapted``, ``source_prior`` (the validation town's rate), ``reason`` (why
+not adapted, or null), ``temperature``, ``calibration_bias``,
 ``uncertainty_column`` (what the column means), ``checkpoint``, ``sar``, ``out``
 and ``map``; a value that is not a number is null. The map's title gives the
 estimated share (:func:`map_title`), and ``sardamage predict`` prints it with the
@@ -104,7 +110,13 @@ from .output import (
     summary_path,
     write_layer,
 )
-from .runner import GDAL_CACHEMAX_MB, MC_SAMPLES, CityPredictor, predict_buildings
+from .runner import (
+    GDAL_CACHEMAX_MB,
+    MC_SAMPLES,
+    THRESHOLD_RULES,
+    CityPredictor,
+    predict_buildings,
+)
 
 __all__ = [
     'GDAL_CACHEMAX_MB',
@@ -112,6 +124,7 @@ __all__ = [
     'MIN_VALID_SAR_FRACTION',
     'OUTPUT_COLUMNS',
     'STATUSES',
+    'THRESHOLD_RULES',
     'TILE_PIXELS',
     'UNCERTAINTY_MEANING',
     'WRITE_CHUNK',

@@ -262,8 +262,9 @@ class PredictionSummary:
         buildings: input footprints.
         counts: buildings per status.
         threshold: decision threshold of ``damage``: the expected-F1 threshold of
-            the adapted probabilities when :attr:`prior_adapted`, the checkpoint's
-            otherwise.
+            the adapted probabilities when :attr:`prior_adapted`, otherwise the
+            checkpoint's or the expected-F1 threshold of the unadapted
+            probabilities (:attr:`threshold_rule`).
         temperature: calibration temperature used.
         damaged: buildings predicted damaged (``damage_prob >= threshold``).
         calibration_bias: calibration bias used (probability
@@ -279,6 +280,9 @@ class PredictionSummary:
             of damaged buildings.
         prior_adapted: whether ``damage_prob`` was adapted to the town's estimated
             damage rate (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`).
+        threshold_rule: where :attr:`threshold` comes from: ``'checkpoint'`` (the
+            validation town's), ``'expected-f1'`` (of the town's calibrated
+            probabilities) or ``'adapted-expected-f1'`` (of the adapted ones).
         source_prior: damage rate of the validation town the checkpoint was
             calibrated on (NaN when the checkpoint does not record it).
         reason: why the probabilities were not adapted, or None.
@@ -301,6 +305,7 @@ class PredictionSummary:
     interval_level: float = 0.9
     expected_damaged: float = 0.0
     prior_adapted: bool = False
+    threshold_rule: str = 'checkpoint'
     source_prior: float = math.nan
     reason: str | None = None
     checkpoint: Path | None = None
@@ -326,6 +331,7 @@ class PredictionSummary:
             'expected_damaged': _finite(self.expected_damaged),
             'damaged': self.damaged,
             'threshold': _finite(self.threshold),
+            'threshold_rule': self.threshold_rule,
             'prior_adapted': self.prior_adapted,
             'source_prior': _finite(self.source_prior),
             'reason': self.reason,

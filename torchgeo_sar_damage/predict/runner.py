@@ -23,7 +23,7 @@ from torchgeo.datasets.utils import Sample
 from ..batch import normalise_batch
 from ..datasets.cosmo_skymed import Calibration
 from ..errors import ArgumentError, OutputError
-from ..prior_shift import adapt_to_town
+from ..prior_shift import adapt_to_town, expected_f1_threshold
 from ..utils import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint
 from .chunks import _CODE, _PENDING, STATUSES, BuildingChunks
@@ -44,6 +44,13 @@ MC_SAMPLES = 20
 
 #: GDAL block cache while predicting (MB): memory must not grow with the city.
 GDAL_CACHEMAX_MB = 64
+
+#: Rules of the decision threshold when the probabilities are not adapted to the
+#: town (``threshold`` of :func:`predict_buildings`, ``sardamage predict
+#: --threshold``): the validation town's, recorded in the checkpoint, or the
+#: expected-F1 threshold of the town's own calibrated probabilities
+#: (:func:`~torchgeo_sar_damage.prior_shift.expected_f1_threshold`).
+THRESHOLD_RULES = ('checkpoint', 'expected-f1')
 
 
 class CityPredictor(lightning.LightningModule):
@@ -165,6 +172,7 @@ def predict_buildings(
     calibration: Calibration | None = None,
     adapt_prior: bool = False,
     quantize: bool = False,
+    threshold: str = 'checkpoint',
 ) -> PredictionSummary | None:
     """Predict the damage of every footprint and write a GeoPackage (and a map).
 
@@ -228,6 +236,12 @@ def predict_buildings(
             spread over the town; CPU only). **Not exact**: about twice the
             model's rate on CPU, probabilities within about 0.01 of the float
             model's (:mod:`~torchgeo_sar_damage.predict.quantize`).
+        threshold: where ``damage``'s threshold comes from when the probabilities
+            are not adapted (:data:`THRESHOLD_RULES`): ``'checkpoint'``, the
+            validation town's, or ``'expected-f1'``, the expected-F1 threshold of
+            the town's calibrated probabilities (chosen without labels, like the
+            adapted threshold, but without re-weighting the probabilities).
+            Adapted probabilities always use their own expected-F1 threshold.
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
@@ -242,6 +256,10 @@ def predict_buildings(
     """
     out = Path(out)
     _check_arguments(out, sar, map_path, overwrite, mc_samples)
+    if threshold not in THRESHOLD_RULES:
+        raise ArgumentError(
+            f'threshold={threshold!r}: choose one of {", ".join(THRESHOLD_RULES)}'
+        )
     if quantize and accelerator != 'cpu':
         raise ArgumentError(
             f'--quantize runs int8 kernels on the CPU only, not on {accelerator!r}; '
@@ -301,7 +319,7 @@ def predict_buildings(
             results = (
                 merge_parts(files, len(chunks.fids)) if devices > 1 else writer.results
             )
-            rate = _adapt(results, ckpt, adapt_prior)
+            rate = _adapt(results, ckpt, adapt_prior, threshold)
             _write(chunks, results, out, rate.threshold, layer, progress)
         finally:
             if trainer.global_rank == 0:
@@ -330,13 +348,17 @@ class _TownRate:
     interval: tuple[float, float] | None
     adapted: bool
     reason: str | None
+    rule: str
 
 
-def _adapt(results: Results, ckpt: Checkpoint, adapt_prior: bool) -> _TownRate:
+def _adapt(
+    results: Results, ckpt: Checkpoint, adapt_prior: bool, rule: str = 'checkpoint'
+) -> _TownRate:
     """Adapt the assessed buildings' probabilities to the town's rate, in place.
 
     Returns the threshold to decide ``damage`` at and what to report; when not
-    adapted, the checkpoint's threshold and the mean probability.
+    adapted, the threshold of ``rule`` (:data:`THRESHOLD_RULES`) and the mean
+    probability.
     """
     ok = results.status == _CODE['ok']
     p = results.probability[ok].astype(np.float64)
@@ -360,11 +382,18 @@ def _adapt(results: Results, ckpt: Checkpoint, adapt_prior: bool) -> _TownRate:
         if shift.adapted:
             results.probability[ok] = shift.probabilities.astype(np.float32)
             return _TownRate(
-                shift.threshold, shift.estimate, shift.interval, True, None
+                shift.threshold,
+                shift.estimate,
+                shift.interval,
+                True,
+                None,
+                'adapted-expected-f1',
             )
         reason = shift.reason
     estimate = float(p.mean()) if p.size else math.nan
-    return _TownRate(ckpt.threshold, estimate, None, False, reason)
+    if rule == 'expected-f1' and p.size:
+        return _TownRate(expected_f1_threshold(p), estimate, None, False, reason, rule)
+    return _TownRate(ckpt.threshold, estimate, None, False, reason, 'checkpoint')
 
 
 def _summarise(
@@ -394,6 +423,7 @@ def _summarise(
         damaged_share_interval=rate.interval,
         expected_damaged=float(p.sum()),
         prior_adapted=rate.adapted,
+        threshold_rule=rate.rule,
         source_prior=ckpt.validation_prior,
         reason=rate.reason,
         checkpoint=ckpt.path,
