@@ -158,6 +158,9 @@ def test_demo_writes_its_outputs(
     metrics = json.loads((out / 'metrics.json').read_text(encoding='utf-8'))
     assert metrics['test_city'] == 'antakya'
     assert 'antakya' not in metrics['train_cities']
+    # the default model: all four modalities, early fusion (the study's choice)
+    assert metrics['fusion'] == 'early'
+    assert metrics['modalities'] == ['sar', 'osm', 'dsm', 'gem']
     for key in (
         'f1score',
         'auroc',
