@@ -339,8 +339,7 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
         "Saerens et al.; from the validation town's rate in the checkpoint), with a "
         '90%% bootstrap interval in OUT.summary.json; --no-adapt-prior keeps the '
         "checkpoint's probabilities and threshold (default: off, from the study's "
-        'evidence: docs/results/quick/study.md, "Unseen cities after prior '
-        'adaptation")',
+        'evidence: docs/results/study.md, "Unseen cities after prior adaptation")',
     )
     pred.add_argument(
         '--threshold',

@@ -178,9 +178,10 @@ def predict_buildings(
 
     See the module docstring for the output columns and how it streams.
 
-    With ``adapt_prior`` (off by default: in the quick study, the only one run with
-    it so far, 10 of 90 unseen-town runs passed the fail-safes and those were worse
-    calibrated after adaptation), once every building is predicted, the
+    With ``adapt_prior`` (off by default: on the unseen towns of the full study,
+    ``docs/results/study.md``, it made the calibration and the damaged-share
+    estimate worse, since the towns differ in how damage looks and not only in how
+    much of it there is), once every building is predicted, the
     probabilities of the assessed buildings are adapted to the town's own damage
     rate, estimated from them without labels
     (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`, from the validation
