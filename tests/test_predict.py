@@ -27,7 +27,7 @@ from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
 from torchgeo_sar_damage.datamodules import SARDamageDataModule
 from torchgeo_sar_damage.predict import STATUSES, load_checkpoint, predict_buildings
-from torchgeo_sar_damage.prior_shift import adapt_to_town
+from torchgeo_sar_damage.prior_shift import adapt_to_town, expected_f1_threshold
 from torchgeo_sar_damage.reliability import (
     expected_calibration_error,
     fit_temperature,
@@ -149,7 +149,8 @@ def test_end_to_end_keeps_every_footprint(
     assert reference.loc[ok, 'damage_prob'].between(0, 1).all()
     assert reference.loc[~ok, 'damage_prob'].isna().all()
     assert (reference.loc[ok, 'uncertainty'] >= 0).all()
-    threshold = load_checkpoint(model).threshold
+    # the town's own expected-F1 threshold (the default), not the checkpoint's
+    threshold = expected_f1_threshold(reference.loc[ok, 'damage_prob'].to_numpy())
     expected = (reference.loc[ok, 'damage_prob'] >= threshold).astype(int)
     assert (reference.loc[ok, 'damage'].astype(int) == expected).all()
 
@@ -243,10 +244,12 @@ def test_prediction_matches_the_training_pipeline(
     np.testing.assert_allclose(
         streamed.to_numpy(), trained.loc[ok].to_numpy(), rtol=0, atol=1e-6
     )
-    streamed_damage = pd.Series(layer['damage'].to_numpy(), index=osm_id).loc[ok]
+    # the task decides at the checkpoint's threshold; the layer, by default, at the
+    # town's own expected-F1 threshold (test_end_to_end_keeps_every_footprint)
+    threshold = load_checkpoint(checkpoint).threshold
     trained_damage = pd.Series(damaged, index=ids).loc[ok]
     np.testing.assert_array_equal(
-        streamed_damage.to_numpy().astype(np.int64), trained_damage.to_numpy()
+        (streamed.to_numpy() >= threshold).astype(np.int64), trained_damage.to_numpy()
     )
 
 
@@ -587,8 +590,8 @@ def test_two_processes_give_the_same_layer(
     summary = json.loads((tmp_path / 'ddp.summary.json').read_text())
     assert summary['prior_adapted'] is shift.adapted
     assert summary['damaged_share_estimate'] == pytest.approx(shift.estimate, rel=1e-5)
-    threshold = shift.threshold if shift.adapted else checkpoint.threshold
-    assert summary['threshold'] == pytest.approx(threshold, rel=1e-5)
+    # adapted or not, the expected-F1 threshold of what is written (the default)
+    assert summary['threshold'] == pytest.approx(shift.threshold, rel=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         'ddp.gpkg',
         'ddp.summary.json',

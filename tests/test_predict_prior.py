@@ -182,9 +182,10 @@ def adapted(
 def unadapted(
     town: dict[str, Any], sharp_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """``sardamage predict --no-adapt-prior``."""
+    """``sardamage predict --no-adapt-prior --threshold checkpoint``."""
     folder = tmp_path_factory.mktemp('unadapted')
-    code, stdout = cli(town, sharp_model, folder / 'town.gpkg', '--no-adapt-prior')
+    args = ['--no-adapt-prior', '--threshold', 'checkpoint']
+    code, stdout = cli(town, sharp_model, folder / 'town.gpkg', *args)
     assert code == 0
     return outcome(folder, stdout, [])
 
@@ -217,7 +218,7 @@ def test_summary_file_beside_the_layer(
 def test_no_adapt_prior_keeps_the_checkpoints_probabilities(
     unadapted: dict[str, Any], town: dict[str, Any], sharp_model: Path
 ) -> None:
-    """``--no-adapt-prior``: the calibrated probabilities and the checkpoint's threshold."""
+    """``--threshold checkpoint``: the calibrated probabilities, the checkpoint's threshold."""
     summary, layer = unadapted['summary'], unadapted['layer']
     ckpt = load_checkpoint(sharp_model)
     assert summary['prior_adapted'] is False
@@ -344,11 +345,9 @@ def test_map_title_text() -> None:
 def test_expected_f1_threshold_of_the_town(
     town: dict[str, Any], sharp_model: Path, unadapted: dict[str, Any], tmp_path: Path
 ) -> None:
-    """``--threshold expected-f1``: the unadapted probabilities, the town's threshold."""
+    """By default, the unadapted probabilities at the town's expected-F1 threshold."""
     out = tmp_path / 'town.gpkg'
-    code, stdout = cli(
-        town, sharp_model, out, '--no-adapt-prior', '--threshold', 'expected-f1'
-    )
+    code, stdout = cli(town, sharp_model, out)
     assert code == 0
     summary, layer = read_summary(summary_path(out)), gpd.read_file(out)
     before = unadapted['layer']
@@ -407,7 +406,10 @@ def test_old_checkpoint_is_not_adapted(
     assert summary is not None
     assert summary.prior_adapted is False
     assert 'predates' in str(summary.reason)
-    assert summary.threshold == load_checkpoint(old).threshold
+    assert summary.threshold_rule == 'expected-f1'
+    ok = (gpd.read_file(out)['status'] == 'ok').to_numpy()
+    written_p = gpd.read_file(out)['damage_prob'].to_numpy()[ok]
+    assert summary.threshold == pytest.approx(expected_f1_threshold(written_p))
     written = read_summary(summary_path(out))
     assert written['source_prior'] is None  # NaN in the checkpoint: null in JSON
     assert written['prior_adapted'] is False
@@ -439,7 +441,7 @@ def test_too_few_buildings_fail_safe(
     assert summary.prior_adapted is False
     assert summary.damaged_share_interval is None
     assert 'fewer than min_buildings' in str(summary.reason)
-    assert summary.threshold == load_checkpoint(sharp_model).threshold
+    assert summary.threshold_rule == 'expected-f1'
     assert summary.summary_file == tmp_path / 'few_damage.summary.json'
     written = read_summary(summary.summary_file)
     assert written['reason'] == summary.reason

@@ -611,8 +611,8 @@ def with_adaptation(
     al. 2002); the source share is that of the fold's validation town (the next city
     after the unseen one, whose labelled buildings calibrated the model), read from
     its rows. Where adaptation fails safe (``prior_adapted`` 0), the columns
-    describe the unadapted output at the transferred threshold, as prediction gives
-    it. ``f1_expected`` and ``share_mean_error`` score the unadapted probabilities
+    describe the unadapted output at its expected-F1 threshold, as prediction gives
+    it by default. ``f1_expected`` and ``share_mean_error`` score the unadapted probabilities
     with the expected-F1 threshold chosen on the test set without labels, and their
     mean as its damaged share. ``share_true`` is the test set's damaged share; the
     other columns are NaN for models not calibrated on the validation town
@@ -640,7 +640,7 @@ def with_adaptation(
     groups = {tuple(key): group for key, group in predictions.groupby(keys, sort=False)}
     out = rows.copy()
     values: dict[str, list[float]] = {m: [] for m in ADAPTED_METRICS}
-    for row in rows[[*keys, 'threshold']].to_dict('records'):
+    for row in rows[keys].to_dict('records'):
         key = (*[row[k] for k in keys[:-1]], int(row['seed']))
         group = groups.get(key)
         record = dict.fromkeys(ADAPTED_METRICS, float('nan'))
@@ -655,12 +655,11 @@ def with_adaptation(
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', UserWarning)
                     shift = adapt_to_town(p, source)
-                # what prediction gives: the adapted output, or, where adaptation
-                # fails safe, the unadapted one at the transferred threshold
+                # what prediction gives by default: the adapted output, or, where
+                # adaptation fails safe, the unadapted one at its expected-F1
+                # threshold (shift.threshold either way)
                 q = shift.probabilities
-                threshold = (
-                    shift.threshold if shift.adapted else float(row['threshold'])
-                )
+                threshold = shift.threshold
                 record['prior_adapted'] = float(shift.adapted)
                 record['ece_adapted'] = expected_calibration_error(q, y, bins)
                 record['f1_adapted'] = float(
@@ -2262,7 +2261,7 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
             "city's threshold; `share_error` = |estimate - true|. `prior_adapted`: "
             'the share of runs adapted; the others failed safe (EM not converged, '
             'at the boundary, or an interval wider than 0.5) and are scored as '
-            'prediction then gives them, unadapted at the transferred threshold. '
+            'prediction then gives them, unadapted at their expected-F1 threshold. '
             '`f1_expected`: unadapted, at the expected-F1 threshold of the '
             "city's calibrated probabilities (`predict --threshold expected-f1`); "
             '`share_mean_error`: |mean calibrated probability - true share|. '

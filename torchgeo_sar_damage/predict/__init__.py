@@ -13,9 +13,9 @@ layer with every input footprint, in the input's CRS, row order and attributes, 
   checkpoint's temperature and bias) and, with ``adapt_prior``, adapted to the
   town's own damage rate (below);
 * ``damage``: 1 where ``damage_prob`` reaches the decision threshold: the
-  expected-F1 threshold of the adapted probabilities; when they are not adapted,
-  the checkpoint's threshold or, with ``threshold='expected-f1'``, the expected-F1
-  threshold of the town's calibrated probabilities;
+  expected-F1 threshold of ``damage_prob`` (chosen on the town, without labels;
+  the default), or, with ``threshold='checkpoint'`` and unadapted probabilities,
+  the validation town's threshold recorded in the checkpoint;
 * ``uncertainty``: standard deviation of the damage probability under Monte Carlo
   dropout of the fusion head (:data:`MC_SAMPLES` draws, encoders run once; see
   :meth:`~torchgeo_sar_damage.tasks.DamageClassification.probabilities_with_uncertainty`),

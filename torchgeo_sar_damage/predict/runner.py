@@ -172,7 +172,7 @@ def predict_buildings(
     calibration: Calibration | None = None,
     adapt_prior: bool = False,
     quantize: bool = False,
-    threshold: str = 'checkpoint',
+    threshold: str = 'expected-f1',
 ) -> PredictionSummary | None:
     """Predict the damage of every footprint and write a GeoPackage (and a map).
 
@@ -187,7 +187,7 @@ def predict_buildings(
     (:func:`~torchgeo_sar_damage.prior_shift.adapt_to_town`, from the validation
     town's rate recorded in the checkpoint): ``damage_prob`` holds the adapted
     probabilities and ``damage`` the decision at their expected-F1 threshold. The
-    probabilities stay as calibrated, with the checkpoint's threshold, when
+    probabilities stay as calibrated, with the threshold of ``threshold``, when
     ``adapt_prior`` is False, when the checkpoint does not record the validation
     town's rate (written before it was; a warning says so), and when
     :func:`~torchgeo_sar_damage.prior_shift.adapt_to_town` fails safe (fewer than 30
@@ -238,11 +238,14 @@ def predict_buildings(
             model's rate on CPU, probabilities within about 0.01 of the float
             model's (:mod:`~torchgeo_sar_damage.predict.quantize`).
         threshold: where ``damage``'s threshold comes from when the probabilities
-            are not adapted (:data:`THRESHOLD_RULES`): ``'checkpoint'``, the
-            validation town's, or ``'expected-f1'``, the expected-F1 threshold of
-            the town's calibrated probabilities (chosen without labels, like the
-            adapted threshold, but without re-weighting the probabilities).
-            Adapted probabilities always use their own expected-F1 threshold.
+            are not adapted (:data:`THRESHOLD_RULES`): ``'expected-f1'`` (the
+            default), the expected-F1 threshold of the town's calibrated
+            probabilities, chosen without labels like the adapted threshold but
+            without re-weighting the probabilities; or ``'checkpoint'``, the
+            validation town's. On the full study's unseen towns the town's own
+            threshold raised every FusionNet model's mean F1 (by 0.02-0.09; better
+            in 94 of 120 runs). Adapted probabilities always use their own
+            expected-F1 threshold.
 
     Returns:
         The summary (None on the non-zero ranks of a distributed run).
