@@ -114,6 +114,7 @@ def points(settings: dict[str, Any]) -> list[tuple[str, StudyConfig]]:
         fusions=sorted({f for _, f in deep}),
         torchgeo_sets=[],
         pretrained_weights=[],
+        int8_sets=[],
         baselines=True,
         oracles=True,
     )
