@@ -19,9 +19,10 @@ from scipy.special import logit
 
 from torchgeo_sar_damage import plot
 from torchgeo_sar_damage import predict as predict_module
-from torchgeo_sar_damage.cli import main
+from torchgeo_sar_damage.cli import build_parser, main
 from torchgeo_sar_damage.errors import ArgumentError, OutputError
 from torchgeo_sar_damage.predict import (
+    THRESHOLD_RULES,
     PredictionSummary,
     load_checkpoint,
     map_title,
@@ -380,6 +381,18 @@ def test_adapted_threshold_rule(adapted: dict[str, Any]) -> None:
     assert adapted['summary']['threshold_rule'] == 'adapted-expected-f1'
 
 
+def test_cli_threshold_choices_are_the_rules() -> None:
+    """``--threshold`` offers exactly :data:`THRESHOLD_RULES` (the CLI imports lazily)."""
+    base = ['predict', '--sar', 'a.tif', '--buildings', 'b.gpkg']
+    base += ['--checkpoint', 'm.ckpt', '--out', 'o.gpkg']
+    parser = build_parser()
+    assert parser.parse_args(base).threshold == 'expected-f1'
+    for rule in THRESHOLD_RULES:
+        assert parser.parse_args([*base, '--threshold', rule]).threshold == rule
+    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
+        parser.parse_args([*base, '--threshold', 'median'])
+
+
 def test_old_checkpoint_is_not_adapted(
     town: dict[str, Any], sharp_model: Path, unadapted: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -407,8 +420,8 @@ def test_old_checkpoint_is_not_adapted(
     assert summary.prior_adapted is False
     assert 'predates' in str(summary.reason)
     assert summary.threshold_rule == 'expected-f1'
-    ok = (gpd.read_file(out)['status'] == 'ok').to_numpy()
-    written_p = gpd.read_file(out)['damage_prob'].to_numpy()[ok]
+    layer = gpd.read_file(out)
+    written_p = layer['damage_prob'].to_numpy()[(layer['status'] == 'ok').to_numpy()]
     assert summary.threshold == pytest.approx(expected_f1_threshold(written_p))
     written = read_summary(summary_path(out))
     assert written['source_prior'] is None  # NaN in the checkpoint: null in JSON

@@ -612,9 +612,9 @@ def with_adaptation(
     after the unseen one, whose labelled buildings calibrated the model), read from
     its rows. Where adaptation fails safe (``prior_adapted`` 0), the columns
     describe the unadapted output at its expected-F1 threshold, as prediction gives
-    it by default. ``f1_expected`` and ``share_mean_error`` score the unadapted probabilities
-    with the expected-F1 threshold chosen on the test set without labels, and their
-    mean as its damaged share. ``share_true`` is the test set's damaged share; the
+    it by default. ``f1_expected`` and ``share_mean_error`` score the unadapted
+    probabilities with the expected-F1 threshold chosen on the test set without
+    labels, and their mean as its damaged share. ``share_true`` is the test set's damaged share; the
     other columns are NaN for models not calibrated on the validation town
     (:func:`calibrated_on_validation`).
 
@@ -667,9 +667,9 @@ def with_adaptation(
                 )
                 record['share_estimate'] = shift.estimate
                 record['share_error'] = abs(shift.estimate - record['share_true'])
-                record['f1_expected'] = float(
-                    f1_score(y, p >= expected_f1_threshold(p), zero_division=0)
-                )
+                # unadapted: a failed-safe shift already holds its threshold
+                own = expected_f1_threshold(p) if shift.adapted else shift.threshold
+                record['f1_expected'] = float(f1_score(y, p >= own, zero_division=0))
                 record['share_mean_error'] = abs(p.mean() - record['share_true'])
         for metric in ADAPTED_METRICS:
             values[metric].append(record[metric])

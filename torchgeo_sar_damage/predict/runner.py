@@ -356,7 +356,7 @@ class _TownRate:
 
 
 def _adapt(
-    results: Results, ckpt: Checkpoint, adapt_prior: bool, rule: str = 'checkpoint'
+    results: Results, ckpt: Checkpoint, adapt_prior: bool, rule: str
 ) -> _TownRate:
     """Adapt the assessed buildings' probabilities to the town's rate, in place.
 
