@@ -26,8 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from torchgeo_sar_damage.errors import ArgumentError, SARDamageError
 from torchgeo_sar_damage.study import (
+    BASELINES,
     StudyConfig,
     inference_speed,
     run_study,
@@ -80,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
     parser.add_argument(
+        '--reuse-speeds',
+        action='store_true',
+        help="take the inference rates from the output folder's study_inference.csv "
+        '(written by an earlier run, with the load it was timed at) instead of timing '
+        'the models again, e.g. to regenerate the pages with new columns',
+    )
+    parser.add_argument(
         '--shard',
         default=None,
         metavar='I/N',
@@ -109,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         # a study resumed with nothing left to run reports no wall time
         wall = seconds if new else None
         models = sorted(set(zip(rows.modalities, rows.fusion)))
-        speeds = inference_speed(config, work, models)
+        speeds = (
+            reused_speeds(out / 'study_inference.csv', models)
+            if args.reuse_speeds
+            else inference_speed(config, work, models)
+        )
         files = write_report(
             rows, predictions, config, out, wall, command, simulator_link(out), speeds
         )
@@ -120,6 +134,41 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         print(f'  {path}')
     return 0
+
+
+def reused_speeds(path: Path, models: list[tuple[str, str]]) -> pd.DataFrame:
+    """Inference rates of an earlier run of the study (``--reuse-speeds``).
+
+    Args:
+        path: its ``study_inference.csv``.
+        models: ``(modalities, fusion)`` of the study's models.
+
+    Returns:
+        The rates, as :func:`~torchgeo_sar_damage.study.inference_speed` gives them.
+
+    Raises:
+        ArgumentError: if the file is missing, unreadable or lacks a deep model of
+            the study.
+    """
+    if not path.is_file():
+        raise ArgumentError(
+            f'--reuse-speeds: {path} does not exist; run once without it to time '
+            'the models'
+        )
+    try:
+        speeds = pd.read_csv(path)
+        timed = set(zip(speeds.modalities.astype(str), speeds.fusion.astype(str)))
+    except (ValueError, AttributeError) as err:
+        raise ArgumentError(f'--reuse-speeds: cannot read {path}: {err}') from err
+    deep = {m for m in models if m[1] not in BASELINES}
+    missing = sorted(deep - timed)
+    if missing:
+        names = ', '.join(f'{m} {f}' for m, f in missing)
+        raise ArgumentError(
+            f'--reuse-speeds: {path} has no rate for {names}; run without it to time '
+            'every model'
+        )
+    return speeds
 
 
 def _shard(text: str | None) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from torchgeo_sar_damage.study import (
     run_study,
     scores,
     with_adaptation,
+    with_bbse,
     with_best_f1,
     with_true_labels,
     write_report,
@@ -298,6 +299,12 @@ def test_tiny_study_writes_table_and_figures(
     assert '| f1_best |' in page
     assert "F1 lost on unseen cities by using the validation city's threshold" in page
     assert '## Unseen cities after prior adaptation (FusionNet models)' in page
+    assert '## Unseen cities: estimating the damaged share without labels' in page
+    # BBSE: on the unseen rows of calibrated models only
+    fused = table[(table.split == 'unseen') & (table.fusion == 'late')]
+    assert fused.share_validation_error.notna().all()
+    assert table[table.split == 'seen'].share_bbse.isna().all()
+    assert table[table.fusion == 'gbm'].share_bbse.isna().all()
     assert '| f1_expected |' in page
     deep = table.fusion.map(study.calibrated_on_validation).astype(bool)
     calibrated = table[(table.split == 'unseen') & deep]
@@ -362,6 +369,26 @@ def test_script_default_out_and_simulator_link(tmp_path: Path) -> None:
     assert script.simulator_link(results / 'quick') == '../simulator.md'
     link = script.simulator_link(tmp_path / 'out')
     assert (tmp_path / 'out' / link).resolve() == results / 'simulator.md'
+
+
+def test_script_reuses_the_speeds_it_wrote(tmp_path: Path) -> None:
+    script = load_script()
+    path = tmp_path / 'study_inference.csv'
+    models = [('sar', 'late'), ('sar', 'gbm'), ('truth', 'oracle')]
+    with pytest.raises(ArgumentError, match='does not exist'):
+        script.reused_speeds(path, models)
+    path.write_text('modalities,fusion,buildings_per_s\nsar,early,900.0\n')
+    # the baselines need no rate, every deep model does
+    with pytest.raises(ArgumentError, match='no rate for sar late'):
+        script.reused_speeds(path, models)
+    path.write_text('modalities,fusion,buildings_per_s\nsar,late,412.5\n')
+    speeds = script.reused_speeds(path, models)
+    assert speeds.to_dict('records') == [
+        {'modalities': 'sar', 'fusion': 'late', 'buildings_per_s': 412.5}
+    ]
+    path.write_text('not,a\nrate,file\n')
+    with pytest.raises(ArgumentError, match='cannot read'):
+        script.reused_speeds(path, models)
 
 
 def test_report_links_the_simulator(tmp_path: Path) -> None:
@@ -655,6 +682,61 @@ def test_with_adaptation_estimates_each_town_share() -> None:
         assert record['share_mean_error'] > record['share_error']
         chosen = p >= expected_f1_threshold(p)
         assert record['f1_expected'] == pytest.approx(f1_score(y, chosen))
+
+
+def test_with_bbse_recovers_a_pure_label_shift() -> None:
+    # the score of a damaged building is drawn alike in every town (label shift):
+    # the seen split's hit and false-alarm rates solve for each town's share
+    rng = np.random.default_rng(3)
+    cities = ['a', 'b', 'c']
+    share = {'a': 0.08, 'b': 0.3, 'c': 0.2}
+
+    def town(rate: float, n: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < rate).astype(int)
+        p = 1 / (1 + np.exp(-rng.normal(2.5 * y - 1.5, 1.0)))
+        return p, y
+
+    rows, parts = [], []
+    for city in cities:
+        for split, rate in (('unseen', share[city]), ('seen', 0.25)):
+            p, y = town(rate)
+            for fusion in ('late', 'gbm'):
+                base: dict[str, Any] = {
+                    'modalities': 'sar',
+                    'fusion': fusion,
+                    'split': split,
+                    'held_out_city': city,
+                    'seed': 0,
+                }
+                rows.append(
+                    {**base, **scores(p, y, 0.4), 'threshold': 0.4, 'seconds': 1.0}
+                )
+                if not (city == 'c' and split == 'seen'):  # c has no seen split
+                    parts.append(pd.DataFrame({**base, 'probability': p, 'label': y}))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    out = with_bbse(frame, pd.concat(parts, ignore_index=True), cities)
+    assert len(out) == len(frame)
+    unseen = frame[frame.split == 'unseen']
+    realised = dict(zip(unseen.held_out_city, unseen.n_damaged / unseen.n_buildings))
+    for record in out.to_dict('records'):
+        city = record['held_out_city']
+        if record['split'] == 'seen' or record['fusion'] == 'gbm':
+            assert np.isnan(record['share_bbse'])
+            assert np.isnan(record['share_validation_error'])
+            continue
+        validation = realised[cities[(cities.index(city) + 1) % 3]]
+        truth = record['n_damaged'] / record['n_buildings']
+        assert record['share_validation_error'] == pytest.approx(
+            abs(validation - truth)
+        )
+        if city == 'c':  # no seen predictions: no rates, no estimate
+            assert np.isnan(record['share_bbse'])
+            assert np.isnan(record['f1_bbse'])
+            continue
+        assert record['share_bbse'] == pytest.approx(share[city], abs=0.02)
+        assert record['share_bbse_error'] < 0.02
+        assert 0 <= record['ece_bbse'] < 1
+        assert 0 < record['f1_bbse'] <= 1
 
 
 def test_tta_averages_the_azimuth_flip(monkeypatch: pytest.MonkeyPatch) -> None:

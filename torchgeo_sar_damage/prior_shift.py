@@ -23,8 +23,10 @@ another sensor geometry), the assumption fails and so can the estimate; the boot
 interval covers the sampling of buildings only, not that.
 
 The black-box shift estimator of Lipton et al. (2018) (:func:`bbse_prior`) needs
-only the validation town's hit and false-alarm rates of the thresholded classifier,
-not calibration; it is a useful cross-check of the EM estimate.
+only the hit and false-alarm rates of the thresholded classifier on labelled
+buildings from the training distribution, not calibration. It rests on the same
+label-shift assumption; on the simulated towns it errs more than EM (the study's
+:func:`~torchgeo_sar_damage.study.with_bbse`).
 
 The threshold that maximises the expected F1 score without labels
 (:func:`expected_f1_threshold`) takes the probabilities as calibrated: predicting the

@@ -150,6 +150,20 @@ ADAPTED_METRICS = (
     'share_mean_error',
 )
 
+#: Metrics of the report that compare label-free estimators of an unseen test set's
+#: damaged share (:func:`with_bbse`), computed from the saved predictions: black-box
+#: shift estimation (Lipton et al. 2018) with the hit and false-alarm rates of the
+#: same run on its seen split, its absolute error, the ECE and expected-F1 F1 of the
+#: probabilities re-weighted to it, and the error of copying the validation town's
+#: share.
+BBSE_METRICS = (
+    'share_bbse',
+    'share_bbse_error',
+    'ece_bbse',
+    'f1_bbse',
+    'share_validation_error',
+)
+
 #: Metrics of the report against the simulator's true grades instead of the EMS
 #: labels (:func:`with_true_labels`; unseen towns of simulated scenes only): the
 #: share of EMS labels that disagree with the truth (grade >= 4), and the AUROC and
@@ -674,6 +688,100 @@ def with_adaptation(
         for metric in ADAPTED_METRICS:
             values[metric].append(record[metric])
     for metric in ADAPTED_METRICS:
+        out[metric] = values[metric]
+    return out
+
+
+def with_bbse(
+    rows: pd.DataFrame, predictions: pd.DataFrame, cities: Sequence[str], bins: int = 10
+) -> pd.DataFrame:
+    """The rows with :data:`BBSE_METRICS`, from each run's saved predictions.
+
+    Black-box shift estimation (Lipton, Wang & Smola 2018, binary case:
+    :func:`~torchgeo_sar_damage.prior_shift.bbse_prior`) reads the thresholded
+    model's hit and false-alarm rates on labelled data from the training
+    distribution and solves for the share that explains how many of the new
+    town's buildings it flags. Here the rates are those of the same run (same model
+    and threshold, the ``threshold`` column) on its seen split, the held-out blocks
+    of the training cities. The unseen city's probabilities are then re-weighted
+    from the validation city's share (the one they are calibrated for, as in
+    :func:`with_adaptation`) to the estimate and scored at their expected-F1
+    threshold. ``share_validation_error`` is the error of simply copying the
+    validation city's share. Only unseen rows of models calibrated on the
+    validation town (:func:`calibrated_on_validation`) get values; the columns are
+    NaN elsewhere, and where the seen split's predictions are missing or its rates
+    do not separate the classes (no estimate).
+
+    Args:
+        rows: rows of the study (:func:`run_study`).
+        predictions: pooled predictions (:func:`run_study`).
+        cities: the study's cities, in the configuration's order.
+        bins: bins of the expected calibration error.
+
+    Returns:
+        A copy of ``rows`` with the columns.
+    """
+    from .prior_shift import (
+        adapt_probabilities,
+        bbse_prior,
+        bbse_rates,
+        expected_f1_threshold,
+    )
+
+    unseen = rows[rows.split == 'unseen'].drop_duplicates('held_out_city')
+    share = {
+        str(c): float(d) / float(n)
+        for c, d, n in zip(unseen.held_out_city, unseen.n_damaged, unseen.n_buildings)
+        if float(n) > 0
+    }
+    order = list(cities)
+    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
+    groups = {
+        tuple(map(str, key)): group
+        for key, group in predictions.groupby(keys, sort=False)
+    }
+    values: dict[str, list[float]] = {m: [] for m in BBSE_METRICS}
+    for row in rows[[*keys, 'threshold']].to_dict('records'):
+        record = dict.fromkeys(BBSE_METRICS, float('nan'))
+        city = str(row['held_out_city'])
+        model = (str(row['modalities']), str(row['fusion']))
+        seed = str(int(row['seed']))
+        test = groups.get((*model, 'unseen', city, seed))
+        seen = groups.get((*model, 'seen', city, seed))
+        val = order[(order.index(city) + 1) % len(order)] if city in order else None
+        source = share.get(str(val), float('nan'))
+        usable = (
+            row['split'] == 'unseen'
+            and calibrated_on_validation(str(row['fusion']))
+            and np.isfinite(source)
+            and 0 < source < 1
+            and test is not None
+            and len(test) > 0
+        )
+        if usable:
+            assert test is not None
+            p = test.probability.to_numpy(dtype=np.float64)
+            y = test.label.to_numpy(dtype=np.int64)
+            record['share_validation_error'] = abs(source - float(y.mean()))
+            threshold = float(row['threshold'])
+            if seen is not None and len(seen):
+                tpr, fpr = bbse_rates(
+                    seen.probability.to_numpy(dtype=np.float64),
+                    seen.label.to_numpy(dtype=np.int64),
+                    threshold,
+                )
+                estimate = bbse_prior(p, threshold, tpr, fpr)
+                if estimate is not None:
+                    q = adapt_probabilities(p, source, estimate)
+                    chosen = q >= expected_f1_threshold(q)
+                    record['share_bbse'] = estimate
+                    record['share_bbse_error'] = abs(estimate - float(y.mean()))
+                    record['ece_bbse'] = expected_calibration_error(q, y, bins)
+                    record['f1_bbse'] = float(f1_score(y, chosen, zero_division=0))
+        for metric in BBSE_METRICS:
+            values[metric].append(record[metric])
+    out = rows.copy()
+    for metric in BBSE_METRICS:
         out[metric] = values[metric]
     return out
 
@@ -1665,7 +1773,7 @@ def summary(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         One row per group with ``runs`` and ``<metric>_mean``, ``<metric>_std``.
     """
     out = []
-    extra = [*REPORT_METRICS, *ADAPTED_METRICS, *TRUTH_METRICS]
+    extra = [*REPORT_METRICS, *ADAPTED_METRICS, *BBSE_METRICS, *TRUTH_METRICS]
     metrics = [*METRICS, *[m for m in extra if m in rows.columns]]
     for key, group in iter_groups(rows, by):
         record: dict[str, Any] = dict(zip(by, key))
@@ -1808,6 +1916,7 @@ def findings(rows: pd.DataFrame) -> list[str]:
         )
     lines += _torchgeo_findings(means)
     lines += _adaptation_findings(unseen)
+    lines += _bbse_findings(unseen)
     lines += _truth_findings(unseen)
     for record in gap_table(rows).to_dict('records'):
         if record['fusion'] in ('late', 'gbm'):
@@ -2143,13 +2252,14 @@ def write_report(
     rows = with_adaptation(
         with_best_f1(rows, predictions), predictions, config.cities, config.ece_bins
     )
+    rows = with_bbse(rows, predictions, config.cities, config.ece_bins)
     rows = with_true_labels(rows, predictions)
 
     def replace(path: Path, write: Callable[[Path], None]) -> None:
         write_atomic(path, write)
         written.append(path)
 
-    extra = (*REPORT_METRICS, *ADAPTED_METRICS, *TRUTH_METRICS)
+    extra = (*REPORT_METRICS, *ADAPTED_METRICS, *BBSE_METRICS, *TRUTH_METRICS)
     table = rows[[*COLUMNS, *extra]].copy()
     for metric in (*METRICS, *extra):
         table[metric] = table[metric].astype(float).round(4)
@@ -2234,6 +2344,86 @@ def _page_intro(
         '```',
         '',
         '</details>',
+        '',
+    ]
+
+
+def _bbse_findings(unseen: pd.DataFrame) -> list[str]:
+    """Sentences comparing the damaged-share estimators (see :func:`with_bbse`)."""
+    if 'share_bbse_error' not in unseen.columns:
+        return []
+    deep = unseen[[calibrated_on_validation(str(f)) for f in unseen.fusion]]
+    columns = ['share_mean_error', 'share_error', 'share_bbse_error']
+    columns += ['share_validation_error', 'ece_bbse', 'f1_bbse', 'f1_expected']
+    per_model = deep.groupby(['modalities', 'fusion'], sort=False)[columns].mean()
+    per_model = per_model.dropna(subset=['share_bbse_error'])
+    if not len(per_model):
+        return []
+
+    def span(column: str) -> str:
+        low, high = per_model[column].astype(float).agg(['min', 'max'])
+        return (
+            f'{low:.3f}' if f'{low:.3f}' == f'{high:.3f}' else f'{low:.3f}-{high:.3f}'
+        )
+
+    errors = per_model[['share_mean_error', 'share_error', 'share_bbse_error']]
+    wins = int((errors.idxmin(axis=1) == 'share_bbse_error').sum())
+    models = len(per_model)
+    by_city = deep.groupby('held_out_city')[['share_bbse', 'share_true']].mean()
+    by_city = by_city.dropna()
+    estimates = by_city.share_bbse.to_numpy(dtype=float)
+    truths = by_city.share_true.to_numpy(dtype=float)
+    i = int(np.argmax(np.abs(estimates - truths)))
+    worst, estimate, true = str(by_city.index[i]), estimates[i], truths[i]
+    return [
+        (
+            "Estimating an unseen city's damaged share without labels (each "
+            'FusionNet model, mean over runs, |estimate - true|): the mean '
+            f'calibrated probability {span("share_mean_error")}, EM '
+            f'{span("share_error")}, black-box shift estimation (BBSE, Lipton et '
+            "al. 2018, with the run's hit and false-alarm rates on its seen split) "
+            f"{span('share_bbse_error')}, copying the validation city's share "
+            f'{span("share_validation_error")}; BBSE is the most accurate of the '
+            f'first three for {wins} of {models} models. Its rates do not '
+            f'transfer: in {worst} it estimates {estimate:.3f} against a true '
+            f'{true:.3f} (mean over models). '
+            'Re-weighted to its estimate, the probabilities have ECE '
+            f'{span("ece_bbse")} and F1 {span("f1_bbse")} at their expected-F1 '
+            f'threshold (unadapted: F1 {span("f1_expected")}).'
+        )
+    ]
+
+
+def _estimators_section(overall: pd.DataFrame) -> list[str]:
+    """The page's table of damaged-share estimators on unseen cities (:func:`with_bbse`)."""
+    if 'share_bbse_error_mean' not in overall.columns:
+        return []
+    calibrated = np.array([calibrated_on_validation(str(f)) for f in overall.fusion])
+    part = overall[(overall.split == 'unseen').to_numpy() & calibrated]
+    if not len(part):
+        return []
+    metrics = ['share_true', 'share_mean_error', 'share_error', 'share_bbse']
+    metrics += ['share_bbse_error', 'share_validation_error', 'ece_bbse', 'f1_bbse']
+    return [
+        '## Unseen cities: estimating the damaged share without labels',
+        '',
+        (
+            'Absolute errors of three label-free estimates of each unseen '
+            "city's damaged share: `share_mean_error`, the mean calibrated "
+            'probability; `share_error`, EM (Saerens et al. 2002, the table above; '
+            'failed-safe runs keep their fallback estimate); `share_bbse_error`, '
+            'black-box shift estimation (Lipton, Wang & Smola 2018), which solves '
+            'for the share from the share of buildings flagged at the '
+            "run's threshold and the hit and false-alarm rates of the same model "
+            'on its seen split (held-out blocks of the training cities). '
+            "`share_validation_error`: copying the validation city's share. "
+            '`ece_bbse`, `f1_bbse`: the probabilities re-weighted to the BBSE '
+            'estimate, F1 at their expected-F1 threshold. BBSE and EM both assume '
+            'that only the share changes between cities (label shift), not how '
+            'damage looks.'
+        ),
+        '',
+        markdown_table(part, ['modalities', 'fusion'], metrics),
         '',
     ]
 
@@ -2477,6 +2667,7 @@ def _page_results(rows: pd.DataFrame) -> list[str]:
         ),
         '',
         *_adaptation_section(overall),
+        *_estimators_section(overall),
         *_truth_section(overall),
         '## Seen cities: held-out blocks of the training cities',
         '',
