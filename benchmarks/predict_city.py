@@ -33,7 +33,10 @@ draws, quantised as the option says) and the reading alone on 20 chunks
 The town is simulated once per size, in its own process, untimed. ``peak_rss_mb`` is
 the largest total resident memory of the prediction's process tree (sampled every
 50 ms from /proc, reading workers included: forked workers count shared pages
-twice), ``main_rss_mb`` the prediction process's own peak. The load average is
+twice), ``peak_pss_mb`` the largest total proportional memory of the same tree
+(``/proc/PID/smaps_rollup``: a shared page split between the processes sharing it,
+so a reading worker's copy-on-write pages count once), ``main_rss_mb`` the
+prediction process's own peak. The load average is
 printed beside every timing.
 
 Usage::
@@ -68,6 +71,7 @@ FIELDS = (
     'max_dp',
     'main_rss_mb',
     'peak_rss_mb',
+    'peak_pss_mb',
     'load',
 )
 
@@ -248,9 +252,14 @@ def _max_difference(reference: Path, other: Path) -> float:
     return float(np.abs(p - q).max()) if ok.any() else 0.0
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MB), from /proc."""
-    total = 0.0
+def _tree_memory_mb(pid: int) -> tuple[float, float]:
+    """Resident and proportional memory of a process and its descendants (MB).
+
+    RSS counts a page shared by two processes (a forked reading worker and its
+    parent) in both; PSS (``/proc/PID/smaps_rollup``) splits it between them, so the
+    tree's PSS is the memory it really holds.
+    """
+    total, pss = 0.0, 0.0
     stack = [pid]
     while stack:
         current = stack.pop()
@@ -265,29 +274,38 @@ def _tree_rss_mb(pid: int) -> float:
         for line in status.splitlines():
             if line.startswith('VmRSS:'):
                 total += int(line.split()[1]) / 1024
-    return total
+        try:
+            rollup = Path(f'/proc/{current}/smaps_rollup').read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith('Pss:'):
+                pss += int(line.split()[1]) / 1024
+    return total, pss
 
 
-def _run_watched(command: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """Run a command, sampling the RSS of its process tree every 50 ms.
+def _run_watched(command: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """Run a command, sampling the memory of its process tree every 50 ms.
 
     Returns:
-        Its standard output and the largest total RSS seen (MB): the prediction's
+        Its standard output, the largest total RSS seen (MB): the prediction's
         process plus its reading workers (forked workers count the pages they share
-        with it twice, so this is an upper bound).
+        with it twice, so this is an upper bound), and the largest total PSS (shared
+        pages split between the processes that share them).
     """
     with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
-        peak = 0.0
+        peak, peak_pss = 0.0, 0.0
         while process.poll() is None:
-            peak = max(peak, _tree_rss_mb(process.pid))
+            rss, pss = _tree_memory_mb(process.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(0.05)
         if process.returncode:
             err.seek(0)
             print(err.read()[-3000:], file=sys.stderr)
             raise subprocess.CalledProcessError(process.returncode, command)
         out.seek(0)
-        return out.read(), peak
+        return out.read(), peak, peak_pss
 
 
 def _models(args: argparse.Namespace, work: Path) -> dict[str, Path]:
@@ -319,19 +337,22 @@ def _run_size(
             for option in args.options:
                 out = work / f'{n}-{label}-{option}.gpkg'.replace(' ', '_')
                 command = [*base, '--checkpoint', str(ckpt), '--option', option]
-                stdout, tree_peak = _run_watched([*command, '--out', str(out)], env)
+                watched = _run_watched([*command, '--out', str(out)], env)
+                stdout, tree_peak, tree_pss = watched
                 row = json.loads(stdout.strip().splitlines()[-1])
-                stdout, _ = _run_watched([*command, '--part', 'model'], env)
+                stdout, _, _ = _run_watched([*command, '--part', 'model'], env)
                 row.update(json.loads(stdout.strip().splitlines()[-1]))
                 row['ratio'] = round(row['rate'] / row['forward_rate'], 2)
                 row.update(model=label, option=option, out=str(out))
                 row['peak_rss_mb'] = round(tree_peak, 0)
+                row['peak_pss_mb'] = round(tree_pss, 0)
                 runs.setdefault((label, option), []).append(row)
     rows = []
     for (label, option), repeats in runs.items():
         # the median run by rate (the machine is shared)
         row = sorted(repeats, key=lambda r: float(r['rate']))[len(repeats) // 2]
         row['peak_rss_mb'] = max(float(r['peak_rss_mb']) for r in repeats)
+        row['peak_pss_mb'] = max(float(r['peak_pss_mb']) for r in repeats)
         reference = runs.get((label, args.options[0]))
         if reference is not None and option != args.options[0]:
             ref = sorted(reference, key=lambda r: float(r['rate']))[len(reference) // 2]
@@ -413,7 +434,8 @@ def main() -> None:
             f'{row["model"]}, {row["option"]}, {row["buildings"]} buildings: '
             f'{row["rate"]} buildings/s ({per_100k / 60:.1f} min per 100k), x'
             f'{row["speedup"]} of {args.options[0]}, max |dp| {row["max_dp"]}, peak '
-            f'RSS {float(row["peak_rss_mb"]):.0f} MB, load {row["load"]}'
+            f'RSS {float(row["peak_rss_mb"]):.0f} MB (PSS '
+            f'{float(row["peak_pss_mb"]):.0f} MB), load {row["load"]}'
         )
 
 

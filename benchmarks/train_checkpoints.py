@@ -22,7 +22,7 @@ attention to ``late``. It takes a few minutes per model on two cores.
 Usage::
 
     python benchmarks/train_checkpoints.py [--out outputs/benchmarks/checkpoints]
-        [--fusions late early] [--buildings 300] [--epochs 2]
+        [--fusions late early] [--buildings 300] [--epochs 2] [--backbone NAME]
 """
 
 import argparse
@@ -41,8 +41,19 @@ from torchgeo_sar_damage.tasks import DamageClassification
 TOWNS = ('kahramanmaras', 'nurdagi', 'islahiye')
 
 
-def train(scene: Path, out: Path, fusion: str, config: DemoConfig, epochs: int) -> Path:
-    """Train one model of the demo's settings with ``fusion``; return its checkpoint."""
+def train(
+    scene: Path,
+    out: Path,
+    fusion: str,
+    config: DemoConfig,
+    epochs: int,
+    backbone: str | None = None,
+) -> Path:
+    """Train one model of the demo's settings with ``fusion``; return its checkpoint.
+
+    ``backbone`` replaces the demo's (the checkpoint is then
+    ``<fusion>-<backbone>.ckpt`` instead of ``<fusion>.ckpt``).
+    """
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     data = SARDamageDataModule(
         root=str(scene),
@@ -57,7 +68,10 @@ def train(scene: Path, out: Path, fusion: str, config: DemoConfig, epochs: int) 
         progress=False,
     )
     model = DamageClassification(
-        modalities=list(config.modalities), fusion=fusion, lr=1e-3
+        modalities=list(config.modalities),
+        fusion=fusion,
+        backbone=backbone or config.backbone,
+        lr=1e-3,
     )
     trainer = lightning.Trainer(
         max_epochs=epochs,
@@ -70,7 +84,7 @@ def train(scene: Path, out: Path, fusion: str, config: DemoConfig, epochs: int) 
         default_root_dir=str(out),
     )
     trainer.fit(model, datamodule=data)
-    path = out / f'{fusion}.ckpt'
+    path = out / (f'{fusion}-{backbone}.ckpt' if backbone else f'{fusion}.ckpt')
     trainer.save_checkpoint(path, weights_only=True)  # as sardamage demo writes it
     return path
 
@@ -82,6 +96,11 @@ def main() -> None:
     parser.add_argument('--fusions', nargs='+', default=['late', 'early'])
     parser.add_argument('--buildings', type=int, default=300, help='per town')
     parser.add_argument('--epochs', type=int, default=2)
+    parser.add_argument(
+        '--backbone',
+        default=None,
+        help="timm backbone instead of the demo's (checkpoints <fusion>-<backbone>.ckpt)",
+    )
     args = parser.parse_args()
     config = DemoConfig()
     out: Path = args.out
@@ -103,9 +122,11 @@ def main() -> None:
         )
     for fusion in args.fusions:
         start = time.perf_counter()
-        path = train(scene, out, fusion, config, args.epochs)
+        path = train(scene, out, fusion, config, args.epochs, args.backbone)
+        backbone = args.backbone or config.backbone
         print(
-            f'{fusion}: {"+".join(config.modalities)}, {config.size_m:g} m windows, '
+            f'{fusion} ({backbone}): {"+".join(config.modalities)}, '
+            f'{config.size_m:g} m windows, '
             f'{args.epochs} epochs on {TOWNS[0]} in {time.perf_counter() - start:.0f} s'
             f' -> {path}',
             flush=True,

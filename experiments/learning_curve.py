@@ -115,6 +115,7 @@ def points(settings: dict[str, Any]) -> list[tuple[str, StudyConfig]]:
         torchgeo_sets=[],
         pretrained_weights=[],
         int8_sets=[],
+        backbone_sets=[],
         baselines=True,
         oracles=True,
     )

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torchgeo_sar_damage.cli import build_parser, main
+from torchgeo_sar_damage.demo import DemoConfig
 from torchgeo_sar_damage.predict import load_checkpoint
 from torchgeo_sar_damage.simulation.cities import CITIES
 
@@ -160,6 +161,9 @@ def test_demo_writes_its_outputs(
     assert 'antakya' not in metrics['train_cities']
     # the default model: all four modalities, early fusion (the study's choice)
     assert metrics['fusion'] == 'early'
+    assert metrics['backbone'] == DemoConfig().backbone
+    hparams = torch.load(out / 'model.ckpt', weights_only=False)['hyper_parameters']
+    assert hparams['backbone'] == DemoConfig().backbone
     assert metrics['modalities'] == ['sar', 'osm', 'dsm', 'gem']
     for key in (
         'f1score',

@@ -35,6 +35,7 @@ def test_points_follow_the_configuration(tmp_path: Path) -> None:
         assert config.torchgeo_sets == []
         assert config.pretrained_weights == []
         assert config.int8_sets == []  # the int8 check is the study's, not the curve's
+        assert config.backbone_sets == []  # so is the choice of backbone
         assert config.oracles
     assert points['epochs12'].epochs == 12
     assert points['epochs12'].buildings == settings['variant_size']

@@ -31,6 +31,7 @@ from torchgeo_sar_damage.study import (
     TRUTH_METRICS,
     StudyConfig,
     best_f1,
+    extra_pairs,
     grid,
     inference_speed,
     run_study,
@@ -158,6 +159,72 @@ def test_grid_skips_what_does_not_apply() -> None:
     ]
 
 
+def test_backbone_runs_are_named_by_their_fusion() -> None:
+    config = StudyConfig(
+        backbones=['lcnet_100', 'resnet10t'],
+        backbone_sets=[['sar'], ['sar', 'osm']],
+        backbone_fusions=['early', 'attention'],
+        torchgeo_sets=[],
+    )
+    # attention needs the footprint; SAR alone has none
+    assert extra_pairs(config) == [
+        ('sar', 'early~lcnet_100'),
+        ('sar', 'early~resnet10t'),
+        ('sar+osm', 'early~lcnet_100'),
+        ('sar+osm', 'early~resnet10t'),
+        ('sar+osm', 'attention~lcnet_100'),
+        ('sar+osm', 'attention~resnet10t'),
+    ]
+    assert study.run_backbone('early~lcnet_100') == 'lcnet_100'
+    assert study.run_backbone('early~lcnet_100+int8') == 'lcnet_100'
+    assert study.run_backbone('early') is None
+    assert study.fusion_type('attention~lcnet_100+int8') == 'attention'
+    assert study.fusion_type('late@ResNet50_Weights.SENTINEL1_ALL_MOCO') == 'late'
+    assert study.describe_model('sar+osm+dsm+gem', 'early~lcnet_100') == (
+        'SAR + OSM + DSM + GEM, early fusion, lcnet_100 encoder'
+    )
+
+
+def test_backbone_section_pairs_runs_with_the_configured_backbone() -> None:
+    records = []
+    fusions = [('early', 0, 0), ('early~lcnet_100', -0.1, 0.02), ('late', 0, 0.05)]
+    for city, seed, f1, auroc in [('a', 0, 0.4, 0.7), ('b', 0, 0.5, 0.8)]:
+        for fusion, df1, dauroc in fusions:
+            records.append(
+                {
+                    'modalities': 'sar',
+                    'fusion': fusion,
+                    'split': 'unseen',
+                    'held_out_city': city,
+                    'seed': seed,
+                    'f1': f1 + df1 * (1 + seed + (city == 'b')),
+                    'auroc': auroc + dauroc,
+                }
+            )
+    rows = pd.DataFrame(records)
+    speeds = pd.DataFrame(
+        {
+            'modalities': ['sar', 'sar'],
+            'fusion': ['early', 'early~lcnet_100'],
+            'buildings_per_s': [500.0, 2000.0],
+        }
+    )
+    lines = study.backbone_section(rows, speeds)
+    row = next(line for line in lines if 'lcnet_100 encoder' in line)
+    # F1 -0.1 and -0.2: mean -0.15, std 0.05; AUROC +0.02 both; four times as fast;
+    # against late fusion: the same F1 differences, AUROC 0.02 - 0.05
+    assert row == (
+        '| SAR only, early fusion, lcnet_100 encoder | 2 | -0.150 ± 0.050 | '
+        '+0.020 ± 0.000 | 4.00 | -0.150 ± 0.050 | -0.030 ± 0.000 |'
+    )
+    alone = study.backbone_section(rows[rows.fusion != 'late'], speeds)
+    assert next(line for line in alone if 'lcnet_100 encoder' in line).endswith(
+        '| 4.00 | n/a | n/a |'
+    )
+    assert '| n/a | -0.150' in '\n'.join(study.backbone_section(rows))
+    assert study.backbone_section(rows[rows.fusion == 'early']) == []
+
+
 def test_config_errors(tmp_path: Path) -> None:
     path = tmp_path / 'bad.yaml'
     path.write_text('epochs: 1\nepoch: 2\n')
@@ -182,6 +249,18 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ArgumentError, match=r"unknown fusions \['middle'\]"):
         StudyConfig.from_yaml(path)
     path.write_text('int8_sets: [[sar, lidar]]\n')
+    with pytest.raises(ArgumentError, match='lidar'):
+        StudyConfig.from_yaml(path)
+    path.write_text('backbones: [resnet1000]\n')
+    with pytest.raises(ArgumentError, match="unknown backbone 'resnet1000'"):
+        StudyConfig.from_yaml(path)
+    path.write_text('backbone: nope\n')
+    with pytest.raises(ArgumentError, match="unknown backbone 'nope'"):
+        StudyConfig.from_yaml(path)
+    path.write_text('backbone_fusions: [middle]\n')
+    with pytest.raises(ArgumentError, match=r"unknown fusions \['middle'\]"):
+        StudyConfig.from_yaml(path)
+    path.write_text('backbone_sets: [[sar, lidar]]\n')
     with pytest.raises(ArgumentError, match='lidar'):
         StudyConfig.from_yaml(path)
     path.write_text('gem_level: 3\n')
@@ -524,6 +603,9 @@ def test_study_runs_torchgeo_models(
         pretrained_sets=[['sar']],
         int8_sets=[['sar']],
         int8_fusions=['late', 'attention'],  # attention needs the footprint
+        backbones=['resnet10t'],
+        backbone_sets=[['sar']],
+        backbone_fusions=['late'],
     )
     with pytest.warns(UserWarning, match=r'SENTINEL1_ALL_DECUR are skipped.*hub'):
         rows, predictions = run_study(config, tmp_path / 'work', False)
@@ -534,8 +616,9 @@ def test_study_runs_torchgeo_models(
         ('sar+osm', 'torchgeo'),
         ('sar', pretrained),
         ('sar', 'late+int8'),
+        ('sar', 'late~resnet10t'),
     }
-    assert len(rows) == 3 * 5 * 2
+    assert len(rows) == 3 * 6 * 2
     # TorchGeo's task on the stacked channels: 2 for SAR, 4 with the footprint
     channels = [k['in_channels'] for n, k in built if n == 'torchgeo']
     assert sorted(set(channels)) == [2, 4]
@@ -545,7 +628,9 @@ def test_study_runs_torchgeo_models(
         if n == 'torchgeo'
     )
     fusion = [k for n, k in built if n == 'fusion']
-    assert sorted(str(k['weights']) for k in fusion) == ['None'] * 6 + [str(moco)] * 3
+    assert sorted(str(k['weights']) for k in fusion) == ['None'] * 9 + [str(moco)] * 3
+    backbones = [k['backbone'] for k in fusion if k['weights'] is None]
+    assert sorted(backbones) == ['resnet10t'] * 3 + ['resnet18'] * 6
     # every model is scored on the same buildings of each split
     counts = rows.groupby(['split', 'held_out_city']).n_buildings.nunique()
     assert (counts == 1).all()
@@ -573,6 +658,8 @@ def test_study_runs_torchgeo_models(
     assert 'TorchGeo Classification on SAR channels stacked' in page
     assert 'TorchGeo Classification on SAR + OSM channels stacked' in page
     assert f'SAR only, late fusion, SAR encoder {moco}' in page
+    other = page.split("## Other backbones against the configuration's")[1]
+    assert re.search(r'\| SAR only, late fusion, resnet10t encoder \| 3 \| [+-]', other)
     assert '## Pretrained SAR encoders' in page
     assert f'`{pretrained}` ran with these weights' in page
     assert f'`{decur}`: **skipped**' in page
@@ -589,7 +676,8 @@ def test_study_runs_torchgeo_models(
     models = sorted(set(zip(rows.modalities, rows.fusion)))
     speeds = inference_speed(config, tmp_path / 'work', models, batch_size=4, repeats=1)
     size = dict(zip(speeds.fusion + ' ' + speeds.modalities, speeds.parameters))
-    assert len(size) == 5
+    assert len(size) == 6
+    assert size['late~resnet10t sar'] < 0.6 * size['late sar']  # 4.9 M against 11.2 M
     assert size['late+int8 sar'] == pytest.approx(size['late sar'], rel=0.01)
     assert size[f'{pretrained} sar'] > 2 * size['late sar']  # a ResNet-50 encoder
     assert size['torchgeo sar+osm'] > size['torchgeo sar']  # 4 input channels, not 2

@@ -95,6 +95,7 @@ from .datamodules import SARDamageDataModule, leave_one_city_out
 from .datasets import OSMBuildings, collate_buildings
 from .datasets.cosmo_skymed import footprint_sigma0_statistics
 from .errors import ArgumentError, InputFileError
+from .models.encoders import backbone_exists
 from .models.fusion import FUSIONS
 from .models.pretrained import check_sar_weights, resolve_weights, weights_path
 from .plot import save_figure  # also selects the Agg backend
@@ -190,6 +191,11 @@ PRETRAINED_FUSION = 'late'
 #: after training (``predict --quantize``), e.g. ``'early+int8'``.
 INT8 = '+int8'
 
+#: Separator of a study run's ``fusion`` and the backbone it trains instead of the
+#: configuration's ``backbone`` (``'early~lcnet_100'``, see
+#: :attr:`StudyConfig.backbones`).
+BACKBONE = '~'
+
 #: Features of the SAR-statistics baseline (columns of footprint_sigma0_statistics).
 SAR_STATISTICS = ('mean_db', 'std_db', 'p90_db', 'max_db', 'bright_fraction')
 
@@ -272,6 +278,12 @@ class StudyConfig:
             or retrained with the same seed), calibrated on windows of the unseen
             town as prediction does; ``[]`` runs none.
         int8_fusions: the fusions of ``int8_sets`` that are quantised.
+        backbones: other timm backbones of the image encoders, each trained for
+            ``backbone_sets`` x ``backbone_fusions`` beside the configuration's
+            ``backbone``, as runs of fusion ``<fusion>~<backbone>`` (to choose a
+            lighter encoder by accuracy per cost); ``[]`` runs none.
+        backbone_sets: modality sets trained with each of ``backbones``.
+        backbone_fusions: fusions trained with each of ``backbones``.
     """
 
     name: str = 'custom'
@@ -316,6 +328,9 @@ class StudyConfig:
     tta: bool = False
     int8_sets: list[list[str]] = field(default_factory=list)
     int8_fusions: list[str] = field(default_factory=lambda: ['early', 'late'])
+    backbones: list[str] = field(default_factory=list)
+    backbone_sets: list[list[str]] = field(default_factory=list)
+    backbone_fusions: list[str] = field(default_factory=lambda: ['early'])
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> 'StudyConfig':
@@ -356,10 +371,17 @@ class StudyConfig:
             check_modalities(modalities)
         unknown = sorted(set(self.fusions) - set(FUSIONS))
         unknown += sorted(set(self.int8_fusions) - set(FUSIONS))
+        unknown += sorted(set(self.backbone_fusions) - set(FUSIONS))
         if unknown:
             raise ArgumentError(f'unknown fusions {unknown}; known: {sorted(FUSIONS)}')
-        for modalities in self.int8_sets:
+        for modalities in [*self.int8_sets, *self.backbone_sets]:
             check_modalities(modalities)
+        for name in [self.backbone, *self.backbones]:
+            if not backbone_exists(name):
+                raise ArgumentError(
+                    f'unknown backbone {name!r}: give a timm model name (e.g. '
+                    "'resnet18', 'lcnet_100') or one of the library's own encoders"
+                )
         if self.epochs < 1 or self.buildings < 1 or self.batch_size < 1:
             raise ArgumentError('epochs, buildings and batch_size must be at least 1')
         if not 0 < self.holdout < 1:
@@ -435,6 +457,16 @@ def run_weights(fusion: str) -> str | None:
     return fusion.partition('@')[2] or None
 
 
+def run_backbone(fusion: str) -> str | None:
+    """The backbone a run's ``fusion`` trains (None: the configuration's)."""
+    return fusion.removesuffix(INT8).partition(BACKBONE)[2] or None
+
+
+def fusion_type(fusion: str) -> str:
+    """FusionNet's ``fusion`` of a run's ``fusion`` (``'early~lcnet_100+int8'``: early)."""
+    return fusion.removesuffix(INT8).partition('@')[0].partition(BACKBONE)[0]
+
+
 def missing_weights(config: StudyConfig) -> dict[str, Path]:
     """The configuration's pretrained weights whose file is not in torch hub's cache.
 
@@ -467,6 +499,13 @@ def extra_pairs(config: StudyConfig) -> list[tuple[str, str]]:
         ``(label, fusion)`` pairs.
     """
     pairs = [(label(m), TORCHGEO) for m in config.torchgeo_sets]
+    for modalities in config.backbone_sets:
+        for fusion in config.backbone_fusions:
+            if FUSIONS[fusion].required <= set(modalities):
+                pairs += [
+                    (label(modalities), f'{fusion}{BACKBONE}{name}')
+                    for name in config.backbones
+                ]
     for modalities in config.int8_sets:
         pairs += [
             (label(modalities), f'{fusion}{INT8}')
@@ -944,6 +983,7 @@ def train_fusion(
     weights: str | None = None,
     quantize: bool = False,
     state: Path | None = None,
+    backbone: str | None = None,
 ) -> dict[str, _Predictions | float]:
     """Train one fusion model on a fold and predict its seen and unseen test sets.
 
@@ -964,13 +1004,14 @@ def train_fusion(
         state: a file of the trained model's state: with ``quantize``, the model is
             loaded from it instead of trained where it exists; without, the trained
             model is saved there (for a later ``quantize`` run).
+        backbone: the image encoders' timm backbone (None: the configuration's).
 
     Returns:
         ``unseen`` and ``seen`` predictions, and the ``threshold``.
     """
     lightning.seed_everything(seed, workers=True, verbose=False)
     data = _datamodule(config, root, fold, modalities, chips, False, cache)
-    model = _fusion_task(config, modalities, fusion, weights)
+    model = _fusion_task(config, modalities, fusion, weights, backbone)
     if quantize and state is not None and state.is_file():
         model.load_state_dict(torch.load(state, weights_only=True))
     else:
@@ -1022,13 +1063,21 @@ def _predict_stacked(
 
 
 def _fusion_task(
-    config: StudyConfig, modalities: Sequence[str], fusion: str, weights: str | None
+    config: StudyConfig,
+    modalities: Sequence[str],
+    fusion: str,
+    weights: str | None,
+    backbone: str | None = None,
 ) -> DamageClassification:
-    """FusionNet's task as the study trains it (``weights`` choose the backbone)."""
+    """FusionNet's task as the study trains it.
+
+    The backbone is the one ``weights`` choose, else ``backbone``, else the
+    configuration's.
+    """
     return DamageClassification(
         modalities=list(modalities),
         fusion=fusion,
-        backbone=None if weights else config.backbone,
+        backbone=None if weights else backbone or config.backbone,
         weights=weights,
         lr=config.lr,
     )
@@ -1173,7 +1222,9 @@ def inference_speed(
             runners[(modalities, fusion)] = (model, inputs, size, _parameters(model))
             continue
         base = fusion.removesuffix(INT8)
-        task = _fusion_task(config, names, base.partition('@')[0], run_weights(base))
+        task = _fusion_task(
+            config, names, fusion_type(base), run_weights(base), run_backbone(base)
+        )
         if task.model.sar_input is not None:  # a pretrained encoder's dB input
             sar = data.statistics
             task.model.set_sar_statistics(sar.sar_mean_db, sar.sar_std_db)
@@ -1610,11 +1661,12 @@ def run_study(
                 root,
                 fold,
                 name.split('+'),
-                base.partition('@')[0],
+                fusion_type(base),
                 seed,
                 chips,
                 cache,
                 weights=run_weights(base),
+                backbone=run_backbone(base),
                 quantize=quantize,
                 state=state if twin else None,
             )
@@ -1756,7 +1808,10 @@ def _model_order(rows: pd.DataFrame) -> list[tuple[str, str]]:
             mf[1] not in BASELINES,
             len(mf[0].split('+')),
             mf[0],
-            fusion_rank.get(mf[1], 4),
+            # another backbone's runs follow their fusion's
+            fusion_rank.get(mf[1], 4)
+            if BACKBONE not in mf[1]
+            else fusion_rank.get(fusion_type(mf[1]), 4) + 0.5,
             mf[1],
         ),
     )
@@ -1798,6 +1853,11 @@ def describe_model(modalities: str, fusion: str) -> str:
         return 'context only (no SAR), gradient boosting'
     if fusion.endswith(INT8):
         return describe_model(modalities, fusion.removesuffix(INT8)) + ', int8 encoders'
+    if BACKBONE in fusion:
+        base, _, backbone = fusion.partition(BACKBONE)
+        names = modalities.upper().replace('+', ' + ')
+        names = 'SAR only' if modalities == 'sar' else names
+        return f'{names}, {base} fusion, {backbone} encoder'
     names = modalities.upper().replace('+', ' + ')
     if fusion == TORCHGEO:
         return f'TorchGeo Classification on {names} channels stacked'
@@ -2281,6 +2341,7 @@ def write_report(
         )
         lines += cost_section(rows, speeds)
     lines += int8_section(rows, predictions)
+    lines += backbone_section(rows, speeds)
 
     def page(path: Path) -> None:
         path.write_text('\n'.join(lines), encoding='utf-8')
@@ -2519,6 +2580,88 @@ def int8_section(rows: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
         ),
         '',
         '| model | runs | Δ F1 | Δ AUROC | Δ ECE | mean \\|Δp\\| | max \\|Δp\\| |',
+        '|---|---|---|---|---|---|---|',
+        *table,
+        '',
+    ]
+
+
+def _paired_deltas(pair: pd.DataFrame, suffix: str) -> list[str]:
+    """``mean ± std`` of F1 and AUROC minus their ``<metric><suffix>`` twins."""
+    if not len(pair):
+        return ['n/a', 'n/a']
+    cells = []
+    for metric in ('f1', 'auroc'):
+        delta = pair[metric].astype(float) - pair[f'{metric}{suffix}'].astype(float)
+        cells.append(f'{delta.mean():+.3f} ± {delta.std(ddof=0):.3f}')
+    return cells
+
+
+def backbone_section(
+    rows: pd.DataFrame, speeds: pd.DataFrame | None = None
+) -> list[str]:
+    """The page's comparison of other backbones with the configuration's, paired by run.
+
+    Each run of another backbone (fusion ``<fusion>~<backbone>``, see
+    :attr:`StudyConfig.backbones`) is paired with the run of the same modalities,
+    fusion, unseen city and seed on the configuration's backbone: the differences of
+    F1 and AUROC, and the ratio of the models' inference rates where they were timed.
+
+    Args:
+        rows: rows of the study.
+        speeds: inference rates (:func:`inference_speed`), or None.
+
+    Returns:
+        Markdown lines (empty without runs of another backbone).
+    """
+    keys = ['modalities', 'held_out_city', 'seed']
+    unseen = rows[rows.split == 'unseen']
+    rate: dict[tuple[str, str], float] = {}
+    if speeds is not None and len(speeds):
+        rate = {
+            (str(m), str(f)): float(b)
+            for m, f, b in zip(speeds.modalities, speeds.fusion, speeds.buildings_per_s)
+        }
+    other = unseen[unseen.fusion.astype(str).str.contains(BACKBONE, regex=False)]
+    table = []
+    for model in _model_order(other):
+        modalities, fusion = model
+        base = fusion.partition(BACKBONE)[0]
+        part = other[(other.modalities == modalities) & (other.fusion == fusion)]
+        twin = unseen[(unseen.modalities == modalities) & (unseen.fusion == base)]
+        pair = part.merge(twin, on=keys, suffixes=('', '_base'))
+        if not len(pair):
+            continue
+        late = unseen[(unseen.modalities == modalities) & (unseen.fusion == 'late')]
+        cells = _paired_deltas(pair, '_base')
+        fast = rate.get(model, np.nan) / rate.get((modalities, base), np.nan)
+        cells.append(f'{fast:.2f}' if np.isfinite(fast) else 'n/a')
+        if base != 'late' and len(late):
+            paired = part.merge(late, on=keys, suffixes=('', '_late'))
+            cells += _paired_deltas(paired, '_late')
+        else:
+            cells += ['n/a', 'n/a']
+        table.append(
+            f'| {describe_model(modalities, fusion)} | {len(pair)} | '
+            + ' | '.join(cells)
+            + ' |'
+        )
+    if not table:
+        return []
+    return [
+        "## Other backbones against the configuration's",
+        '',
+        (
+            'Each run of another image-encoder backbone is paired with the run of '
+            "the same modalities, fusion, unseen city and seed on the configuration's "
+            'backbone. Differences other - configured, mean ± std over the paired '
+            "runs; `speed`: ratio of the two models' inference rates in the "
+            'accuracy-per-cost table (the same chips and machine); `vs late`: the '
+            'same runs paired with late fusion of the same modalities on the '
+            "configuration's backbone."
+        ),
+        '',
+        '| model | runs | Δ F1 | Δ AUROC | speed | Δ F1 vs late | Δ AUROC vs late |',
         '|---|---|---|---|---|---|---|',
         *table,
         '',
