@@ -225,53 +225,41 @@ def test_backbone_section_pairs_runs_with_the_configured_backbone() -> None:
     assert study.backbone_section(rows[rows.fusion == 'early']) == []
 
 
+#: Study settings that are refused, and what the error says.
+BAD_SETTINGS = [
+    ('cities: [nurdagi, islahiye]', 'at least three'),
+    ('modality_sets: [[osm, dsm]]', 'needs sar'),
+    ('torchgeo_sets: [[sar, gem]]', 'only image modalities'),
+    ('pretrained_sets: [[osm]]', 'pretrained_sets need sar'),
+    (
+        'pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]',
+        'not SAR polarisations',
+    ),
+    ('int8_fusions: [middle]', r"unknown fusions \['middle'\]"),
+    ('int8_sets: [[sar, lidar]]', 'lidar'),
+    ('backbones: [resnet1000]', "unknown backbone 'resnet1000'"),
+    ('backbone: nope', "unknown backbone 'nope'"),
+    ('backbone_fusions: [middle]', r"unknown fusions \['middle'\]"),
+    ('backbone_sets: [[sar, lidar]]', 'lidar'),
+    ('gem_level: 3', 'gem_level must be 1'),
+    ('folds: 0', 'folds must be between 1 and'),
+    ('folds: 5', 'folds must be between 1 and'),
+    ('pretrained_weights: [ResNet50_Weights.NOPE]', 'neither an existing file'),
+]
+
+
+@pytest.mark.parametrize(('text', 'message'), BAD_SETTINGS)
+def test_config_refuses(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / 'bad.yaml'
+    path.write_text(text + '\n')
+    with pytest.raises(ArgumentError, match=message):
+        StudyConfig.from_yaml(path)
+
+
 def test_config_errors(tmp_path: Path) -> None:
     path = tmp_path / 'bad.yaml'
     path.write_text('epochs: 1\nepoch: 2\n')
     with pytest.raises(InputFileError, match=r'bad\.yaml.*unknown settings'):
-        StudyConfig.from_yaml(path)
-    path.write_text('cities: [nurdagi, islahiye]\n')
-    with pytest.raises(ArgumentError, match='at least three'):
-        StudyConfig.from_yaml(path)
-    path.write_text('modality_sets: [[osm, dsm]]\n')
-    with pytest.raises(ArgumentError, match='needs sar'):
-        StudyConfig.from_yaml(path)
-    path.write_text('torchgeo_sets: [[sar, gem]]\n')
-    with pytest.raises(ArgumentError, match='only image modalities'):
-        StudyConfig.from_yaml(path)
-    path.write_text('pretrained_sets: [[osm]]\n')
-    with pytest.raises(ArgumentError, match='pretrained_sets need sar'):
-        StudyConfig.from_yaml(path)
-    path.write_text('pretrained_weights: [ResNet18_Weights.SENTINEL2_ALL_MOCO]\n')
-    with pytest.raises(ArgumentError, match='not SAR polarisations'):
-        StudyConfig.from_yaml(path)
-    path.write_text('int8_fusions: [middle]\n')
-    with pytest.raises(ArgumentError, match=r"unknown fusions \['middle'\]"):
-        StudyConfig.from_yaml(path)
-    path.write_text('int8_sets: [[sar, lidar]]\n')
-    with pytest.raises(ArgumentError, match='lidar'):
-        StudyConfig.from_yaml(path)
-    path.write_text('backbones: [resnet1000]\n')
-    with pytest.raises(ArgumentError, match="unknown backbone 'resnet1000'"):
-        StudyConfig.from_yaml(path)
-    path.write_text('backbone: nope\n')
-    with pytest.raises(ArgumentError, match="unknown backbone 'nope'"):
-        StudyConfig.from_yaml(path)
-    path.write_text('backbone_fusions: [middle]\n')
-    with pytest.raises(ArgumentError, match=r"unknown fusions \['middle'\]"):
-        StudyConfig.from_yaml(path)
-    path.write_text('backbone_sets: [[sar, lidar]]\n')
-    with pytest.raises(ArgumentError, match='lidar'):
-        StudyConfig.from_yaml(path)
-    path.write_text('gem_level: 3\n')
-    with pytest.raises(ArgumentError, match='gem_level must be 1'):
-        StudyConfig.from_yaml(path)
-    for folds in (0, 5):
-        path.write_text(f'folds: {folds}\n')
-        with pytest.raises(ArgumentError, match='folds must be between 1 and'):
-            StudyConfig.from_yaml(path)
-    path.write_text('pretrained_weights: [ResNet50_Weights.NOPE]\n')
-    with pytest.raises(ArgumentError, match='neither an existing file'):
         StudyConfig.from_yaml(path)
     assert load_script().main(['--config', str(tmp_path / 'missing.yaml')]) == 2
 

@@ -600,6 +600,51 @@ def with_best_f1(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Columns that name a run and split of the study (rows and predictions).
+RUN_KEYS = ('modalities', 'fusion', 'split', 'held_out_city', 'seed')
+
+
+def _run_key(row: Mapping[Any, Any], split: str | None = None) -> tuple[str, ...]:
+    """A row's :data:`RUN_KEYS` as strings (the seed as an integer's).
+
+    ``split`` replaces the row's own where given.
+    """
+    key = [str(row[k]) for k in RUN_KEYS[:-1]]
+    if split is not None:
+        key[RUN_KEYS.index('split')] = split
+    return (*key, str(int(row['seed'])))
+
+
+def _prediction_groups(
+    predictions: pd.DataFrame,
+) -> dict[tuple[str, ...], pd.DataFrame]:
+    """The predictions of each run and split, by :func:`_run_key`."""
+    return {
+        _run_key(dict(zip(RUN_KEYS, key))): group
+        for key, group in predictions.groupby(list(RUN_KEYS), sort=False)
+    }
+
+
+def _validation_shares(rows: pd.DataFrame, cities: Sequence[str]) -> dict[str, float]:
+    """The damaged share of each held-out city's validation town.
+
+    A fold's validation town is the city after the held-out one in the
+    configuration's order; its share is read from its own unseen rows (NaN where it
+    has none).
+    """
+    unseen = rows[rows.split == 'unseen'].drop_duplicates('held_out_city')
+    share = {
+        str(c): float(d) / float(n)
+        for c, d, n in zip(unseen.held_out_city, unseen.n_damaged, unseen.n_buildings)
+        if float(n) > 0
+    }
+    order = list(cities)
+    return {
+        city: share.get(order[(i + 1) % len(order)], float('nan'))
+        for i, city in enumerate(order)
+    }
+
+
 def with_true_labels(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """The rows with :data:`TRUTH_METRICS`, from the saved true labels.
 
@@ -615,16 +660,14 @@ def with_true_labels(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFr
     Returns:
         A copy of ``rows`` with the columns.
     """
-    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
-    groups: dict[tuple[Any, ...], pd.DataFrame] = {}
+    groups: dict[tuple[str, ...], pd.DataFrame] = {}
     if 'label_true' in predictions:
         known = predictions[predictions['label_true'].fillna(-1) >= 0]
-        groups = {tuple(k): g for k, g in known.groupby(keys, sort=False)}
+        groups = _prediction_groups(known)
     out = rows.copy()
     values: dict[str, list[float]] = {m: [] for m in TRUTH_METRICS}
-    for row in rows[[*keys, 'threshold']].to_dict('records'):
-        key = (*[row[k] for k in keys[:-1]], int(row['seed']))
-        group = groups.get(key)
+    for row in rows[[*RUN_KEYS, 'threshold']].to_dict('records'):
+        group = groups.get(_run_key(row))
         record = dict.fromkeys(TRUTH_METRICS, float('nan'))
         if group is not None and len(group):
             p = group.probability.to_numpy(dtype=np.float64)
@@ -682,24 +725,15 @@ def with_adaptation(
     """
     from .prior_shift import adapt_to_town, expected_f1_threshold
 
-    unseen = rows[rows.split == 'unseen'].drop_duplicates('held_out_city')
-    share = {
-        str(c): float(d) / float(n)
-        for c, d, n in zip(unseen.held_out_city, unseen.n_damaged, unseen.n_buildings)
-        if float(n) > 0
-    }
-    order = list(cities)
-    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
-    groups = {tuple(key): group for key, group in predictions.groupby(keys, sort=False)}
+    validation = _validation_shares(rows, cities)
+    groups = _prediction_groups(predictions)
     out = rows.copy()
     values: dict[str, list[float]] = {m: [] for m in ADAPTED_METRICS}
-    for row in rows[keys].to_dict('records'):
-        key = (*[row[k] for k in keys[:-1]], int(row['seed']))
-        group = groups.get(key)
+    for row in rows[list(RUN_KEYS)].to_dict('records'):
+        group = groups.get(_run_key(row))
         record = dict.fromkeys(ADAPTED_METRICS, float('nan'))
         city = str(row['held_out_city'])
-        val = order[(order.index(city) + 1) % len(order)] if city in order else None
-        source = share.get(str(val), float('nan'))
+        source = validation.get(city, float('nan'))
         if group is not None and len(group):
             p = group.probability.to_numpy(dtype=np.float64)
             y = group.label.to_numpy(dtype=np.int64)
@@ -767,28 +801,15 @@ def with_bbse(
         expected_f1_threshold,
     )
 
-    unseen = rows[rows.split == 'unseen'].drop_duplicates('held_out_city')
-    share = {
-        str(c): float(d) / float(n)
-        for c, d, n in zip(unseen.held_out_city, unseen.n_damaged, unseen.n_buildings)
-        if float(n) > 0
-    }
-    order = list(cities)
-    keys = ['modalities', 'fusion', 'split', 'held_out_city', 'seed']
-    groups = {
-        tuple(map(str, key)): group
-        for key, group in predictions.groupby(keys, sort=False)
-    }
+    validation = _validation_shares(rows, cities)
+    groups = _prediction_groups(predictions)
     values: dict[str, list[float]] = {m: [] for m in BBSE_METRICS}
-    for row in rows[[*keys, 'threshold']].to_dict('records'):
+    for row in rows[[*RUN_KEYS, 'threshold']].to_dict('records'):
         record = dict.fromkeys(BBSE_METRICS, float('nan'))
         city = str(row['held_out_city'])
-        model = (str(row['modalities']), str(row['fusion']))
-        seed = str(int(row['seed']))
-        test = groups.get((*model, 'unseen', city, seed))
-        seen = groups.get((*model, 'seen', city, seed))
-        val = order[(order.index(city) + 1) % len(order)] if city in order else None
-        source = share.get(str(val), float('nan'))
+        test = groups.get(_run_key(row, 'unseen'))
+        seen = groups.get(_run_key(row, 'seen'))
+        source = validation.get(city, float('nan'))
         usable = (
             row['split'] == 'unseen'
             and calibrated_on_validation(str(row['fusion']))
