@@ -2072,6 +2072,7 @@ def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
     close = int((per_model.share_mean_error <= 0.05).sum())
     models = len(per_model)
     adapted = deep.prior_adapted.astype(float)
+    gain = (deep.f1_expected.astype(float) - deep.f1.astype(float)).dropna()
     return [
         (
             'Prior adaptation on unseen cities (each FusionNet model, mean over '
@@ -2093,7 +2094,10 @@ def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
             f'(`predict --threshold expected-f1`) gives F1 {span("f1_expected")} '
             f"against {span('f1')} at the validation city's threshold (better for "
             f'{int((per_model.f1_expected > per_model.f1).sum())} of {models} '
-            f'models; f1_best - F1 {new_gap.min():.3f}-{new_gap.max():.3f}); the '
+            f'models; f1_best - F1 {new_gap.min():.3f}-{new_gap.max():.3f}); per '
+            f'run it is better in {int((gain > 0).sum())} of {int(gain.notna().sum())} '
+            f'runs (mean {gain.mean():+.3f}, median {gain.median():+.3f}, worst '
+            f'{gain.min():+.3f}, best {gain.max():+.3f}); the '
             'mean calibrated probability estimates the damaged share within '
             f'{span("share_mean_error")} ({close} of {models} at or below 0.05).'
         ),
