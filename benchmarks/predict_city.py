@@ -17,8 +17,10 @@ model-free reading rate, not any trained model's speed.
 
 **Options.** Each checkpoint runs once per ``--options`` entry, in the same session
 and round-robin over ``--repeats`` (the machine is shared: compare ratios within a
-run): ``float`` is the reference path (float32, channels-last, reading in the main
-process); ``int8`` adds ``quantize=True`` (``--quantize``: int8 encoders, not
+run; the first option is the reference of the speed-ups): ``float`` is
+``predict``'s default path (float32, channels-last, reading in the main process,
+the image encoders on ONNX Runtime where it is installed); ``torch`` the same with
+``--no-onnx`` (PyTorch only, the default before); ``int8`` adds ``quantize=True`` (``--quantize``: int8 encoders, not
 exact); ``workers1`` reads chunks in one dataloader worker beside the model
 (``--num-workers 1``); ``int8+workers1`` both. Each option's ``max_dp`` is the
 largest difference of ``damage_prob`` from the reference's, over the buildings both
@@ -78,6 +80,7 @@ FIELDS = (
 #: What each option passes to ``predict_buildings``.
 OPTIONS: dict[str, dict[str, Any]] = {
     'float': {},
+    'torch': {'onnx': False},
     'int8': {'quantize': True},
     'workers1': {'num_workers': 1},
     'int8+workers1': {'quantize': True, 'num_workers': 1},
@@ -196,6 +199,7 @@ def _model_alone(
         CityPredictor,
         load_checkpoint,
     )
+    from torchgeo_sar_damage.predict.onnx_runtime import onnxruntime_available
     from torchgeo_sar_damage.predict.quantize import calibration_chunks
 
     # quantised as the option says, on the town's calibration chunks for int8
@@ -213,6 +217,8 @@ def _model_alone(
         predictor.quantize(
             [chunks[i] for i in calibration_chunks(chunks.first_outside)]
         )
+    elif OPTIONS[args.option].get('onnx', True) and onnxruntime_available():
+        predictor.use_onnx([chunks[calibration_chunks(chunks.first_outside)[0]]])
     side = round(checkpoint.size_m / 0.5)
     b = args.batch_size
     batch = {

@@ -13,6 +13,8 @@ shared: compare the ratios):
 * ``float``: the reference (float32, channels-last, ``torch.inference_mode``,
   ``torch.get_num_threads()`` threads, batches of ``--batch-size``);
 * ``int8``: :meth:`CityPredictor.quantize` (``predict --quantize``);
+* ``onnx``: :meth:`CityPredictor.use_onnx` (``predict --onnx``, the CPU default
+  where ONNX Runtime is installed);
 * ``fold_bn``: batch normalisation folded into the convolutions
   (``torch.fx.experimental.optimization.fuse``; float, the same values to rounding);
 * ``bf16``: ``torch.autocast('cpu', torch.bfloat16)`` around the model;
@@ -53,6 +55,7 @@ from torchgeo_sar_damage.predict.quantize import calibration_chunks
 VARIANTS = (
     'float',
     'int8',
+    'onnx',
     'fold_bn',
     'bf16',
     'compile',
@@ -107,6 +110,8 @@ def _variant(
     run: Predict = predictor
     if name == 'int8':
         predictor.quantize(calibration)
+    elif name == 'onnx':
+        predictor.use_onnx(calibration)
     elif name == 'fold_bn':
         _fold_bn(predictor)
     elif name == 'compile':

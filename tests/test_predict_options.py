@@ -232,3 +232,171 @@ def test_untraceable_encoder_is_refused() -> None:
         quantize_encoders(net.fusion, [batch])
     with pytest.raises(ArgumentError, match='no building'):
         quantize_encoders(net.fusion, [])
+
+
+#: Largest difference of probabilities with the encoders on ONNX Runtime from
+#: PyTorch's: float32 either way, only the kernels' summation order differs.
+ONNX_ATOL = 1e-5
+
+
+def test_onnx_is_the_cpu_default_and_exact(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    reference: gpd.GeoDataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ONNX Runtime encoders by default on the CPU: PyTorch's probabilities."""
+    used: list[bool] = []
+    original = predict_module.CityPredictor.use_onnx
+
+    def use_onnx(
+        self: predict_module.CityPredictor, batches: list[dict[str, Tensor]]
+    ) -> None:
+        used.append(True)
+        original(self, batches)
+
+    monkeypatch.setattr(predict_module.CityPredictor, 'use_onnx', use_onnx)
+    plain = run(unseen_town, model_t1, tmp_path / 'torch.gpkg', onnx=False)
+    assert not used
+    # the module's reference ran with the default; again, now watched
+    default = run(unseen_town, model_t1, tmp_path / 'default.gpkg')
+    assert used == [True]
+    for layer in (default, reference):
+        assert list(layer['status']) == list(plain['status'])
+        ok = (plain['status'] == 'ok').to_numpy()
+        assert np.ptp(plain.loc[ok, 'damage_prob']) > 0.01  # a real comparison
+        np.testing.assert_allclose(
+            layer.loc[ok, 'damage_prob'], plain.loc[ok, 'damage_prob'], atol=ONNX_ATOL
+        )
+        np.testing.assert_array_equal(layer['damage'], plain['damage'])
+
+
+def test_onnx_replaces_every_encoder(
+    unseen_town: dict[str, Any], model_t1: Path
+) -> None:
+    """Each image encoder runs on ONNX Runtime; the head stays in PyTorch."""
+    from torchgeo_sar_damage.predict.onnx_runtime import OnnxEncoder
+
+    checkpoint = load_checkpoint(model_t1)
+    chunks = predict_module.BuildingChunks(
+        [unseen_town['sar']],
+        unseen_town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=unseen_town['dsm'],
+        gem=unseen_town['gem'],
+        admin=unseen_town['admin'],
+        batch_size=64,
+    )
+    predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
+    item = chunks[0]
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        exact, spread = predictor(item)
+    predictor.use_onnx([chunks[0]])
+    fusion = predictor.task.model.fusion
+    assert len(fusion.encoders) == 3  # sar, osm, dsm (late fusion)
+    assert all(isinstance(b.encoder, OnnxEncoder) for b in fusion.encoders.values())
+    assert isinstance(predictor.task.model.head[0], nn.Linear)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        onnx, onnx_spread = predictor(item)
+    torch.testing.assert_close(onnx, exact, rtol=0, atol=ONNX_ATOL)
+    torch.testing.assert_close(onnx_spread, spread, rtol=0, atol=ONNX_ATOL)
+
+
+@pytest.mark.parametrize('fusion', ['early', 'attention'])
+def test_onnx_encoders_keep_every_feature_map(fusion: str) -> None:
+    """Early fusion's stacked encoder and attention's intermediate maps match."""
+    from torchgeo_sar_damage.models import FusionNet
+    from torchgeo_sar_damage.predict.onnx_runtime import onnx_encoders
+
+    torch.manual_seed(0)
+    net = FusionNet(
+        ('sar', 'osm'), fusion=fusion, backbone='regnetx_002', embed_dim=8
+    ).eval()
+    batch = {
+        'sar': torch.randn(6, 1, 32, 32),
+        'sar_valid': torch.ones(6, 1, 32, 32),
+        'footprint': (torch.rand(6, 2, 32, 32) > 0.5).float(),
+    }
+    with torch.inference_mode():
+        exact = net(batch)
+    onnx_encoders(net.fusion, [batch])
+    with torch.inference_mode():
+        torch.testing.assert_close(net(batch), exact, rtol=0, atol=1e-5)
+        # a batch size other than the export's (the batch axis is dynamic)
+        half = net({k: v[:3] for k, v in batch.items()})
+    torch.testing.assert_close(half, exact[:3], rtol=0, atol=1e-5)
+
+
+def test_onnx_refuses_and_falls_back(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clear errors when asked for; PyTorch with a warning (or silently) otherwise."""
+    from torchgeo_sar_damage.predict import onnx_runtime, runner
+
+    with pytest.raises(ArgumentError, match='excludes --quantize'):
+        run(unseen_town, model_t1, tmp_path / 'a.gpkg', onnx=True, quantize=True)
+    with pytest.raises(ArgumentError, match='accelerator gpu'):
+        run(unseen_town, model_t1, tmp_path / 'b.gpkg', onnx=True, accelerator='gpu')
+    assert not list(tmp_path.iterdir())
+
+    # outputs that differ from PyTorch's: refused, or PyTorch with a warning
+    def noisy(self: onnx_runtime.OnnxEncoder, x: Tensor) -> list[Tensor]:
+        array = x.detach().float().contiguous().numpy()
+        out = self.session.run(None, {'input': array})
+        return [torch.from_numpy(o) + 0.01 for o in out]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_runtime.OnnxEncoder, 'forward', noisy)
+        with pytest.raises(ArgumentError, match=r'other feature maps.*--no-onnx'):
+            run(unseen_town, model_t1, tmp_path / 'c.gpkg', onnx=True)
+        with pytest.warns(UserWarning, match='predicting with PyTorch instead'):
+            layer = run(unseen_town, model_t1, tmp_path / 'd.gpkg')
+    assert (layer['status'] == 'ok').any()
+
+    # without ONNX Runtime: an error if asked for, PyTorch silently by default
+    monkeypatch.setattr(runner, 'onnxruntime_available', lambda: False)
+    monkeypatch.setattr(onnx_runtime, 'onnxruntime_available', lambda: False)
+    with pytest.raises(ArgumentError, match='pip install onnx onnxruntime'):
+        run(unseen_town, model_t1, tmp_path / 'e.gpkg', onnx=True)
+    used: list[bool] = []
+    monkeypatch.setattr(
+        predict_module.CityPredictor, 'use_onnx', lambda *a: used.append(True)
+    )
+    run(unseen_town, model_t1, tmp_path / 'f.gpkg')
+    assert not used
+
+
+def test_cli_onnx(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--onnx``/``--no-onnx`` reach :func:`predict_buildings` (default: None)."""
+    from torchgeo_sar_damage.predict import runner
+
+    seen: list[object] = []
+    monkeypatch.setattr(
+        runner, '_use_onnx', lambda predictor, chunks, required: seen.append(required)
+    )
+    argv = [
+        'predict',
+        '--sar',
+        str(unseen_town['sar']),
+        '--buildings',
+        str(unseen_town['buildings']),
+    ]
+    argv += ['--dsm', str(unseen_town['dsm']), '--gem', *map(str, unseen_town['gem'])]
+    argv += ['--admin', str(unseen_town['admin']), '--checkpoint', str(model_t1)]
+    argv += ['--quiet', '--mc-samples', '0', '--batch-size', '16']
+    assert main([*argv, '--out', str(tmp_path / 'a.gpkg')]) == 0
+    assert main([*argv, '--onnx', '--out', str(tmp_path / 'b.gpkg')]) == 0
+    assert main([*argv, '--no-onnx', '--out', str(tmp_path / 'c.gpkg')]) == 0
+    assert seen == [False, True]

@@ -86,8 +86,10 @@ bytes per building for the bounds and results).
 
 **Speed.** The model runs under ``torch.inference_mode`` (Lightning's predict
 loop), channels-last, with PyTorch's default threads (one per core), in chunks of
-``batch_size`` buildings. ``quantize=True`` (``--quantize``) runs the image
-encoders in int8 (:mod:`~torchgeo_sar_damage.predict.quantize`): about twice the
+``batch_size`` buildings. On the CPU the image encoders run on ONNX Runtime by
+default where it is installed (``onnx``, ``--onnx``/``--no-onnx``:
+:mod:`~torchgeo_sar_damage.predict.onnx_runtime`; the same probabilities to float
+rounding). ``quantize=True`` (``--quantize``) runs the image encoders in int8 (:mod:`~torchgeo_sar_damage.predict.quantize`): about twice the
 model's rate on CPU, **not exact** (the probabilities move by up to about 0.01; the
 README gives the measured rates and differences per model).
 
