@@ -63,6 +63,48 @@ def run(
     return gpd.read_file(out)
 
 
+def predict_argv(unseen_town: dict[str, Any], model: Path) -> list[str]:
+    """``sardamage predict`` arguments for the town (no ``--out``)."""
+    argv = ['predict', '--sar', str(unseen_town['sar'])]
+    argv += ['--buildings', str(unseen_town['buildings'])]
+    argv += ['--dsm', str(unseen_town['dsm']), '--gem', *map(str, unseen_town['gem'])]
+    argv += ['--admin', str(unseen_town['admin']), '--checkpoint', str(model)]
+    return [*argv, '--quiet', '--mc-samples', '0', '--batch-size', '16']
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, method: str) -> list[bool]:
+    """Record each call of a :class:`CityPredictor` encoder switch, then run it."""
+    calls: list[bool] = []
+    original = getattr(predict_module.CityPredictor, method)
+
+    def wrapper(
+        self: predict_module.CityPredictor, batches: list[dict[str, Tensor]]
+    ) -> None:
+        calls.append(True)
+        original(self, batches)
+
+    monkeypatch.setattr(predict_module.CityPredictor, method, wrapper)
+    return calls
+
+
+def town_predictor(
+    unseen_town: dict[str, Any], model: Path
+) -> tuple[predict_module.BuildingChunks, predict_module.CityPredictor]:
+    """The town's chunks of 64 buildings and a predictor (4 MC draws) of ``model``."""
+    checkpoint = load_checkpoint(model)
+    chunks = predict_module.BuildingChunks(
+        [unseen_town['sar']],
+        unseen_town['buildings'],
+        checkpoint.modalities,
+        checkpoint.size_m,
+        dsm=unseen_town['dsm'],
+        gem=unseen_town['gem'],
+        admin=unseen_town['admin'],
+        batch_size=64,
+    )
+    return chunks, predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
+
+
 @pytest.fixture(scope='module')
 def reference(
     unseen_town: dict[str, Any],
@@ -121,18 +163,7 @@ def test_quantize_replaces_the_encoders(
     unseen_town: dict[str, Any], model_t1: Path
 ) -> None:
     """Every image encoder runs int8 convolutions; the head stays in float."""
-    checkpoint = load_checkpoint(model_t1)
-    chunks = predict_module.BuildingChunks(
-        [unseen_town['sar']],
-        unseen_town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=unseen_town['dsm'],
-        gem=unseen_town['gem'],
-        admin=unseen_town['admin'],
-        batch_size=64,
-    )
-    predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
+    chunks, predictor = town_predictor(unseen_town, model_t1)
     item = chunks[0]
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -173,26 +204,8 @@ def test_cli_quantize(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``--quantize`` reaches :func:`predict_buildings` (off by default)."""
-    seen: list[bool] = []
-    original = predict_module.CityPredictor.quantize
-
-    def quantize(
-        self: predict_module.CityPredictor, batches: list[dict[str, Tensor]]
-    ) -> None:
-        seen.append(True)
-        original(self, batches)
-
-    monkeypatch.setattr(predict_module.CityPredictor, 'quantize', quantize)
-    argv = [
-        'predict',
-        '--sar',
-        str(unseen_town['sar']),
-        '--buildings',
-        str(unseen_town['buildings']),
-    ]
-    argv += ['--dsm', str(unseen_town['dsm']), '--gem', *map(str, unseen_town['gem'])]
-    argv += ['--admin', str(unseen_town['admin']), '--checkpoint', str(model_t1)]
-    argv += ['--quiet', '--mc-samples', '0', '--batch-size', '16']
+    seen = spy(monkeypatch, 'quantize')
+    argv = predict_argv(unseen_town, model_t1)
     assert main([*argv, '--out', str(tmp_path / 'plain.gpkg')]) == 0
     assert not seen
     assert main([*argv, '--quantize', '--out', str(tmp_path / 'int8.gpkg')]) == 0
@@ -247,16 +260,7 @@ def test_onnx_is_the_cpu_default_and_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """ONNX Runtime encoders by default on the CPU: PyTorch's probabilities."""
-    used: list[bool] = []
-    original = predict_module.CityPredictor.use_onnx
-
-    def use_onnx(
-        self: predict_module.CityPredictor, batches: list[dict[str, Tensor]]
-    ) -> None:
-        used.append(True)
-        original(self, batches)
-
-    monkeypatch.setattr(predict_module.CityPredictor, 'use_onnx', use_onnx)
+    used = spy(monkeypatch, 'use_onnx')
     plain = run(unseen_town, model_t1, tmp_path / 'torch.gpkg', onnx=False)
     assert not used
     # the module's reference ran with the default; again, now watched
@@ -278,18 +282,7 @@ def test_onnx_replaces_every_encoder(
     """Each image encoder runs on ONNX Runtime; the head stays in PyTorch."""
     from torchgeo_sar_damage.predict.onnx_runtime import OnnxEncoder
 
-    checkpoint = load_checkpoint(model_t1)
-    chunks = predict_module.BuildingChunks(
-        [unseen_town['sar']],
-        unseen_town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=unseen_town['dsm'],
-        gem=unseen_town['gem'],
-        admin=unseen_town['admin'],
-        batch_size=64,
-    )
-    predictor = predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
+    chunks, predictor = town_predictor(unseen_town, model_t1)
     item = chunks[0]
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -386,16 +379,7 @@ def test_cli_onnx(
     monkeypatch.setattr(
         runner, '_use_onnx', lambda predictor, chunks, required: seen.append(required)
     )
-    argv = [
-        'predict',
-        '--sar',
-        str(unseen_town['sar']),
-        '--buildings',
-        str(unseen_town['buildings']),
-    ]
-    argv += ['--dsm', str(unseen_town['dsm']), '--gem', *map(str, unseen_town['gem'])]
-    argv += ['--admin', str(unseen_town['admin']), '--checkpoint', str(model_t1)]
-    argv += ['--quiet', '--mc-samples', '0', '--batch-size', '16']
+    argv = predict_argv(unseen_town, model_t1)
     assert main([*argv, '--out', str(tmp_path / 'a.gpkg')]) == 0
     assert main([*argv, '--onnx', '--out', str(tmp_path / 'b.gpkg')]) == 0
     assert main([*argv, '--no-onnx', '--out', str(tmp_path / 'c.gpkg')]) == 0

@@ -103,6 +103,18 @@ class CityPredictor(lightning.LightningModule):
         )
         return probability, uncertainty
 
+    def _model_batches(self, batches: Sequence[Sample]) -> list[Sample]:
+        """The normalised model batches of raw batches with assessed buildings.
+
+        Puts the model in evaluation mode first (for the encoder switches).
+        """
+        self.task.eval()
+        return [
+            normalise_batch(b, self.statistics, self.modalities, self.raw_names)
+            for b in batches
+            if 'image' in b and len(b['assessed'])
+        ]
+
     def quantize(self, batches: Sequence[Sample]) -> None:
         """Quantise the image encoders to int8, calibrated on raw batches (in place).
 
@@ -112,13 +124,7 @@ class CityPredictor(lightning.LightningModule):
             batches: raw batches of the town (items of :class:`BuildingChunks`);
                 those without assessed buildings are skipped.
         """
-        self.task.eval()
-        model_batches = [
-            normalise_batch(b, self.statistics, self.modalities, self.raw_names)
-            for b in batches
-            if 'image' in b and len(b['assessed'])
-        ]
-        quantize_encoders(self.task.model.fusion, model_batches)
+        quantize_encoders(self.task.model.fusion, self._model_batches(batches))
 
     def use_onnx(self, batches: Sequence[Sample]) -> None:
         """Run the image encoders on ONNX Runtime, exported on raw batches (in place).
@@ -130,13 +136,7 @@ class CityPredictor(lightning.LightningModule):
             batches: raw batches of the town (items of :class:`BuildingChunks`);
                 those without assessed buildings are skipped.
         """
-        self.task.eval()
-        model_batches = [
-            normalise_batch(b, self.statistics, self.modalities, self.raw_names)
-            for b in batches
-            if 'image' in b and len(b['assessed'])
-        ]
-        onnx_encoders(self.task.model.fusion, model_batches)
+        onnx_encoders(self.task.model.fusion, self._model_batches(batches))
 
     def predict_step(
         self, batch: Sample, batch_idx: int = 0, dataloader_idx: int = 0
