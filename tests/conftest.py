@@ -12,6 +12,7 @@ import pytest
 import rasterio
 from rasterio.enums import Resampling
 
+from torchgeo_sar_damage.predict import BuildingChunks, Checkpoint
 from torchgeo_sar_damage.simulation.run import simulate
 
 #: Towns and size of the shared tiny scene.
@@ -146,3 +147,24 @@ def unseen_town(training_scene: Path) -> dict[str, Any]:
         'gem': [folder / f for f in files['gem']],
         'admin': folder / files['admin'],
     }
+
+
+@pytest.fixture(scope='session')
+def town_chunks() -> Callable[[dict[str, Any], Checkpoint, int], BuildingChunks]:
+    """Opens a town's chunks (paths as :func:`unseen_town`) for a checkpoint."""
+
+    def make(
+        town: dict[str, Any], checkpoint: Checkpoint, batch_size: int
+    ) -> BuildingChunks:
+        return BuildingChunks(
+            [town['sar']],
+            town['buildings'],
+            checkpoint.modalities,
+            checkpoint.size_m,
+            dsm=town['dsm'],
+            gem=town['gem'],
+            admin=town['admin'],
+            batch_size=batch_size,
+        )
+
+    return make

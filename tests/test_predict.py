@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from torchgeo_sar_damage.reliability import (
 )
 from torchgeo_sar_damage.tasks import DamageClassification
 
+#: :func:`conftest.town_chunks`: opens a town's chunks for a checkpoint.
+TownChunks = Callable[..., predict_module.BuildingChunks]
+
+
 TOWN = 'adiyaman'  # never seen in training
 
 
@@ -49,22 +54,6 @@ def model(small_model: Path) -> Path:
 def town(unseen_town: dict[str, Any]) -> dict[str, Any]:
     """Paths of the unseen town's files (the shared ``unseen_town``)."""
     return unseen_town
-
-
-def town_chunks(
-    town: dict[str, Any], checkpoint: predict_module.Checkpoint, batch_size: int
-) -> predict_module.BuildingChunks:
-    """The town's chunks for a checkpoint's modalities and window."""
-    return predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
-        batch_size=batch_size,
-    )
 
 
 def run(
@@ -156,7 +145,10 @@ def test_end_to_end_keeps_every_footprint(
 
 
 def test_probabilities_match_the_task(
-    town: dict[str, Any], model: Path, reference: gpd.GeoDataFrame
+    town: dict[str, Any],
+    model: Path,
+    reference: gpd.GeoDataFrame,
+    town_chunks: TownChunks,
 ) -> None:
     """The streamed path gives the task's own probabilities on the same windows."""
     checkpoint = load_checkpoint(model)
@@ -254,7 +246,7 @@ def test_prediction_matches_the_training_pipeline(
 
 
 def test_channels_last_gives_the_same_probabilities(
-    town: dict[str, Any], model: Path
+    town: dict[str, Any], model: Path, town_chunks: TownChunks
 ) -> None:
     """The predictor's channels-last layout changes speed, not probabilities."""
     checkpoint = load_checkpoint(model)

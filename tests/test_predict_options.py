@@ -3,6 +3,7 @@
 
 """Inference options of prediction: each against the reference path."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ from torchgeo_sar_damage.predict.quantize import (
     calibration_chunks,
     quantize_encoders,
 )
+
+#: :func:`conftest.town_chunks`: opens a town's chunks for a checkpoint.
+TownChunks = Callable[..., predict_module.BuildingChunks]
+
 
 #: Largest difference of int8 probabilities from the float model's on the test town
 #: (the one-epoch model at temperature 1, its own sigmoid, the most sensitive scale:
@@ -88,20 +93,11 @@ def spy(monkeypatch: pytest.MonkeyPatch, method: str) -> list[bool]:
 
 
 def town_predictor(
-    unseen_town: dict[str, Any], model: Path
+    unseen_town: dict[str, Any], model: Path, town_chunks: TownChunks
 ) -> tuple[predict_module.BuildingChunks, predict_module.CityPredictor]:
     """The town's chunks of 64 buildings and a predictor (4 MC draws) of ``model``."""
     checkpoint = load_checkpoint(model)
-    chunks = predict_module.BuildingChunks(
-        [unseen_town['sar']],
-        unseen_town['buildings'],
-        checkpoint.modalities,
-        checkpoint.size_m,
-        dsm=unseen_town['dsm'],
-        gem=unseen_town['gem'],
-        admin=unseen_town['admin'],
-        batch_size=64,
-    )
+    chunks = town_chunks(unseen_town, checkpoint, 64)
     return chunks, predict_module.CityPredictor(checkpoint, chunks.raw_names, 4)
 
 
@@ -160,10 +156,10 @@ def test_quantized_probabilities_are_close(
 
 
 def test_quantize_replaces_the_encoders(
-    unseen_town: dict[str, Any], model_t1: Path
+    unseen_town: dict[str, Any], model_t1: Path, town_chunks: TownChunks
 ) -> None:
     """Every image encoder runs int8 convolutions; the head stays in float."""
-    chunks, predictor = town_predictor(unseen_town, model_t1)
+    chunks, predictor = town_predictor(unseen_town, model_t1, town_chunks)
     item = chunks[0]
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -277,12 +273,12 @@ def test_onnx_is_the_cpu_default_and_exact(
 
 
 def test_onnx_replaces_every_encoder(
-    unseen_town: dict[str, Any], model_t1: Path
+    unseen_town: dict[str, Any], model_t1: Path, town_chunks: TownChunks
 ) -> None:
     """Each image encoder runs on ONNX Runtime; the head stays in PyTorch."""
     from torchgeo_sar_damage.predict.onnx_runtime import OnnxEncoder
 
-    chunks, predictor = town_predictor(unseen_town, model_t1)
+    chunks, predictor = town_predictor(unseen_town, model_t1, town_chunks)
     item = chunks[0]
     torch.manual_seed(0)
     with torch.inference_mode():

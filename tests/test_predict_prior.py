@@ -8,6 +8,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from torchgeo_sar_damage.prior_shift import (
     expected_f1_threshold,
     prior_interval,
 )
+
+#: :func:`conftest.town_chunks`: opens a town's chunks for a checkpoint.
+TownChunks = Callable[..., predict_module.BuildingChunks]
+
 
 TOWN = 'adiyaman'  # never seen in training
 
@@ -69,7 +74,10 @@ def town(unseen_town: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope='module')
 def sharp_model(
-    small_model: Path, town: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    small_model: Path,
+    town: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    town_chunks: TownChunks,
 ) -> Path:
     """The small model with a calibration that spreads the town over (0.05, 0.95).
 
@@ -83,16 +91,7 @@ def sharp_model(
     from it (the tests that need this check it).
     """
     ckpt = load_checkpoint(small_model)
-    chunks = predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
-        ckpt.modalities,
-        ckpt.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
-        batch_size=1000,
-    )
+    chunks = town_chunks(town, ckpt, 1000)
     with torch.no_grad():
         probability, _ = predict_module.CityPredictor(ckpt, chunks.raw_names, 0)(
             chunks[0]
@@ -217,7 +216,10 @@ def test_summary_file_beside_the_layer(
 
 
 def test_no_adapt_prior_keeps_the_checkpoints_probabilities(
-    unadapted: dict[str, Any], town: dict[str, Any], sharp_model: Path
+    unadapted: dict[str, Any],
+    town: dict[str, Any],
+    sharp_model: Path,
+    town_chunks: TownChunks,
 ) -> None:
     """``--threshold checkpoint``: the calibrated probabilities, the checkpoint's threshold."""
     summary, layer = unadapted['summary'], unadapted['layer']
@@ -226,16 +228,7 @@ def test_no_adapt_prior_keeps_the_checkpoints_probabilities(
     assert summary['damaged_share_interval'] is None
     assert 'turned off' in summary['reason']
     assert summary['threshold'] == ckpt.threshold
-    chunks = predict_module.BuildingChunks(
-        [town['sar']],
-        town['buildings'],
-        ckpt.modalities,
-        ckpt.size_m,
-        dsm=town['dsm'],
-        gem=town['gem'],
-        admin=town['admin'],
-        batch_size=1000,
-    )
+    chunks = town_chunks(town, ckpt, 1000)
     item = chunks[0]
     with torch.no_grad():
         probability, _ = predict_module.CityPredictor(ckpt, chunks.raw_names, 0)(item)

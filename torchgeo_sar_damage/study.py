@@ -765,6 +765,43 @@ def with_adaptation(
     return out
 
 
+def _bbse_record(
+    test: pd.DataFrame,
+    seen: pd.DataFrame | None,
+    threshold: float,
+    source: float,
+    bins: int,
+) -> dict[str, float]:
+    """:data:`BBSE_METRICS` of one unseen test set (see :func:`with_bbse`)."""
+    from .prior_shift import (
+        adapt_probabilities,
+        bbse_prior,
+        bbse_rates,
+        expected_f1_threshold,
+    )
+
+    p = test.probability.to_numpy(dtype=np.float64)
+    y = test.label.to_numpy(dtype=np.int64)
+    record = {'share_validation_error': abs(source - float(y.mean()))}
+    if seen is None or not len(seen):
+        return record
+    tpr, fpr = bbse_rates(
+        seen.probability.to_numpy(dtype=np.float64),
+        seen.label.to_numpy(dtype=np.int64),
+        threshold,
+    )
+    estimate = bbse_prior(p, threshold, tpr, fpr)
+    if estimate is None:
+        return record
+    q = adapt_probabilities(p, source, estimate)
+    chosen = q >= expected_f1_threshold(q)
+    record['share_bbse'] = estimate
+    record['share_bbse_error'] = abs(estimate - float(y.mean()))
+    record['ece_bbse'] = expected_calibration_error(q, y, bins)
+    record['f1_bbse'] = float(f1_score(y, chosen, zero_division=0))
+    return record
+
+
 def with_bbse(
     rows: pd.DataFrame, predictions: pd.DataFrame, cities: Sequence[str], bins: int = 10
 ) -> pd.DataFrame:
@@ -794,50 +831,23 @@ def with_bbse(
     Returns:
         A copy of ``rows`` with the columns.
     """
-    from .prior_shift import (
-        adapt_probabilities,
-        bbse_prior,
-        bbse_rates,
-        expected_f1_threshold,
-    )
-
     validation = _validation_shares(rows, cities)
     groups = _prediction_groups(predictions)
     values: dict[str, list[float]] = {m: [] for m in BBSE_METRICS}
     for row in rows[[*RUN_KEYS, 'threshold']].to_dict('records'):
         record = dict.fromkeys(BBSE_METRICS, float('nan'))
-        city = str(row['held_out_city'])
-        test = groups.get(_run_key(row, 'unseen'))
-        seen = groups.get(_run_key(row, 'seen'))
-        source = validation.get(city, float('nan'))
-        usable = (
+        test = groups.get(_run_key(row))
+        source = validation.get(str(row['held_out_city']), float('nan'))
+        if (
             row['split'] == 'unseen'
             and calibrated_on_validation(str(row['fusion']))
-            and np.isfinite(source)
-            and 0 < source < 1
+            and 0 < source < 1  # False for NaN
             and test is not None
-            and len(test) > 0
-        )
-        if usable:
-            assert test is not None
-            p = test.probability.to_numpy(dtype=np.float64)
-            y = test.label.to_numpy(dtype=np.int64)
-            record['share_validation_error'] = abs(source - float(y.mean()))
+            and len(test)
+        ):
+            seen = groups.get(_run_key(row, 'seen'))
             threshold = float(row['threshold'])
-            if seen is not None and len(seen):
-                tpr, fpr = bbse_rates(
-                    seen.probability.to_numpy(dtype=np.float64),
-                    seen.label.to_numpy(dtype=np.int64),
-                    threshold,
-                )
-                estimate = bbse_prior(p, threshold, tpr, fpr)
-                if estimate is not None:
-                    q = adapt_probabilities(p, source, estimate)
-                    chosen = q >= expected_f1_threshold(q)
-                    record['share_bbse'] = estimate
-                    record['share_bbse_error'] = abs(estimate - float(y.mean()))
-                    record['ece_bbse'] = expected_calibration_error(q, y, bins)
-                    record['f1_bbse'] = float(f1_score(y, chosen, zero_division=0))
+            record.update(_bbse_record(test, seen, threshold, source, bins))
         for metric in BBSE_METRICS:
             values[metric].append(record[metric])
     out = rows.copy()
@@ -1874,11 +1884,11 @@ def describe_model(modalities: str, fusion: str) -> str:
         return 'context only (no SAR), gradient boosting'
     if fusion.endswith(INT8):
         return describe_model(modalities, fusion.removesuffix(INT8)) + ', int8 encoders'
-    if BACKBONE in fusion:
-        base, _, backbone = fusion.partition(BACKBONE)
+    backbone = run_backbone(fusion)
+    if backbone is not None:
         names = modalities.upper().replace('+', ' + ')
         names = 'SAR only' if modalities == 'sar' else names
-        return f'{names}, {base} fusion, {backbone} encoder'
+        return f'{names}, {fusion_type(fusion)} fusion, {backbone} encoder'
     names = modalities.upper().replace('+', ' + ')
     if fusion == TORCHGEO:
         return f'TorchGeo Classification on {names} channels stacked'
@@ -2041,11 +2051,23 @@ def _truth_findings(unseen: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _calibrated_unseen(frame: pd.DataFrame) -> pd.DataFrame:
+    """The unseen-city rows of models calibrated on the validation town."""
+    calibrated = np.array([calibrated_on_validation(str(f)) for f in frame.fusion])
+    return frame[(frame.split == 'unseen').to_numpy() & calibrated]
+
+
+def _span(values: pd.Series) -> str:
+    """``'min-max'`` of values to three decimals (one number where they agree)."""
+    low, high = (f'{v:.3f}' for v in values.astype(float).agg(['min', 'max']))
+    return low if low == high else f'{low}-{high}'
+
+
 def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
     """Sentences on prior adaptation of the FusionNet models (see :func:`findings`)."""
     if 'ece_adapted' not in unseen.columns:
         return []
-    deep = unseen[[calibrated_on_validation(str(f)) for f in unseen.fusion]]
+    deep = _calibrated_unseen(unseen)
     per_model = deep.groupby(['modalities', 'fusion'], sort=False)[
         [
             'ece',
@@ -2063,8 +2085,7 @@ def _adaptation_findings(unseen: pd.DataFrame) -> list[str]:
         return []
 
     def span(column: str) -> str:
-        values = per_model[column].astype(float)
-        return f'{values.min():.3f}-{values.max():.3f}'
+        return _span(per_model[column])
 
     gap = per_model.f1_best - per_model.f1_adapted
     old_gap = per_model.f1_best - per_model.f1
@@ -2438,7 +2459,7 @@ def _bbse_findings(unseen: pd.DataFrame) -> list[str]:
     """Sentences comparing the damaged-share estimators (see :func:`with_bbse`)."""
     if 'share_bbse_error' not in unseen.columns:
         return []
-    deep = unseen[[calibrated_on_validation(str(f)) for f in unseen.fusion]]
+    deep = _calibrated_unseen(unseen)
     columns = ['share_mean_error', 'share_error', 'share_bbse_error']
     columns += ['share_validation_error', 'ece_bbse', 'f1_bbse', 'f1_expected']
     per_model = deep.groupby(['modalities', 'fusion'], sort=False)[columns].mean()
@@ -2447,10 +2468,7 @@ def _bbse_findings(unseen: pd.DataFrame) -> list[str]:
         return []
 
     def span(column: str) -> str:
-        low, high = per_model[column].astype(float).agg(['min', 'max'])
-        return (
-            f'{low:.3f}' if f'{low:.3f}' == f'{high:.3f}' else f'{low:.3f}-{high:.3f}'
-        )
+        return _span(per_model[column])
 
     errors = per_model[['share_mean_error', 'share_error', 'share_bbse_error']]
     wins = int((errors.idxmin(axis=1) == 'share_bbse_error').sum())
@@ -2484,8 +2502,7 @@ def _estimators_section(overall: pd.DataFrame) -> list[str]:
     """The page's table of damaged-share estimators on unseen cities (:func:`with_bbse`)."""
     if 'share_bbse_error_mean' not in overall.columns:
         return []
-    calibrated = np.array([calibrated_on_validation(str(f)) for f in overall.fusion])
-    part = overall[(overall.split == 'unseen').to_numpy() & calibrated]
+    part = _calibrated_unseen(overall)
     if not len(part):
         return []
     metrics = ['share_true', 'share_mean_error', 'share_error', 'share_bbse']
@@ -2518,8 +2535,7 @@ def _adaptation_section(overall: pd.DataFrame) -> list[str]:
     """The page's table of prior adaptation on unseen cities (:func:`with_adaptation`)."""
     if 'ece_adapted_mean' not in overall.columns:
         return []
-    calibrated = np.array([calibrated_on_validation(str(f)) for f in overall.fusion])
-    part = overall[(overall.split == 'unseen').to_numpy() & calibrated]
+    part = _calibrated_unseen(overall)
     if not len(part):
         return []
     metrics = ['prior_adapted', 'ece', 'ece_adapted', 'f1', 'f1_adapted', 'f1_best']
@@ -2651,7 +2667,7 @@ def backbone_section(
     table = []
     for model in _model_order(other):
         modalities, fusion = model
-        base = fusion.partition(BACKBONE)[0]
+        base = fusion_type(fusion)
         part = other[(other.modalities == modalities) & (other.fusion == fusion)]
         twin = unseen[(unseen.modalities == modalities) & (unseen.fusion == base)]
         pair = part.merge(twin, on=keys, suffixes=('', '_base'))

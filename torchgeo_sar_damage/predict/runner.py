@@ -477,19 +477,13 @@ def _use_onnx(predictor: CityPredictor, chunks: BuildingChunks, required: bool) 
     """
     if not required and not onnxruntime_available():
         return
-    for index in calibration_chunks(chunks.first_outside):
-        batch = chunks[index]
-        if 'image' in batch and len(batch['assessed']):
-            break
-    else:
-        if required:
-            raise ArgumentError(
-                '--onnx: no building of the town could be read to export the '
-                'encoders on; predict without --onnx'
-            )
-        return
+    raw = (chunks[i] for i in calibration_chunks(chunks.first_outside))
+    batch = next((b for b in raw if 'image' in b and len(b['assessed'])), None)
+    if batch is None and not required:
+        return  # nothing of the town can be read: nothing to predict with it
     try:
-        predictor.use_onnx([batch])
+        # without a window, onnx_encoders says so
+        predictor.use_onnx([] if batch is None else [batch])
     except ArgumentError as err:
         if required:
             raise
