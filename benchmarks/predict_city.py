@@ -18,11 +18,15 @@ model-free reading rate, not any trained model's speed.
 **Options.** Each checkpoint runs once per ``--options`` entry, in the same session
 and round-robin over ``--repeats`` (the machine is shared: compare ratios within a
 run; the first option is the reference of the speed-ups): ``float`` is
-``predict``'s default path (float32, channels-last, reading in the main process,
-the image encoders on ONNX Runtime where it is installed); ``torch`` the same with
-``--no-onnx`` (PyTorch only, the default before); ``int8`` adds ``quantize=True`` (``--quantize``: int8 encoders, not
-exact); ``workers1`` reads chunks in one dataloader worker beside the model
-(``--num-workers 1``); ``int8+workers1`` both. Each option's ``max_dp`` is the
+``predict``'s default path (float32, channels-last, chunks of 1,024 buildings read
+by a background thread while the model predicts 256 at a time, the image encoders
+on ONNX Runtime where it is installed); ``torch`` the same with
+``--no-onnx`` (PyTorch only, the default before); ``serial`` the default without
+the read-ahead thread (``--no-read-ahead``: chunks read in turn with the model);
+``chunk256`` the default with chunks of 256 buildings (``--chunk-size 256``, the
+model batch: the default before) instead of 1,024; ``int8`` adds ``quantize=True``
+(``--quantize``: int8 encoders, not exact); ``workers1`` reads chunks in one
+dataloader worker beside the model (``--num-workers 1``); ``int8+workers1`` both. Each option's ``max_dp`` is the
 largest difference of ``damage_prob`` from the reference's, over the buildings both
 assessed (``status`` must agree).
 
@@ -30,8 +34,8 @@ Each run is a fresh subprocess (its own peak RSS) that times ``predict_buildings
 from the raw files (SAR GeoTIFF, DSM, OSM GeoPackage, GEM CSVs) to the GeoPackage
 (int8 calibration included); a second subprocess then times the model alone (4
 batches of random tensors of the window's shape, same batch size and MC dropout
-draws, quantised as the option says) and the reading alone on 20 chunks
-(``read_rate``: the model-free rate); ``ratio`` is end-to-end over model-alone rate.
+draws, quantised as the option says) and the reading alone on 5,120 buildings in
+the option's chunks (``read_rate``: the model-free rate); ``ratio`` is end-to-end over model-alone rate.
 The town is simulated once per size, in its own process, untimed. ``peak_rss_mb`` is
 the largest total resident memory of the prediction's process tree (sampled every
 50 ms from /proc, reading workers included: forked workers count shared pages
@@ -81,6 +85,8 @@ FIELDS = (
 OPTIONS: dict[str, dict[str, Any]] = {
     'float': {},
     'torch': {'onnx': False},
+    'serial': {'read_ahead': False},
+    'chunk256': {'chunk_size': 256},
     'int8': {'quantize': True},
     'workers1': {'num_workers': 1},
     'int8+workers1': {'quantize': True, 'num_workers': 1},
@@ -201,6 +207,7 @@ def _model_alone(
     )
     from torchgeo_sar_damage.predict.onnx_runtime import onnxruntime_available
     from torchgeo_sar_damage.predict.quantize import calibration_chunks
+    from torchgeo_sar_damage.predict.runner import CHUNK_BATCHES
 
     # quantised as the option says, on the town's calibration chunks for int8
     checkpoint = load_checkpoint(args.checkpoint[-1])
@@ -210,7 +217,9 @@ def _model_alone(
         checkpoint.modalities,
         checkpoint.size_m,
         **inputs,
-        batch_size=args.batch_size,
+        # the option's chunks (the model alone runs on batch_size windows)
+        batch_size=OPTIONS[args.option].get('chunk_size')
+        or CHUNK_BATCHES * args.batch_size,
     )
     predictor = CityPredictor(checkpoint, chunks.raw_names, MC_SAMPLES)
     if OPTIONS[args.option].get('quantize'):
@@ -235,10 +244,14 @@ def _model_alone(
         for _ in range(repeats):
             predictor(batch)
         forward = repeats * b / (time.perf_counter() - tick)
-    # reading alone (the first chunks, in the main process): the model-free rate
+    # reading alone (the first 5,120 buildings after the first chunk, in the main
+    # process): the model-free rate
     chunks[0]  # opens the files
+    count = max(1, 5120 // len(chunks.chunks[0]))
     tick = time.perf_counter()
-    read = sum(len(chunks[i]['positions']) for i in range(1, min(len(chunks), 21)))
+    read = sum(
+        len(chunks[i]['positions']) for i in range(1, min(len(chunks), count + 1))
+    )
     read_rate = read / (time.perf_counter() - tick)
     return {'forward_rate': round(forward, 1), 'read_rate': round(read_rate, 1)}
 

@@ -464,7 +464,7 @@ def test_interrupted_run_leaves_nothing(
         original = predict_module.BuildingChunks.__getitem__
 
         def getitem(self: predict_module.BuildingChunks, index: int) -> dict[str, Any]:
-            if index == 2:
+            if index == 1:  # the second chunk, read while the first is predicted
                 raise KeyboardInterrupt
             return original(self, index)
 

@@ -3,6 +3,7 @@
 
 """Inference options of prediction: each against the reference path."""
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from torchgeo_sar_damage import predict as predict_module
 from torchgeo_sar_damage.cli import main
-from torchgeo_sar_damage.errors import ArgumentError
+from torchgeo_sar_damage.errors import ArgumentError, InputFileError
 from torchgeo_sar_damage.models.encoders import ImageBranch
 from torchgeo_sar_damage.predict import load_checkpoint, predict_buildings
 from torchgeo_sar_damage.predict.quantize import (
@@ -296,10 +297,10 @@ def test_onnx_replaces_every_encoder(
 
 
 @pytest.mark.parametrize('fusion', ['early', 'attention'])
-def test_onnx_encoders_keep_every_feature_map(fusion: str) -> None:
-    """Early fusion's stacked encoder and attention's intermediate maps match."""
+def test_onnx_encoders_export_the_maps_the_fusion_reads(fusion: str) -> None:
+    """Early fusion's last map, attention's token map too: they match PyTorch's."""
     from torchgeo_sar_damage.models import FusionNet
-    from torchgeo_sar_damage.predict.onnx_runtime import onnx_encoders
+    from torchgeo_sar_damage.predict.onnx_runtime import OnnxEncoder, onnx_encoders
 
     torch.manual_seed(0)
     net = FusionNet(
@@ -318,6 +319,22 @@ def test_onnx_encoders_keep_every_feature_map(fusion: str) -> None:
         # a batch size other than the export's (the batch axis is dynamic)
         half = net({k: v[:3] for k, v in batch.items()})
     torch.testing.assert_close(half, exact[:3], rtol=0, atol=1e-5)
+    sar = net.fusion.sar_encoder
+    assert sar is not None
+    encoder = sar.encoder
+    assert isinstance(encoder, OnnxEncoder)
+    last = len(sar.channels) - 1
+    token = getattr(net.fusion, 'token_stage', last)
+    assert encoder.stages == sorted({token, last})
+    assert encoder.count == len(sar.channels)
+    # a stage that was not exported is refused, not returned wrongly
+    maps = encoder(torch.randn(2, sar.in_chans, 32, 32))
+    assert len(maps) == len(sar.channels)
+    skipped = min(set(range(last)) - {token})
+    with pytest.raises(ArgumentError, match=f'not stage {skipped}.*--no-onnx'):
+        maps[skipped]
+    with pytest.raises(ArgumentError, match='--no-onnx'):
+        list(maps)
 
 
 def test_onnx_refuses_and_falls_back(
@@ -336,10 +353,11 @@ def test_onnx_refuses_and_falls_back(
     assert not list(tmp_path.iterdir())
 
     # outputs that differ from PyTorch's: refused, or PyTorch with a warning
-    def noisy(self: onnx_runtime.OnnxEncoder, x: Tensor) -> list[Tensor]:
-        array = x.detach().float().contiguous().numpy()
-        out = self.session.run(None, {'input': array})
-        return [torch.from_numpy(o) + 0.01 for o in out]
+    forward = onnx_runtime.OnnxEncoder.forward
+
+    def noisy(self: onnx_runtime.OnnxEncoder, x: Tensor) -> list[Tensor | None]:
+        maps = forward(self, x)
+        return [maps[i] + 0.01 if i in self.stages else None for i in range(self.count)]
 
     with monkeypatch.context() as patch:
         patch.setattr(onnx_runtime.OnnxEncoder, 'forward', noisy)
@@ -380,3 +398,153 @@ def test_cli_onnx(
     assert main([*argv, '--onnx', '--out', str(tmp_path / 'b.gpkg')]) == 0
     assert main([*argv, '--no-onnx', '--out', str(tmp_path / 'c.gpkg')]) == 0
     assert seen == [False, True]
+
+
+def reader_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the thread that reads each chunk."""
+    names: list[str] = []
+    getitem = predict_module.BuildingChunks.__getitem__
+
+    def record(self: predict_module.BuildingChunks, index: int) -> dict[str, Tensor]:
+        names.append(threading.current_thread().name)
+        return getitem(self, index)
+
+    monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', record)
+    return names
+
+
+def test_read_ahead_is_the_default_and_exact(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks are read in a background thread by default, with the same output."""
+    names = reader_threads(monkeypatch)
+    options: dict[str, Any] = {'onnx': False, 'chunk_size': 16}  # several chunks
+    serial = run(
+        unseen_town, model_t1, tmp_path / 'serial.gpkg', read_ahead=False, **options
+    )
+    assert set(names) == {threading.main_thread().name}
+    names.clear()
+    ahead = run(unseen_town, model_t1, tmp_path / 'ahead.gpkg', **options)
+    assert 'sardamage-read-ahead' in names
+    assert len(names) > 2  # the town has several chunks, read by the thread
+    assert list(ahead['status']) == list(serial['status'])
+    ok = (serial['status'] == 'ok').to_numpy()
+    assert np.ptp(serial.loc[ok, 'damage_prob']) > 0.01  # a real comparison
+    for column in ('damage_prob', 'uncertainty', 'damage'):
+        np.testing.assert_array_equal(ahead[column], serial[column])
+    # with dataloader workers, they read (not the thread)
+    names.clear()
+    run(unseen_town, model_t1, tmp_path / 'workers.gpkg', onnx=False, num_workers=1)
+    assert 'sardamage-read-ahead' not in names
+
+
+def test_read_ahead_error_reaches_the_caller(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chunk that cannot be read stops prediction with its own error, no output."""
+    getitem = predict_module.BuildingChunks.__getitem__
+
+    def broken(self: predict_module.BuildingChunks, index: int) -> dict[str, Tensor]:
+        if threading.current_thread().name == 'sardamage-read-ahead' and index == 1:
+            raise InputFileError(self.buildings, 'chunk 1 cannot be read')
+        return getitem(self, index)
+
+    monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', broken)
+    out = tmp_path / 'broken.gpkg'
+    with pytest.raises(InputFileError, match='chunk 1 cannot be read'):
+        run(unseen_town, model_t1, out, onnx=False)
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # no parts folder or summary left
+    assert not any(t.name == 'sardamage-read-ahead' for t in threading.enumerate())
+
+
+def test_cli_read_ahead(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--read-ahead``/``--no-read-ahead`` reach the loop (default: on)."""
+    names = reader_threads(monkeypatch)
+    argv = [*predict_argv(unseen_town, model_t1), '--no-onnx']
+    assert main([*argv, '--out', str(tmp_path / 'a.gpkg')]) == 0
+    assert 'sardamage-read-ahead' in names
+    names.clear()
+    assert main([*argv, '--no-read-ahead', '--out', str(tmp_path / 'b.gpkg')]) == 0
+    assert set(names) == {threading.main_thread().name}
+
+
+def test_chunks_are_predicted_in_model_batches(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks of 64 buildings run through the model 16 at a time, as chunks of 16."""
+    sizes: list[int] = []
+    chunks: list[int] = []
+    forward = predict_module.CityPredictor.forward
+    getitem = predict_module.BuildingChunks.__getitem__
+
+    def record(
+        self: predict_module.CityPredictor, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        sizes.append(len(batch['image']))
+        return forward(self, batch)
+
+    def chunk(self: predict_module.BuildingChunks, index: int) -> dict[str, Tensor]:
+        item = getitem(self, index)
+        chunks.append(len(item['assessed']))
+        return item
+
+    monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
+    monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', chunk)
+    small = run(unseen_town, model_t1, tmp_path / 'a.gpkg', onnx=False, chunk_size=16)
+    assert max(sizes) == 16
+    sizes.clear()
+    chunks.clear()
+    large = run(unseen_town, model_t1, tmp_path / 'b.gpkg', onnx=False, chunk_size=64)
+    assert max(sizes) == 16
+    assert max(chunks) > 16  # read 64 at a time, predicted 16 at a time
+    assert list(large['status']) == list(small['status'])
+    ok = (small['status'] == 'ok').to_numpy()
+    assert np.ptp(small.loc[ok, 'damage_prob']) > 0.01  # a real comparison
+    np.testing.assert_allclose(
+        large.loc[ok, 'damage_prob'], small.loc[ok, 'damage_prob'], atol=1e-6
+    )
+    np.testing.assert_array_equal(large['damage'], small['damage'])
+    # other dropout draws (seeded by each batch's first building), the same spread
+    spread = large.loc[ok, 'uncertainty'].to_numpy()
+    assert (spread >= 0).all()
+    assert spread.mean() == pytest.approx(small.loc[ok, 'uncertainty'].mean(), rel=0.3)
+    with pytest.raises(ArgumentError, match='chunk_size must be at least 1'):
+        run(unseen_town, model_t1, tmp_path / 'c.gpkg', chunk_size=0)
+
+
+def test_cli_chunk_size(
+    unseen_town: dict[str, Any],
+    model_t1: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--chunk-size`` reads that many buildings at once (default 4 batches)."""
+    sizes: list[int] = []
+    init = predict_module.BuildingChunks.__init__
+
+    def record(
+        self: predict_module.BuildingChunks, *args: object, **kwargs: object
+    ) -> None:
+        sizes.append(int(kwargs['batch_size']))  # type: ignore[call-overload]
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predict_module.BuildingChunks, '__init__', record)
+    argv = [*predict_argv(unseen_town, model_t1), '--no-onnx']
+    assert main([*argv, '--out', str(tmp_path / 'a.gpkg')]) == 0
+    assert main([*argv, '--chunk-size', '40', '--out', str(tmp_path / 'b.gpkg')]) == 0
+    assert sizes == [64, 40]  # predict_argv's --batch-size 16

@@ -298,7 +298,16 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=256,
         metavar='N',
-        help='buildings per chunk (default: 256)',
+        help='buildings per model batch (default: 256)',
+    )
+    pred.add_argument(
+        '--chunk-size',
+        type=_positive_int,
+        default=None,
+        metavar='N',
+        help='buildings read together, then predicted --batch-size at a time '
+        '(default: 4 x --batch-size; larger chunks read shared raster blocks fewer '
+        'times and hold more memory)',
     )
     _add_accelerator(pred)
     pred.add_argument(
@@ -339,6 +348,13 @@ def _add_predict_run(pred: argparse.ArgumentParser) -> None:
         "rounding; about 1.4 times the model's rate for the default RegNet encoder). "
         'Default: on the CPU without --quantize where onnx and onnxruntime are '
         'installed; --no-onnx: PyTorch only',
+    )
+    pred.add_argument(
+        '--read-ahead',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='read the next chunks in a background thread while the model predicts '
+        '(the same output; with one device and --num-workers 0). Default: on',
     )
     pred.add_argument(
         '--adapt-prior',
@@ -696,6 +712,7 @@ def _predict(args: argparse.Namespace) -> int:
         calibration=_calibration(args.calibration),
         map_path=args.map,
         batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
         accelerator=args.accelerator,
         devices=args.devices,
         num_workers=args.num_workers,
@@ -706,6 +723,7 @@ def _predict(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         threshold=args.threshold,
         onnx=args.onnx,
+        read_ahead=args.read_ahead,
     )
     if summary is None:  # a non-zero rank of a distributed run
         return 0

@@ -65,13 +65,17 @@ How it streams:
 
 1. The footprints' bounding boxes only are read (:func:`pyogrio.read_bounds`), their
    centres re-projected to the SAR CRS (pyproj), and the buildings sorted in
-   raster-block order (:data:`TILE_PIXELS` tiles of the SAR grid, row by row) and
-   cut into chunks of ``batch_size`` buildings (:class:`BuildingChunks`).
+   raster-block order (:data:`TILE_PIXELS` tiles of the SAR grid, row by row within
+   vertical strips of :data:`~.chunks.STRIP_TILES` tiles, so that the blocks two tile
+   rows share are still in GDAL's block cache) and cut into chunks of
+   ``batch_size`` buildings (:class:`BuildingChunks`).
 2. Each chunk reads the footprints of its area (GeoPackage spatial index), makes one
    window per building with :class:`~torchgeo_sar_damage.samplers.BuildingSampler`
    and reads the windows with the package's datasets (:class:`COSMOSkyMed`,
    :class:`DSM`, :class:`GEMExposure`, :class:`OSMBuildings`), which re-project other
-   CRSs with rasterio; Lightning's ``Trainer.predict`` runs the model
+   CRSs with rasterio. A background thread reads the next chunks while the model
+   predicts (``read_ahead``, :class:`~.read_ahead.ReadAhead`; one device, no
+   dataloader workers); Lightning's ``Trainer.predict`` runs the model
    (:class:`CityPredictor`), on one process or several (DDP), and
    :class:`PartWriter` keeps each process's results (a few bytes per building) and
    writes them as one part per process.
@@ -85,8 +89,9 @@ Memory depends on the chunk size, not on the number of buildings (besides a few
 bytes per building for the bounds and results).
 
 **Speed.** The model runs under ``torch.inference_mode`` (Lightning's predict
-loop), channels-last, with PyTorch's default threads (one per core), in chunks of
-``batch_size`` buildings. On the CPU the image encoders run on ONNX Runtime by
+loop), channels-last, with PyTorch's default threads (one per core), in batches of
+``batch_size`` buildings, read in chunks of ``chunk_size`` (4 batches by default)
+by a background thread while the model predicts (``read_ahead``). On the CPU the image encoders run on ONNX Runtime by
 default where it is installed (``onnx``, ``--onnx``/``--no-onnx``:
 :mod:`~torchgeo_sar_damage.predict.onnx_runtime`; the same probabilities to float
 rounding). ``quantize=True`` (``--quantize``) runs the image encoders in int8 (:mod:`~torchgeo_sar_damage.predict.quantize`): about twice the

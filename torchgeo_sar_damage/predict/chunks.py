@@ -4,7 +4,6 @@
 """Chunks of buildings in raster-block order, read as raw batches."""
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +48,22 @@ _CODE = {name: code for code, name in enumerate(STATUSES)}
 #: Code of buildings no chunk has reported (never left in a finished layer).
 _PENDING = -1
 
+#: Keys of a chunk's raw batch that hold one row per assessed building.
+BATCH_KEYS = ('image', 'dsm', 'footprint', 'tabular', 'building_id')
+
 #: Share of a footprint's SAR pixels that must be valid for it to be assessed.
 MIN_VALID_SAR_FRACTION = 0.5
 
 
 #: Side of the raster-block tiles, in SAR pixels, that order the chunks.
 TILE_PIXELS = 512
+
+#: Width, in tiles, of the vertical strips the tiles are visited in (row by row
+#: within a strip, strips from west to east), so that the raster blocks a tile row
+#: shares with the next are still in GDAL's block cache (:data:`~.runner.
+#: GDAL_CACHEMAX_MB`) whatever the product's width: 8 tiles of 512 px are 2 km at
+#: 0.5 m.
+STRIP_TILES = 8
 
 
 def _require_file(path: str | os.PathLike[str], what: str) -> str:
@@ -242,12 +251,13 @@ class BuildingChunks(Dataset[Sample]):
     def _plan(
         self, position: npt.NDArray[np.int64], left: float, top: float
     ) -> list[npt.NDArray[np.int64]]:
-        """Chunks of buildings in :data:`TILE_PIXELS` tiles, row by row."""
+        """Chunks of buildings in :data:`TILE_PIXELS` tiles, row by row in strips."""
         xres, yres = self.inputs.sar.res
         cx, cy = self.centres[position, 0], self.centres[position, 1]
         row = np.floor((top - cy) / (TILE_PIXELS * yres))
         col = np.floor((cx - left) / (TILE_PIXELS * xres))
-        position = position[np.lexsort((cx, -cy, col, row))]
+        strip = np.floor(col / STRIP_TILES)
+        position = position[np.lexsort((cx, -cy, col, row, strip))]
         size = self.batch_size
         return [position[i : i + size] for i in range(0, len(position), size)]
 
@@ -419,14 +429,11 @@ class BuildingChunks(Dataset[Sample]):
         if not queries:
             return sampled, None
         footprints = _ChunkFootprints(frame, self.buildings, sar.crs, res)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', UserWarning)
-            batch = merge_batches(
-                [
-                    extract_batch(inputs.base, queries),
-                    extract_batch(footprints, queries),
-                ]
-            )
+        # no warnings.catch_warnings here: it is not thread-safe, and chunks are
+        # read in a background thread (predict's read-ahead)
+        batch = merge_batches(
+            [extract_batch(inputs.base, queries), extract_batch(footprints, queries)]
+        )
         return sampled, batch
 
     @staticmethod
@@ -450,7 +457,7 @@ class BuildingChunks(Dataset[Sample]):
         if not ok.any():
             return np.empty(0, dtype=np.int64)
         keep = torch.from_numpy(ok)
-        for key in ('image', 'dsm', 'footprint', 'tabular', 'building_id'):
+        for key in BATCH_KEYS:
             if key in batch:
                 out[key] = batch[key][keep]
         return sampled[ok]
