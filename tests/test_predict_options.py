@@ -93,6 +93,21 @@ def spy(monkeypatch: pytest.MonkeyPatch, method: str) -> list[bool]:
     return calls
 
 
+def watch_forward(
+    monkeypatch: pytest.MonkeyPatch, seen: Callable[[dict[str, Tensor]], object]
+) -> None:
+    """Call ``seen`` with each batch :class:`CityPredictor` predicts, then predict it."""
+    forward = predict_module.CityPredictor.forward
+
+    def record(
+        self: predict_module.CityPredictor, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        seen(batch)
+        return forward(self, batch)
+
+    monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
+
+
 def town_predictor(
     unseen_town: dict[str, Any], model: Path, town_chunks: TownChunks
 ) -> tuple[predict_module.BuildingChunks, predict_module.CityPredictor]:
@@ -122,15 +137,9 @@ def test_predict_runs_in_inference_mode(
 ) -> None:
     """The model runs under ``torch.inference_mode`` (Lightning's predict loop)."""
     seen: list[bool] = []
-    forward = predict_module.CityPredictor.forward
-
-    def record(
-        self: predict_module.CityPredictor, batch: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        seen.append(torch.is_inference_mode_enabled())
-        return forward(self, batch)
-
-    monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
+    watch_forward(
+        monkeypatch, lambda batch: seen.append(torch.is_inference_mode_enabled())
+    )
     run(unseen_town, model_t1, tmp_path / 'out.gpkg', mc_samples=0)
     assert seen
     assert all(seen)
@@ -489,21 +498,14 @@ def test_chunks_are_predicted_in_model_batches(
     """Chunks of 64 buildings run through the model 16 at a time, as chunks of 16."""
     sizes: list[int] = []
     chunks: list[int] = []
-    forward = predict_module.CityPredictor.forward
+    watch_forward(monkeypatch, lambda batch: sizes.append(len(batch['image'])))
     getitem = predict_module.BuildingChunks.__getitem__
-
-    def record(
-        self: predict_module.CityPredictor, batch: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        sizes.append(len(batch['image']))
-        return forward(self, batch)
 
     def chunk(self: predict_module.BuildingChunks, index: int) -> dict[str, Tensor]:
         item = getitem(self, index)
         chunks.append(len(item['assessed']))
         return item
 
-    monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
     monkeypatch.setattr(predict_module.BuildingChunks, '__getitem__', chunk)
     small = run(unseen_town, model_t1, tmp_path / 'a.gpkg', onnx=False, chunk_size=16)
     assert max(sizes) == 16

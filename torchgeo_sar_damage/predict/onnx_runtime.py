@@ -230,9 +230,14 @@ def onnx_encoders(
         if isinstance(branch, ImageBranch)
         and not isinstance(branch.encoder, OnnxEncoder)
     }
-    windows = _first(batches[0], CHECK_WINDOWS)
-    inputs = _encoder_inputs(branches, run, windows)
-    read = _stages_read(branches, run, windows)
+    # the encoders' inputs, and the stages of their outputs the fusion reads
+    read: dict[str, set[int]] = {name: set() for name in branches}
+    inputs = _encoder_inputs(
+        branches,
+        run,
+        _first(batches[0], CHECK_WINDOWS),
+        lambda name, maps: _Recorder(maps, read[name]),
+    )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -243,7 +248,7 @@ def onnx_encoders(
         x = inputs[name].contiguous()
         with torch.inference_mode():
             expected: list[Tensor] = list(branch.encoder(x))
-        stages = read[name] or list(range(len(expected)))  # none read: keep all
+        stages = sorted(read[name]) or list(range(len(expected)))  # none: keep all
         names = [f'stage{i}' for i in stages]
         batch_axis = {key: {0: 'batch'} for key in ['input', *names]}
         try:
@@ -293,26 +298,3 @@ def onnx_encoders(
         replaced[name] = encoder
     for name, encoder in replaced.items():
         branches[name].encoder = encoder
-
-
-def _stages_read(
-    branches: dict[str, ImageBranch], run: Callable[[Sample], Any], batch: Sample
-) -> dict[str, list[int]]:
-    """The stages of each encoder's feature maps that the fusion reads on ``batch``."""
-    read: dict[str, set[int]] = {name: set() for name in branches}
-    hooks = []
-    for name, branch in branches.items():
-
-        def record(
-            module: nn.Module, args: object, output: list[Tensor], name: str = name
-        ) -> _Recorder:
-            return _Recorder(output, read[name])
-
-        hooks.append(branch.encoder.register_forward_hook(record))
-    try:
-        with torch.inference_mode():
-            run(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: sorted(stages) for name, stages in read.items()}

@@ -151,9 +151,16 @@ def _first(batch: Sample, count: int) -> Sample:
 
 
 def _encoder_inputs(
-    branches: dict[str, ImageBranch], run: Callable[[Sample], Any], batch: Sample
+    branches: dict[str, ImageBranch],
+    run: Callable[[Sample], Any],
+    batch: Sample,
+    outputs: Callable[[str, Any], Any] | None = None,
 ) -> dict[str, Tensor]:
-    """Each encoder's input on ``batch`` (to trace with)."""
+    """Each encoder's input on ``batch`` (to trace with).
+
+    ``outputs(name, output)``, if given, replaces each encoder's output on the way
+    (e.g. to see what the fusion reads of it).
+    """
     inputs: dict[str, Tensor] = {}
     hooks = []
     for name, branch in branches.items():
@@ -161,7 +168,15 @@ def _encoder_inputs(
         def keep(module: nn.Module, args: tuple[Tensor, ...], name: str = name) -> None:
             inputs[name] = args[0]
 
+        def swap(
+            module: nn.Module, args: object, output: object, name: str = name
+        ) -> object:
+            assert outputs is not None
+            return outputs(name, output)
+
         hooks.append(branch.encoder.register_forward_pre_hook(keep))
+        if outputs is not None:
+            hooks.append(branch.encoder.register_forward_hook(swap))
     try:
         with torch.inference_mode():
             run(batch)
