@@ -297,6 +297,10 @@ def test_onnx_replaces_every_encoder(
     fusion = predictor.task.model.fusion
     assert len(fusion.encoders) == 3  # sar, osm, dsm (late fusion)
     assert all(isinstance(b.encoder, OnnxEncoder) for b in fusion.encoders.values())
+    # no memory arena per session (each would keep its peak activations)
+    for branch in fusion.encoders.values():
+        options = branch.encoder.session.get_session_options()
+        assert not options.enable_cpu_mem_arena
     assert isinstance(predictor.task.model.head[0], nn.Linear)
     torch.manual_seed(0)
     with torch.inference_mode():
