@@ -247,7 +247,7 @@ def onnx_encoders(
     # no busy-waiting between runs: PyTorch's threads run the head meanwhile
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     # no arena per session: each would keep its peak activations (late fusion's
-    # three encoders held about 450 MB more at the same speed)
+    # three encoders peaked over 2 GB with them)
     options.enable_cpu_mem_arena = False
     replaced: dict[str, OnnxEncoder] = {}
     for name, branch in branches.items():
@@ -311,8 +311,8 @@ def _release_memory() -> None:
     """Give the memory the exporter freed back to the system (glibc only).
 
     Tracing and serialising the encoders leaves a few hundred MB of freed heap that
-    glibc keeps (about 400 MB for late fusion's three ResNet-18); ``malloc_trim``
-    returns it. Elsewhere (macOS, Windows) nothing is done.
+    glibc keeps (late fusion's three ResNet-18); ``malloc_trim`` returns it.
+    Elsewhere (macOS, Windows) nothing is done.
     """
     gc.collect()
     try:
