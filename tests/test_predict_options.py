@@ -108,6 +108,15 @@ def watch_forward(
     monkeypatch.setattr(predict_module.CityPredictor, 'forward', record)
 
 
+def seeded(
+    predictor: predict_module.CityPredictor, item: dict[str, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Probability and uncertainty of a chunk, dropout seeded with 0."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        return predictor(item)
+
+
 def town_predictor(
     unseen_town: dict[str, Any], model: Path, town_chunks: TownChunks
 ) -> tuple[predict_module.BuildingChunks, predict_module.CityPredictor]:
@@ -171,9 +180,7 @@ def test_quantize_replaces_the_encoders(
     """Every image encoder runs int8 convolutions; the head stays in float."""
     chunks, predictor = town_predictor(unseen_town, model_t1, town_chunks)
     item = chunks[0]
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        exact, _ = predictor(item)
+    exact, _ = seeded(predictor, item)
     predictor.quantize([chunks[i] for i in calibration_chunks(chunks.first_outside)])
     fusion = predictor.task.model.fusion
     assert len(fusion.encoders) == 3  # sar, osm, dsm (late fusion)
@@ -183,9 +190,7 @@ def test_quantize_replaces_the_encoders(
             issubclass(k, torch.ao.nn.quantized.Conv2d) for k in kinds
         )
     assert isinstance(predictor.task.model.head[0], nn.Linear)
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        quantized, _ = predictor(item)
+    quantized, _ = seeded(predictor, item)
     torch.testing.assert_close(quantized, exact, rtol=0, atol=QUANTIZED_ATOL)
 
 
@@ -290,9 +295,7 @@ def test_onnx_replaces_every_encoder(
 
     chunks, predictor = town_predictor(unseen_town, model_t1, town_chunks)
     item = chunks[0]
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        exact, spread = predictor(item)
+    exact, spread = seeded(predictor, item)
     predictor.use_onnx([chunks[0]])
     fusion = predictor.task.model.fusion
     assert len(fusion.encoders) == 3  # sar, osm, dsm (late fusion)
@@ -302,9 +305,7 @@ def test_onnx_replaces_every_encoder(
         options = branch.encoder.session.get_session_options()
         assert not options.enable_cpu_mem_arena
     assert isinstance(predictor.task.model.head[0], nn.Linear)
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        onnx, onnx_spread = predictor(item)
+    onnx, onnx_spread = seeded(predictor, item)
     torch.testing.assert_close(onnx, exact, rtol=0, atol=ONNX_ATOL)
     torch.testing.assert_close(onnx_spread, spread, rtol=0, atol=ONNX_ATOL)
 
